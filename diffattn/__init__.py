@@ -1,0 +1,67 @@
+"""diffattn: training-free attention extensions for Hugging Face diffusers.
+
+    import diffattn
+    handle = diffattn.apply(pipe, diffattn.RadialConfig(dense_steps=12))
+    video = pipe(prompt).frames[0]
+    print(handle.stats.format())
+    handle.remove()
+
+Names are loaded on first use, so `import diffattn` (and `import diffattn.kernels` on a machine without
+diffusers) stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    # public API
+    "apply": "diffattn.api",
+    "Handle": "diffattn.api",
+    "handle_of": "diffattn.api",
+    "methods": "diffattn.registry",
+    "get_method": "diffattn.registry",
+    "register_method": "diffattn.registry",
+    # configs
+    "MethodConfig": "diffattn.config",
+    "AttentionConfig": "diffattn.config",
+    "Phase": "diffattn.config",
+    "ObserveConfig": "diffattn.configs",
+    # building blocks
+    "BlockPlan": "diffattn.plan",
+    "BoxMask": "diffattn.plan",
+    "RunContext": "diffattn.context",
+    "LayerInfo": "diffattn.context",
+    "Grid": "diffattn.geometry",
+    "TileOrder": "diffattn.geometry",
+    "supported_families": "diffattn.geometry",
+    # errors
+    "DiffAttnError": "diffattn.errors",
+    "ConfigError": "diffattn.errors",
+    "UnsupportedModelError": "diffattn.errors",
+    "UnknownMethodError": "diffattn.errors",
+    "AlreadyAppliedError": "diffattn.errors",
+    "IncompatibleMethodsError": "diffattn.errors",
+    "BackendUnavailableError": "diffattn.errors",
+    "PlanError": "diffattn.errors",
+    "GridError": "diffattn.errors",
+    "VideoReadError": "diffattn.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'diffattn' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -1,0 +1,218 @@
+"""`diffattn.apply` and the `Handle` it returns.
+
+`apply(pipe_or_model, *configs_or_names, **settings)` installs one or more methods on a diffusers pipeline
+(its transformer or UNet is found) or directly on a denoiser model, atomically: if anything fails midway,
+everything installed so far is removed again before the error propagates. `Handle.remove()` restores the
+exact original objects, so outputs afterwards are bitwise identical to before.
+
+Each method config names (as a dotted path) the class implementing it; implementations that share an
+installer (all attention methods share one set of processors, for example) are installed together by it.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+
+from .config import AttentionConfig, MethodConfig
+from .context import ContextHook, RunContext, install_context_hook, remove_context_hook
+from .errors import AlreadyAppliedError, IncompatibleMethodsError, UnsupportedModelError
+from .geometry import Family, family_of
+from .registry import resolve_configs
+from .stats import AttentionStats
+
+__all__ = ["apply", "Handle", "Target", "Installer", "find_denoiser", "handle_of"]
+
+_HANDLE_ATTR = "_diffattn_handle"
+_DENOISER_ATTRS = ("transformer", "unet")
+
+
+@dataclass
+class Target:
+    """What a method is installed on: the denoiser, its pipeline when known, and the shared run state."""
+
+    model: torch.nn.Module
+    family: Family
+    pipeline: Any | None
+    context: RunContext
+    stats: AttentionStats
+    listeners: list[Callable[[RunContext], None]]
+    """Called by the context hook before every forward, after the context is updated."""
+
+
+class Installer(Protocol):
+    """Installs a group of method implementations that share machinery; `remove` undoes exactly that."""
+
+    def __init__(self, target: Target, methods: list[Any]) -> None: ...
+
+    def install(self) -> None: ...
+
+    def remove(self) -> None: ...
+
+
+def find_denoiser(obj: Any) -> tuple[Any | None, torch.nn.Module]:
+    """Split a pipeline or model into `(pipeline or None, denoiser)`; raise `UnsupportedModelError` otherwise."""
+    if isinstance(obj, torch.nn.Module):
+        family_of(obj)
+        return None, obj
+    components = getattr(obj, "components", None)
+    if isinstance(components, dict):
+        for attr in _DENOISER_ATTRS:
+            model = components.get(attr)
+            if isinstance(model, torch.nn.Module):
+                family_of(model)
+                return obj, model
+        raise UnsupportedModelError(
+            f"{type(obj).__name__} has no transformer or unet component; diffattn needs a diffusion denoiser"
+        )
+    raise UnsupportedModelError(
+        f"expected a diffusers DiffusionPipeline or a denoiser model (torch.nn.Module); got {type(obj).__name__}"
+    )
+
+
+def handle_of(obj: Any) -> Handle | None:
+    """The handle currently applied to a pipeline's denoiser or a model, if any."""
+    try:
+        _, model = find_denoiser(obj)
+    except UnsupportedModelError:
+        return None
+    return getattr(model, _HANDLE_ATTR, None)
+
+
+def _implementation(config: MethodConfig) -> type:
+    module, _, name = config.implementation.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _check_composition(configs: list[MethodConfig]) -> None:
+    seen: dict[str, MethodConfig] = {}
+    for config in configs:
+        if config.name in seen:
+            raise IncompatibleMethodsError(f"method {config.name!r} was given twice; pass it once")
+        for other in seen:
+            if other in config.incompatible or config.name in type(seen[other]).incompatible:
+                raise IncompatibleMethodsError(
+                    f"methods {other!r} and {config.name!r} cannot be applied together; apply one of them"
+                )
+        seen[config.name] = config
+
+
+class Handle:
+    """The installed methods on one denoiser. Use `remove()` or a `with` block to take them off again.
+
+    Attributes:
+        configs: the method configs, in the order given.
+        stats (`AttentionStats`): per layer and step: density, skipped tiles, time.
+        context (`RunContext`): what the processors see for the current call.
+        pipeline, model: the pipeline (if one was given) and its denoiser.
+    """
+
+    def __init__(self, pipeline: Any | None, model: torch.nn.Module, configs: list[MethodConfig]) -> None:
+        self.pipeline = pipeline
+        self.model = model
+        self.configs = tuple(configs)
+        self.family = family_of(model)
+        self.stats = AttentionStats()
+        self.context = RunContext(family=self.family.name)
+        self.target = Target(model, self.family, pipeline, self.context, self.stats, [self._update_phases])
+        self.methods = [_implementation(c)(c, self.target) for c in configs]
+        self._installers: list[Installer] = []
+        self._removed = False
+
+    # --------------------------------------------------------------------------------- lifecycle
+    def _install(self) -> None:
+        hook = ContextHook(self.context, self.family, self._schedule, self._cfg_batched, self.target.listeners)
+        install_context_hook(self.model, hook)
+        setattr(self.model, _HANDLE_ATTR, self)
+        groups: dict[type, list[Any]] = {}
+        for method in self.methods:
+            groups.setdefault(method.installer, []).append(method)
+        for installer_cls, members in groups.items():
+            installer = installer_cls(self.target, members)
+            self._installers.append(installer)
+            installer.install()
+
+    def remove(self) -> None:
+        """Take every method off and restore the original processors, hooks and pipeline; idempotent."""
+        if self._removed:
+            return
+        errors = []
+        for installer in reversed(self._installers):
+            try:
+                installer.remove()
+            except Exception as exc:  # keep removing the rest; report the first failure
+                errors.append(exc)
+        self._installers.clear()
+        remove_context_hook(self.model)
+        if getattr(self.model, _HANDLE_ATTR, None) is self:
+            delattr(self.model, _HANDLE_ATTR)
+        self._removed = True
+        if errors:
+            raise errors[0]
+
+    @property
+    def active(self) -> bool:
+        return not self._removed
+
+    def __enter__(self) -> Handle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def __repr__(self) -> str:
+        names = ", ".join(c.name for c in self.configs)
+        state = "active" if self.active else "removed"
+        return f"Handle({names}; {type(self.model).__name__}; {state})"
+
+    # ------------------------------------------------------------------------------ run context
+    def _schedule(self) -> torch.Tensor | None:
+        scheduler = getattr(self.pipeline, "scheduler", None)
+        timesteps = getattr(scheduler, "timesteps", None)
+        return timesteps if isinstance(timesteps, torch.Tensor) else None
+
+    def _cfg_batched(self) -> bool:
+        return bool(getattr(self.pipeline, "do_classifier_free_guidance", False))
+
+    def _update_phases(self, ctx: RunContext) -> None:
+        ctx.phases = {
+            c.name: c.phase(ctx.step_index, ctx.num_steps) for c in self.configs if isinstance(c, AttentionConfig)
+        }
+
+
+def apply(target: Any, *methods: MethodConfig | str | dict, **settings: Any) -> Handle:
+    """Install methods on a pipeline or denoiser model and return the `Handle` that removes them.
+
+    Args:
+        target: a diffusers `DiffusionPipeline` (its `transformer` or `unet` is used) or the denoiser itself.
+        *methods: method configs (e.g. `diffattn.RadialConfig(dense_steps=12)`), method names, or settings
+            dicts with a `"method"` key. Several methods compose where they can (see each config).
+        **settings: settings for the single method given by name, e.g. `apply(pipe, "sparge", topk=0.5)`.
+
+    Raises:
+        UnsupportedModelError: `target` is not a supported pipeline or denoiser.
+        UnknownMethodError / ConfigError: a method name or setting is invalid.
+        AlreadyAppliedError: diffattn is already applied to this denoiser.
+        IncompatibleMethodsError: the methods cannot be applied together.
+    """
+    configs = resolve_configs(methods, settings)
+    pipeline, model = find_denoiser(target)
+    existing = getattr(model, _HANDLE_ATTR, None)
+    if existing is not None:
+        raise AlreadyAppliedError(
+            f"diffattn is already applied to this {type(model).__name__} "
+            f"({', '.join(c.name for c in existing.configs)}); call handle.remove() before applying "
+            f"{', '.join(c.name for c in configs)}, or pass all methods in one apply() call"
+        )
+    _check_composition(configs)
+    handle = Handle(pipeline, model, configs)
+    try:
+        handle._install()
+    except BaseException:
+        handle.remove()
+        raise
+    return handle

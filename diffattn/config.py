@@ -1,0 +1,182 @@
+"""Method configuration: one frozen dataclass per method, validated on construction, serialisable.
+
+`MethodConfig` is the base every method's config derives from. Its class attributes name the method, say
+in one line what it does, and point (as a dotted path, so the core never imports processors) to the class
+that installs it. `AttentionConfig` adds the selectors every attention method shares: which layers and
+which denoising steps run the method and which stay dense.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .errors import ConfigError
+
+__all__ = ["MethodConfig", "AttentionConfig", "Phase", "check", "check_range", "field_parser"]
+
+
+def check(condition: bool, message: str) -> None:
+    """Raise `ConfigError(message)` unless `condition` holds."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    """Raise `ConfigError` unless `low <= value <= high` (either bound may be open-ended)."""
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise ConfigError(f"{name} must lie in {bounds}; got {value!r}")
+
+
+class Phase(str, enum.Enum):
+    """What an attention method does at a given step: run (`ACTIVE`) or leave attention dense (`DENSE`).
+
+    Per-step policies are reduced to these few values so `torch.compile` recompiles at most once per phase.
+    """
+
+    DENSE = "dense"
+    ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Base of every method configuration.
+
+    Subclasses are frozen dataclasses whose fields are the method's settings with the papers' defaults,
+    validated in `validate()` (called from `__post_init__`).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    implementation: ClassVar[str] = ""
+    """`"module:Class"` of the installer; resolved lazily by `diffattn.apply`."""
+    kind: ClassVar[str] = "attention"
+    """`"attention"` (installs attention processors) or `"pipeline"` (wraps a pipeline's sampling)."""
+    incompatible: ClassVar[frozenset[str]] = frozenset()
+    """Names of methods this one cannot be applied together with."""
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, list):  # accept lists for tuple fields (YAML/JSON), keep configs hashable
+                object.__setattr__(self, field.name, tuple(value))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ConfigError` when a value is out of range; subclasses extend it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form (`{"method": name, **fields}`), round-trips through `from_dict` and JSON/YAML."""
+        data: dict[str, Any] = {"method": self.name}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            data[field.name] = list(value) if isinstance(value, tuple) else value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MethodConfig:
+        """Inverse of `to_dict`; unknown keys raise `ConfigError` naming the valid ones."""
+        data = dict(data)
+        method = data.pop("method", cls.name)
+        if cls.name and method != cls.name:
+            raise ConfigError(f"{cls.__name__} cannot load settings of method {method!r}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown {cls.name or cls.__name__} setting(s) {unknown}; valid: {sorted(names)}")
+        return cls(**data)
+
+    @classmethod
+    def field_types(cls) -> dict[str, Any]:
+        """Resolved type hints of the dataclass fields (the CLI builds its flags from them)."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+@dataclass(frozen=True)
+class AttentionConfig(MethodConfig):
+    """Selectors shared by every attention method.
+
+    Args:
+        layers (`tuple[int, ...]`, *optional*):
+            Indices of the transformer blocks (or UNet attention blocks) the method runs in; all when `None`.
+        dense_layers (`tuple[int, ...]`, defaults to `()`):
+            Block indices that always stay dense, e.g. `(0,)` for the first block.
+        dense_steps (`int`, defaults to `0`):
+            The first `dense_steps` denoising steps stay dense (quality warm-up).
+        dense_last_steps (`int`, defaults to `0`):
+            The last `dense_last_steps` denoising steps stay dense (needs the step count, known from the pipeline).
+    """
+
+    layers: tuple[int, ...] | None = None
+    dense_layers: tuple[int, ...] = ()
+    dense_steps: int = 0
+    dense_last_steps: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("dense_steps", self.dense_steps, 0)
+        check_range("dense_last_steps", self.dense_last_steps, 0)
+        for name in ("layers", "dense_layers"):
+            value = getattr(self, name)
+            if value is not None:
+                check(all(isinstance(i, int) and i >= 0 for i in value), f"{name} must be non-negative block indices; got {value!r}")
+
+    def runs_in_block(self, block_index: int | None) -> bool:
+        """Whether the method is active in the block with this index (`None`: a block-less attention)."""
+        if block_index is None:
+            return self.layers is None
+        if block_index in self.dense_layers:
+            return False
+        return self.layers is None or block_index in self.layers
+
+    def phase(self, step_index: int, num_steps: int | None) -> Phase:
+        """The phase of a denoising step; the last-steps rule applies only when the step count is known."""
+        if step_index < self.dense_steps:
+            return Phase.DENSE
+        if num_steps is not None and self.dense_last_steps and step_index >= num_steps - self.dense_last_steps:
+            return Phase.DENSE
+        return Phase.ACTIVE
+
+
+def _is_optional(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+
+
+def field_parser(tp: Any):
+    """A callable turning a command-line string into a value of type `tp` (used by the CLI)."""
+    if _is_optional(tp):
+        inner = next(a for a in typing.get_args(tp) if a is not type(None))
+        parse_inner = field_parser(inner)
+        return lambda text: None if text.lower() in ("none", "null") else parse_inner(text)
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        parse_item = field_parser(args[0]) if args else str
+        return lambda text: tuple(parse_item(part) for part in _split(text))
+    if tp is bool:
+        return _parse_bool
+    if tp in (int, float, str):
+        return tp
+    if typing.get_origin(tp) is typing.Literal:
+        return str
+    return str
+
+
+def _split(text: str) -> Iterable[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"expected a boolean (true/false); got {text!r}")

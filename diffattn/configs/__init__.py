@@ -1,0 +1,5 @@
+"""Built-in method configs; importing this package registers them."""
+
+from .observe import ObserveConfig
+
+__all__ = ["ObserveConfig"]

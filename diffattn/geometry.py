@@ -1,0 +1,208 @@
+"""Latent geometry: which model family a denoiser is, its latent grid in tokens, and tile token order.
+
+Diffusers' video transformers flatten tokens frame by frame, row by row, and no attention processor is
+told the grid. The root hook recovers it from the denoiser's inputs with the functions here, one per family.
+`TileOrder` permutes raster-ordered tokens into spatio-temporal tiles so that compact patterns (windows,
+radial bands) touch few kv blocks (DESIGN.md, "Token order").
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .errors import GridError, UnsupportedModelError
+
+__all__ = ["Grid", "Family", "FAMILIES", "family_of", "supported_families", "bind_forward_args", "TileOrder"]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A latent grid in tokens: `frames x height x width` (images have one frame)."""
+
+    frames: int
+    height: int
+    width: int
+
+    @property
+    def tokens(self) -> int:
+        return self.frames * self.height * self.width
+
+    @property
+    def frame_tokens(self) -> int:
+        return self.height * self.width
+
+    def downsampled(self, level: int) -> Grid:
+        """The grid after `level` stride-2 spatial downsamplings (UNet resolution levels, ceil like a padded conv)."""
+        h, w = self.height, self.width
+        for _ in range(level):
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+        return Grid(self.frames, h, w)
+
+    def coords(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """int32 `[tokens, 3]`: (frame, row, column) of each token in raster order."""
+        f, h, w = torch.meshgrid(
+            torch.arange(self.frames, device=device),
+            torch.arange(self.height, device=device),
+            torch.arange(self.width, device=device),
+            indexing="ij",
+        )
+        return torch.stack([f, h, w], dim=-1).reshape(-1, 3).to(torch.int32)
+
+
+GridFn = Callable[[torch.nn.Module, Mapping[str, Any]], Grid]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A supported denoiser family.
+
+    Args:
+        name (`str`): short name, e.g. `"wan"`.
+        classes (`tuple[str, ...]`): diffusers class names of the root denoiser.
+        grid (`Callable`): `(model, bound_forward_args) -> Grid`, the video token grid of one forward call.
+        text_first (`bool`): in joint text+video attention, whether text tokens come before video tokens.
+        frames_in_batch (`bool`): UNet families fold frames into the batch of spatial attention.
+    """
+
+    name: str
+    classes: tuple[str, ...]
+    grid: GridFn
+    text_first: bool = False
+    frames_in_batch: bool = False
+
+
+def _patch(config: Any, name: str, default: int = 1) -> tuple[int, ...]:
+    value = getattr(config, name, None)
+    if value is None:
+        return (default,)
+    return tuple(value) if isinstance(value, (tuple, list)) else (int(value),)
+
+
+def _video_grid(frames_axis: int) -> GridFn:
+    """Grid of `hidden_states` shaped `[B, C, F, H, W]` (`frames_axis=2`) or `[B, F, C, H, W]` (`frames_axis=1`)."""
+
+    def grid(model: torch.nn.Module, args: Mapping[str, Any]) -> Grid:
+        shape = args["hidden_states"].shape
+        if len(shape) != 5:
+            raise GridError(f"expected 5-D video latents, got shape {tuple(shape)}")
+        frames, height, width = shape[frames_axis], shape[-2], shape[-1]
+        config = model.config
+        spatial = _patch(config, "patch_size")
+        if len(spatial) == 3:  # Wan: (t, h, w)
+            pt, ph, pw = spatial
+        else:
+            pt = _patch(config, "patch_size_t")[0]
+            ph = pw = spatial[0]
+        return Grid(frames // pt, height // ph, width // pw)
+
+    return grid
+
+
+def _ltx_grid(model: torch.nn.Module, args: Mapping[str, Any]) -> Grid:
+    sizes = [args.get(k) for k in ("num_frames", "height", "width")]
+    if any(s is None for s in sizes):
+        raise GridError("LTX-Video transformer calls must pass num_frames, height and width to recover the grid")
+    pt, p = _patch(model.config, "patch_size_t")[0], _patch(model.config, "patch_size")[0]
+    frames, height, width = (int(s) for s in sizes)
+    return Grid(frames // pt, height // p, width // p)
+
+
+def _unet_grid(model: torch.nn.Module, args: Mapping[str, Any]) -> Grid:
+    sample = args["sample"]
+    if sample.ndim == 4:
+        return Grid(1, sample.shape[-2], sample.shape[-1])
+    if sample.ndim == 5:  # UNetMotionModel: [B, C, F, H, W]
+        return Grid(sample.shape[2], sample.shape[-2], sample.shape[-1])
+    raise GridError(f"expected UNet latents [B, C, H, W] or [B, C, F, H, W], got {tuple(sample.shape)}")
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("wan", ("WanTransformer3DModel",), _video_grid(frames_axis=2)),
+    Family("cogvideox", ("CogVideoXTransformer3DModel",), _video_grid(frames_axis=1), text_first=True),
+    Family("hunyuanvideo", ("HunyuanVideoTransformer3DModel",), _video_grid(frames_axis=2)),
+    Family("ltx", ("LTXVideoTransformer3DModel",), _ltx_grid),
+    Family("mochi", ("MochiTransformer3DModel",), _video_grid(frames_axis=2)),
+    Family("unet", ("UNet2DConditionModel",), _unet_grid, frames_in_batch=True),
+    Family("unet-motion", ("UNetMotionModel",), _unet_grid, frames_in_batch=True),
+)
+
+
+def supported_families() -> dict[str, tuple[str, ...]]:
+    """Family name -> diffusers class names it covers."""
+    return {f.name: f.classes for f in FAMILIES}
+
+
+def family_of(model: torch.nn.Module) -> Family:
+    """The family of a root denoiser; raises `UnsupportedModelError` listing the supported ones."""
+    names = {cls.__name__ for cls in type(model).__mro__}
+    for family in FAMILIES:
+        if names.intersection(family.classes):
+            return family
+    supported = ", ".join(f"{f.name} ({'/'.join(f.classes)})" for f in FAMILIES)
+    raise UnsupportedModelError(f"{type(model).__name__} is not a supported denoiser. Supported: {supported}")
+
+
+@functools.lru_cache(maxsize=None)
+def _forward_signature(cls: type) -> inspect.Signature:
+    return inspect.signature(cls.forward)
+
+
+def bind_forward_args(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Map a forward call's positional and keyword arguments to parameter names."""
+    bound = _forward_signature(type(model)).bind_partial(model, *args, **kwargs)
+    arguments = dict(bound.arguments)
+    arguments.pop("self", None)
+    extra = arguments.pop("kwargs", None)
+    if isinstance(extra, dict):
+        arguments.update(extra)
+    return arguments
+
+
+class TileOrder:
+    """A permutation of raster-ordered video tokens into spatio-temporal tiles, and its inverse.
+
+    Full tiles come first, in tile-raster order, so that with `tile` volume equal to the kernel block size every
+    full tile is exactly one block. Tokens of ragged edge tiles follow at the end (still tile by tile), so no
+    padding is needed and the permutation is a bijection of `grid.tokens` positions.
+
+    Args:
+        grid (`Grid`): the token grid.
+        tile (`tuple[int, int, int]`, defaults to `(2, 8, 8)`): tile extent in (frames, rows, columns).
+        device: where the index tensors live.
+    """
+
+    def __init__(self, grid: Grid, tile: tuple[int, int, int] = (2, 8, 8), device: torch.device | str = "cpu"):
+        self.grid, self.tile = grid, tuple(tile)
+        coords = grid.coords(device).long()
+        tile_idx = coords // torch.tensor(self.tile, device=device)
+        tiles_per_axis = [math.ceil(n / t) for n, t in zip((grid.frames, grid.height, grid.width), self.tile)]
+        full_per_axis = [n // t for n, t in zip((grid.frames, grid.height, grid.width), self.tile)]
+        ragged = (tile_idx >= torch.tensor(full_per_axis, device=device)).any(-1)
+        tile_id = (tile_idx[:, 0] * tiles_per_axis[1] + tile_idx[:, 1]) * tiles_per_axis[2] + tile_idx[:, 2]
+        inner = coords % torch.tensor(self.tile, device=device)
+        inner_id = (inner[:, 0] * self.tile[1] + inner[:, 1]) * self.tile[2] + inner[:, 2]
+        volume = self.tile[0] * self.tile[1] * self.tile[2]
+        key = (ragged.long() * (tile_id.max() + 1) + tile_id) * volume + inner_id
+        self.perm = key.argsort()  # tiled position -> raster index
+        self.inverse = torch.empty_like(self.perm)
+        self.inverse[self.perm] = torch.arange(grid.tokens, device=device)
+        self.num_full_tiles = math.prod(full_per_axis)
+
+    def to_tiles(self, x: torch.Tensor, dim: int = -2) -> torch.Tensor:
+        """Reorder raster tokens along `dim` into tile order."""
+        return x.index_select(dim, self.perm.to(x.device))
+
+    def to_raster(self, x: torch.Tensor, dim: int = -2) -> torch.Tensor:
+        """Inverse of `to_tiles`."""
+        return x.index_select(dim, self.inverse.to(x.device))
+
+    def coords(self) -> torch.Tensor:
+        """int32 `[tokens, 3]`: (frame, row, column) of each token in tile order."""
+        return self.grid.coords(self.perm.device)[self.perm]

@@ -1,0 +1,391 @@
+"""How methods reach the attention: one wrapping processor per attention module, and a chain of methods.
+
+Every attention module keeps its model's own processor, so projections, norms, rotary embeddings, text
+handling, LoRA, offloading and diffusers' `_attention_backend` / `_parallel_config` stay exactly as the model
+defines them. diffattn wraps it (`DiffAttnProcessor`) and, for the duration of that one call, routes the
+processor's `scaled_dot_product_attention` call to the chain of installed methods (a `TorchFunctionMode`
+scoped to the call; nothing global is patched). The call arrives as an `AttentionCall` with q/k/v in
+`[batch, heads, tokens, head_dim]`, the layer, the run context and the token layout. Each method may change
+the call (e.g. add a block plan), replace the result, or pass it on; at the end of the chain the call runs
+dense through the very SDPA call the model made (bitwise the stock result) or sparse through
+`diffattn.kernels.block_sparse_attention` when a plan was attached.
+
+Under diffusers' Ulysses context parallelism, the intercepted call happens after the all-to-all, so methods
+see the full sequence for a subset of heads, with the global grid from the root hook.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from diffusers.hooks._common import _ATTENTION_CLASSES
+from torch.overrides import TorchFunctionMode
+
+from diffattn.config import AttentionConfig, MethodConfig, Phase
+from diffattn.context import LayerInfo, RunContext
+from diffattn.errors import BackendUnavailableError
+from diffattn.geometry import Grid
+from diffattn.plan import BlockPlan
+from diffattn.stats import AttentionStats, Timer
+
+__all__ = [
+    "AttentionCall",
+    "TokenLayout",
+    "AttentionMethod",
+    "AttentionInstaller",
+    "DiffAttnProcessor",
+    "find_attention_modules",
+    "describe_layers",
+    "token_layout",
+]
+
+Proceed = Callable[["AttentionCall"], torch.Tensor]
+
+
+# ------------------------------------------------------------------------------------------- layout
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where the video tokens are in one attention call.
+
+    Args:
+        kind (`str`): `"self"` (video attends to video), `"cross"` (video queries, text/image keys), `"joint"`
+            (one sequence of video and text tokens), `"temporal"` (tokens are frames) or `"other"`.
+        video (`slice`, *optional*): the video token range in q (and in kv for self/joint calls).
+        grid (`Grid`, *optional*): the grid of those video tokens (a UNet layer's own resolution).
+        frames_in_batch (`bool`): frames are folded into the batch (UNet spatial attention).
+    """
+
+    kind: str
+    video: slice | None = None
+    grid: Grid | None = None
+    frames_in_batch: bool = False
+
+    @property
+    def text(self) -> slice | None:
+        """The text token range of a joint call."""
+        if self.kind != "joint" or self.video is None:
+            return None
+        return slice(0, self.video.start) if self.video.start > 0 else slice(self.video.stop, None)
+
+
+def token_layout(ctx: RunContext, layer: LayerInfo, q_len: int, kv_len: int, text_first: bool, frames_in_batch: bool) -> TokenLayout:
+    """Classify one attention call from the run context and the sequence lengths it has."""
+    grid = ctx.grid
+    if grid is None:
+        return TokenLayout("other")
+    if layer.role == "temporal":
+        return TokenLayout("temporal", slice(0, q_len), Grid(q_len, 1, 1)) if q_len == grid.frames else TokenLayout("other")
+    if frames_in_batch:
+        for level in range(6):
+            level_grid = grid.downsampled(level)
+            if level_grid.frame_tokens == q_len:
+                kind = "self" if kv_len == q_len else "cross"
+                return TokenLayout(kind, slice(0, q_len), level_grid, frames_in_batch=True)
+        return TokenLayout("other")
+    n = grid.tokens
+    if q_len == n:
+        return TokenLayout("self" if kv_len == n else "cross", slice(0, n), grid)
+    if q_len == kv_len and q_len > n:
+        video = slice(q_len - n, q_len) if text_first else slice(0, n)
+        return TokenLayout("joint", video, grid)
+    return TokenLayout("other")
+
+
+# --------------------------------------------------------------------------------------------- call
+_SDPA_PARAMS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale", "enable_gqa")
+_SDPA_DEFAULTS = {"attn_mask": None, "dropout_p": 0.0, "is_causal": False, "scale": None, "enable_gqa": False}
+
+
+@dataclass
+class AttentionCall:
+    """One scaled-dot-product attention call of a model, as methods see it (q/k/v `[B, H, tokens, head_dim]`)."""
+
+    query: torch.Tensor
+    key: torch.Tensor
+    value: torch.Tensor
+    attn_mask: torch.Tensor | None
+    dropout_p: float
+    is_causal: bool
+    scale: float | None
+    enable_gqa: bool
+    layer: LayerInfo
+    context: RunContext
+    layout: TokenLayout
+    stats: AttentionStats
+    index: int = 0
+    """Position of this SDPA call within its processor call (e.g. Wan I2V: 0 = image keys, 1 = text keys)."""
+    plan: BlockPlan | None = None
+    """Set by a sparsity method: the call then runs through the block-sparse kernels."""
+    kernel_options: dict[str, Any] = field(default_factory=dict)
+    """Extra `block_sparse_attention` keywords (pv_threshold, skip_threshold, backend)."""
+    on_kernel_result: list[Callable[[Any], None]] = field(default_factory=list)
+    """Callbacks given the kernel's `SparseAttentionOutput` (e.g. LiteAttention's skip marks)."""
+
+    def dense(self, query: torch.Tensor | None = None, key: torch.Tensor | None = None, value: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's own SDPA call, optionally with replaced q/k/v (identical to the stock processor otherwise)."""
+        return F.scaled_dot_product_attention(
+            self.query if query is None else query,
+            self.key if key is None else key,
+            self.value if value is None else value,
+            attn_mask=self.attn_mask,
+            dropout_p=self.dropout_p,
+            is_causal=self.is_causal,
+            scale=self.scale,
+            enable_gqa=self.enable_gqa,
+        )
+
+    def replace(self, **changes: Any) -> AttentionCall:
+        return dataclasses.replace(self, **changes)
+
+    def record(self, **fields: Any) -> None:
+        """Add statistics for this call's (layer, step), e.g. `call.record(density=0.3, tiles=64, skipped_tiles=12)`."""
+        self.stats.record(self.layer.name, self.context.step_index, **fields)
+
+
+def execute(call: AttentionCall) -> torch.Tensor:
+    """End of every chain: dense through the model's own call, or block-sparse when a plan is attached."""
+    if call.plan is None:
+        return call.dense()
+    from diffattn.kernels import block_sparse_attention
+
+    if call.attn_mask is not None or call.is_causal or call.dropout_p:
+        raise BackendUnavailableError(
+            f"layer {call.layer.name}: a block plan cannot be combined with an attention mask, causal masking or "
+            "dropout; the method must fold them into its plan or leave this call dense"
+        )
+    result = block_sparse_attention(call.query, call.key, call.value, call.plan, scale=call.scale, **call.kernel_options)
+    if isinstance(result, torch.Tensor):
+        return result
+    for callback in call.on_kernel_result:
+        callback(result)
+    return result.out
+
+
+# ------------------------------------------------------------------------------------------ methods
+class AttentionMethod:
+    """Base of attention-method implementations: a link in each layer's chain.
+
+    Subclasses override `attend` (and `applies_to` to choose layers). `attend` returns the attention output in
+    the layout of `F.scaled_dot_product_attention` (`[B, H, q_tokens, head_dim]`); it calls `proceed(call)` to
+    hand a (possibly changed) call to the rest of the chain.
+    """
+
+    installer: ClassVar[type]  # set below: every attention method installs through AttentionInstaller
+
+    def __init__(self, config: MethodConfig, target: Any) -> None:
+        self.config = config
+        self.target = target
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def applies_to(self, layer: LayerInfo) -> bool:
+        """Whether this method joins the chain of `layer` (by default: the config's block selectors)."""
+        if layer.role == "text":
+            return False
+        if isinstance(self.config, AttentionConfig):
+            return self.config.runs_in_block(layer.block)
+        return True
+
+    def active(self, call: AttentionCall) -> bool:
+        """Whether the method acts at this step (its config's dense steps say no)."""
+        return call.context.phase(self.name) is Phase.ACTIVE
+
+    def attend(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
+        return proceed(call)
+
+    def on_install(self, layers: list[LayerInfo]) -> None:
+        """Called once after the processors are in place, with the layers this method joined."""
+
+    def on_remove(self) -> None:
+        """Called when the handle is removed; drop caches."""
+
+
+def run_chain(chain: tuple[AttentionMethod, ...], call: AttentionCall, position: int = 0) -> torch.Tensor:
+    """Give `call` to `chain[position]`, whose `proceed` continues with the next method, then `execute`."""
+    if position == len(chain):
+        return execute(call)
+    return chain[position].attend(call, functools.partial(run_chain, chain, position=position + 1))
+
+
+# ---------------------------------------------------------------------------------------- processor
+class _RouteSDPA(TorchFunctionMode):
+    """Sends `F.scaled_dot_product_attention` calls made inside the `with` block to `handler`."""
+
+    def __init__(self, handler: Callable[..., torch.Tensor]) -> None:
+        super().__init__()
+        self.handler = handler
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            return self.handler(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
+class DiffAttnProcessor:
+    """Wraps a model's own attention processor and routes its SDPA call through the layer's method chain.
+
+    `_attention_backend` and `_parallel_config` read and write through to the wrapped processor, so
+    `set_attention_backend` and context parallelism configure the model's own processor as usual.
+    """
+
+    def __init__(self, inner: Any, layer: LayerInfo, chain: tuple[AttentionMethod, ...], target: Any) -> None:
+        self.inner = inner
+        self.layer = layer
+        self.chain = chain
+        self.context: RunContext = target.context
+        self.stats: AttentionStats = target.stats
+        self._text_first = target.family.text_first
+        self._frames_in_batch = target.family.frames_in_batch
+
+    @property
+    def _attention_backend(self) -> Any:
+        return getattr(self.inner, "_attention_backend", None)
+
+    @_attention_backend.setter
+    def _attention_backend(self, value: Any) -> None:
+        self.inner._attention_backend = value
+
+    @property
+    def _parallel_config(self) -> Any:
+        return getattr(self.inner, "_parallel_config", None)
+
+    @_parallel_config.setter
+    def _parallel_config(self, value: Any) -> None:
+        self.inner._parallel_config = value
+
+    def __call__(self, attn: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        self.context.layer = self.layer
+        calls: list[int] = []
+        with _RouteSDPA(functools.partial(self._route, calls)):
+            output = self.inner(attn, *args, **kwargs)
+        if not calls:
+            raise BackendUnavailableError(
+                f"attention in {self.layer.name} did not go through torch's scaled_dot_product_attention "
+                f"(attention backend {self._attention_backend!r}), so diffattn could not act on it; "
+                "call model.reset_attention_backend() or use the 'native' backend with diffattn"
+            )
+        return output
+
+    def _route(self, calls: list[int], *args: Any, **kwargs: Any) -> torch.Tensor:
+        values = dict(_SDPA_DEFAULTS)
+        values.update(zip(_SDPA_PARAMS, args))
+        values.update(kwargs)
+        query, key = values["query"], values["key"]
+        layout = token_layout(self.context, self.layer, query.shape[-2], key.shape[-2], self._text_first, self._frames_in_batch)
+        call = AttentionCall(
+            **values, layer=self.layer, context=self.context, layout=layout, stats=self.stats, index=len(calls)
+        )
+        calls.append(1)
+        timer = Timer(query.device) if self.stats.enabled else None
+        out = run_chain(self.chain, call)
+        if timer is not None:
+            self.stats.record(self.layer.name, self.context.step_index, timer=timer.stop(), count_call=True)
+        return out
+
+
+@functools.lru_cache(maxsize=None)
+def _wrapper_class(inner_cls: type) -> type:
+    """A `DiffAttnProcessor` subclass whose `__call__` advertises `inner_cls.__call__`'s signature.
+
+    `Attention.forward` filters `cross_attention_kwargs` by the processor's call signature, so the wrapper must
+    expose the wrapped processor's parameters for those keywords (LoRA scale, IP-adapter inputs) to pass.
+    """
+
+    @functools.wraps(inner_cls.__call__)
+    def __call__(self, attn, *args, **kwargs):
+        return DiffAttnProcessor.__call__(self, attn, *args, **kwargs)
+
+    return type(f"DiffAttn{inner_cls.__name__}", (DiffAttnProcessor,), {"__call__": __call__})
+
+
+# ---------------------------------------------------------------------------------------- discovery
+def find_attention_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Every attention module of a denoiser (diffusers' own discovery: `Attention`, `MochiAttention`, mixins)."""
+    return [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, _ATTENTION_CLASSES) and hasattr(module, "processor")
+    ]
+
+
+def _role(name: str, module: torch.nn.Module, joint: bool) -> str:
+    parts = name.split(".")
+    if "context_embedder" in parts or any(p.startswith("refiner") for p in parts):
+        return "text"
+    if "motion_modules" in parts or any("temporal" in p for p in parts):
+        return "temporal"
+    if getattr(module, "is_cross_attention", False) or parts[-1] == "attn2":
+        return "cross"
+    return "joint" if joint else "self"
+
+
+def describe_layers(modules: list[tuple[str, torch.nn.Module]], joint: bool) -> list[LayerInfo]:
+    """`LayerInfo` for each module; `block` counts the distinct parent blocks holding non-text attention."""
+    blocks: dict[str, int] = {}
+    layers = []
+    for index, (name, module) in enumerate(modules):
+        role = _role(name, module, joint)
+        block = None
+        if role != "text":
+            parent = name.rpartition(".")[0]
+            block = blocks.setdefault(parent, len(blocks))
+        layers.append(LayerInfo(name=name, index=index, block=block, role=role))
+    return layers
+
+
+_JOINT_FAMILIES = ("cogvideox", "hunyuanvideo", "mochi")
+
+
+def _set_processor(module: torch.nn.Module, processor: Any) -> None:
+    if hasattr(module, "set_processor"):
+        module.set_processor(processor)
+    else:
+        module.processor = processor
+
+
+class AttentionInstaller:
+    """Wraps the processor of every attention module that some method applies to; restores them exactly."""
+
+    def __init__(self, target: Any, methods: list[AttentionMethod]) -> None:
+        self.target = target
+        self.methods = methods
+        self._originals: list[tuple[torch.nn.Module, Any]] = []
+        self._notified: list[AttentionMethod] = []
+
+    def install(self) -> None:
+        modules = find_attention_modules(self.target.model)
+        layers = describe_layers(modules, self.target.family.name in _JOINT_FAMILIES)
+        joined: dict[int, list[LayerInfo]] = {id(m): [] for m in self.methods}
+        for (_, module), layer in zip(modules, layers):
+            chain = tuple(m for m in self.methods if m.applies_to(layer))
+            if not chain:
+                continue
+            inner = module.processor
+            wrapper = _wrapper_class(type(inner))(inner, layer, chain, self.target)
+            self._originals.append((module, inner))
+            _set_processor(module, wrapper)
+            for method in chain:
+                joined[id(method)].append(layer)
+        for method in self.methods:
+            method.on_install(joined[id(method)])
+            self._notified.append(method)
+
+    def remove(self) -> None:
+        for method in reversed(self._notified):
+            method.on_remove()
+        self._notified.clear()
+        for module, inner in reversed(self._originals):
+            _set_processor(module, inner)
+        self._originals.clear()
+
+
+AttentionMethod.installer = AttentionInstaller
