@@ -60,6 +60,9 @@ class MethodConfig:
     """`"attention"` (installs attention processors) or `"pipeline"` (wraps a pipeline's sampling)."""
     incompatible: ClassVar[frozenset[str]] = frozenset()
     """Names of methods this one cannot be applied together with."""
+    runner: ClassVar[str] = ""
+    """`"module:function"` of a custom sampling routine, for methods that need their own loop (e.g. two-stage
+    FreeSwim): `function(pipe, methods, call_kwargs) -> (pipeline_output, AttentionStats | None)`."""
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -1,0 +1,53 @@
+"""The `diffattn` command: `info`, `demo`, `generate`, `edit`, `bench`, `app`.
+
+Each subcommand is a module here with `add_parser(subparsers)` and `run(args) -> int`. Errors that diffattn
+raises on purpose (`DiffAttnError`) are printed as one clear line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from ..errors import DiffAttnError
+
+__all__ = ["main", "build_parser"]
+
+SUBCOMMANDS = ("info", "demo", "generate", "edit", "bench", "app")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="diffattn", description="Training-free attention extensions for Hugging Face diffusers."
+    )
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"{__name__}.{name}").add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from .. import __version__
+
+        print(__version__)
+        return 0
+    if args.command is None:
+        parser.print_help()
+        return 1
+    try:
+        return int(args.run(args) or 0)
+    except DiffAttnError as exc:
+        print(f"diffattn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"diffattn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""`diffattn demo --out DIR`: run every demo entry on the built-in tiny models; write videos and a report.
+
+This is the main job on the embedded default: no download, a CPU is enough. `report.md` and `report.json` in
+DIR say what each entry measured; the exit status is non-zero if any entry failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_parser", "run", "run_demo"]
+
+
+def add_parser(subparsers: Any) -> None:
+    parser = subparsers.add_parser("demo", help="run the built-in tiny demos; write videos and a report")
+    parser.add_argument("--out", default="demo_out", help="output folder")
+    parser.add_argument("--only", action="append", help="run only entries whose name contains this (repeatable)")
+    parser.add_argument("--list", action="store_true", help="list the entries and exit")
+    parser.set_defaults(run=run)
+
+
+def run_demo(out_dir: Path, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Run the selected entries; each entry's report, or its error, keyed by name."""
+    from tqdm.auto import tqdm
+
+    from .demos import load_entries
+
+    entries = [e for e in load_entries().values() if not only or any(o in e.name for o in only)]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports: dict[str, dict[str, Any]] = {}
+    for entry in tqdm(entries, desc="demo", unit="entry"):
+        start = time.perf_counter()
+        try:
+            report = entry.run(out_dir)
+        except Exception as exc:  # one failing entry must not hide the others' results
+            report = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        report["seconds"] = round(time.perf_counter() - start, 2)
+        report["description"] = entry.description
+        reports[entry.name] = report
+    _write_report(out_dir, reports)
+    return reports
+
+
+def _write_report(out_dir: Path, reports: dict[str, dict[str, Any]]) -> None:
+    (out_dir / "report.json").write_text(json.dumps(reports, indent=2, default=str))
+    lines = ["# diffattn demo report", "", "| entry | ok | seconds | details |", "|---|---|---|---|"]
+    for name, report in reports.items():
+        details = ", ".join(
+            f"{k}={v}" for k, v in report.items() if k not in ("ok", "seconds", "description", "traceback")
+        )
+        lines.append(f"| {name} | {'yes' if report.get('ok') else 'NO'} | {report['seconds']} | {details} |")
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list:
+        from .demos import load_entries
+
+        for entry in load_entries().values():
+            print(f"{entry.name:<28} {entry.description}")
+        return 0
+    out_dir = Path(args.out)
+    reports = run_demo(out_dir, args.only)
+    failed = [name for name, report in reports.items() if not report.get("ok")]
+    print(f"{len(reports) - len(failed)}/{len(reports)} demo entries ok; report: {out_dir / 'report.md'}")
+    for name in failed:
+        print(f"  FAILED {name}: {reports[name].get('error', 'check failed')}")
+    return 1 if failed else 0

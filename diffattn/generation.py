@@ -1,0 +1,193 @@
+"""One generation run, shared by `diffattn generate`, the demo and the app.
+
+A `GenerationSpec` says which pipeline, which methods and which sampling settings; `generate(spec)` loads the
+pipeline, applies the methods (removing them afterwards), samples, and returns the frames with the stats and a
+config dict that reproduces the run (`diffattn generate --config FILE`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import MethodConfig
+from .errors import ConfigError
+from .registry import get_method
+
+__all__ = ["GenerationSpec", "GenerationResult", "generate", "pipeline_frames", "call_kwargs", "load_spec", "save_spec"]
+
+
+@dataclass
+class GenerationSpec:
+    """Everything that determines a generation run.
+
+    Args:
+        model: `tiny:<family>` or a hub id / local folder of a diffusers pipeline.
+        methods: method configs applied with `diffattn.apply` (attention methods and noise initialisation).
+        prompt / negative_prompt: text conditioning.
+        frames / height / width / steps / guidance: sampling settings; `None` keeps the pipeline's default
+            (for tiny models, the small sizes of `diffattn.testing.tiny_call_kwargs`).
+        seed: generator seed.
+        device / dtype: `auto` picks CUDA + bfloat16 when available, else CPU + float32.
+        cpu_offload: model CPU offload (CUDA only).
+        fps: frames per second of the written video.
+    """
+
+    model: str = "tiny:wan"
+    methods: list[MethodConfig] = field(default_factory=list)
+    prompt: str = "a red fox running through fresh snow"
+    negative_prompt: str | None = None
+    frames: int | None = None
+    height: int | None = None
+    width: int | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "auto"
+    cpu_offload: bool = False
+    fps: int = 8
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["methods"] = [m.to_dict() for m in self.methods]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationSpec:
+        data = dict(data)
+        methods = [get_method(str(m.get("method", ""))).from_dict(m) for m in data.pop("methods", [])]
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"unknown generation setting(s) {unknown}; valid: {sorted(names)}")
+        return cls(methods=methods, **data)
+
+
+@dataclass
+class GenerationResult:
+    """Frames `[F, 3, H, W]` in [0, 1], the methods' statistics, the wall time and the reproducing spec."""
+
+    frames: torch.Tensor
+    stats: dict[str, Any]
+    stats_summary: dict[str, Any]
+    seconds: float
+    spec: GenerationSpec
+
+
+def pipeline_frames(output: Any) -> torch.Tensor:
+    """The first video (or image) of a pipeline output (`output_type` "pt" or "np") as `[F, 3, H, W]` in [0, 1]."""
+    frames = getattr(output, "frames", None)
+    if frames is not None:
+        frames = torch.as_tensor(frames[0])  # one video: [F, C, H, W] or [F, H, W, C]
+    else:
+        frames = torch.as_tensor(output.images[:1])  # one image as a single frame
+    frames = frames.float()
+    if frames.shape[-1] in (1, 3) and frames.shape[1] not in (1, 3):
+        frames = frames.permute(0, 3, 1, 2)
+    return frames.clamp(0, 1).contiguous()
+
+
+def call_kwargs(pipe: Any, spec: GenerationSpec) -> dict[str, Any]:
+    """Keyword arguments for `pipe(...)`: tiny-model defaults, then the spec's explicit settings."""
+    from .loading import is_tiny
+
+    kwargs: dict[str, Any] = {}
+    if is_tiny(spec.model):
+        from .testing import tiny_call_kwargs
+
+        kwargs.update(tiny_call_kwargs(spec.model.split(":", 1)[1]))
+    kwargs["prompt"] = spec.prompt
+    if spec.negative_prompt is not None:
+        kwargs["negative_prompt"] = spec.negative_prompt
+    optional = {"num_frames": spec.frames, "height": spec.height, "width": spec.width,
+                "num_inference_steps": spec.steps, "guidance_scale": spec.guidance}
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    device = getattr(pipe, "_execution_device", None) or pipe.device
+    kwargs["generator"] = torch.Generator(device="cpu").manual_seed(spec.seed)
+    if str(device).startswith("cuda"):
+        kwargs["generator"] = torch.Generator(device=device).manual_seed(spec.seed)
+    kwargs.setdefault("output_type", "pt")
+    accepted = _call_parameters(pipe)
+    if "num_frames" in kwargs and "num_frames" not in accepted:
+        kwargs.pop("num_frames")
+    return {k: v for k, v in kwargs.items() if k in accepted}
+
+
+def _call_parameters(pipe: Any) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(type(pipe).__call__).parameters)
+
+
+def _runner(methods: list[MethodConfig]):
+    """The custom sampling routine of a method that needs one (e.g. FreeSwim's two stages), if any."""
+    runners = [m for m in methods if getattr(m, "runner", "")]
+    if len(runners) > 1:
+        raise ConfigError(f"methods {[m.name for m in runners]} each need their own sampling loop; use one of them")
+    if not runners:
+        return None
+    module, _, name = runners[0].runner.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def generate(spec: GenerationSpec, pipe: Any | None = None) -> GenerationResult:
+    """Run one generation; `pipe` reuses an already loaded pipeline for `spec.model`."""
+    from .api import apply
+    from .loading import load_pipeline, parse_dtype, pick_device
+
+    device = pick_device(spec.device)
+    if pipe is None:
+        pipe = load_pipeline(spec.model, device=device, dtype=parse_dtype(spec.dtype, device), cpu_offload=spec.cpu_offload)
+    kwargs = call_kwargs(pipe, spec)
+    runner = _runner(spec.methods)
+    start = time.perf_counter()
+    handle = apply(pipe, *spec.methods) if spec.methods and runner is None else None
+    try:
+        if runner is not None:
+            output, stats = runner(pipe, spec.methods, kwargs)
+        else:
+            output = pipe(**kwargs)
+            stats = handle.stats if handle is not None else None
+        frames = pipeline_frames(output)
+    finally:
+        if handle is not None:
+            handle.remove()
+    seconds = time.perf_counter() - start
+    return GenerationResult(
+        frames=frames,
+        stats=stats.to_dict() if stats is not None else {},
+        stats_summary=stats.summary() if stats is not None else {},
+        seconds=seconds,
+        spec=spec,
+    )
+
+
+def load_spec(path: str | Path) -> GenerationSpec:
+    """Read a spec written by `save_spec` (JSON, or YAML by suffix)."""
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a generation config (a mapping)")
+    return GenerationSpec.from_dict(data)
+
+
+def save_spec(spec: GenerationSpec, path: str | Path) -> Path:
+    """Write the spec as JSON; `diffattn generate --config PATH` reproduces the run."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec.to_dict(), indent=2))
+    return path
