@@ -176,7 +176,11 @@ class Handle:
         return timesteps if isinstance(timesteps, torch.Tensor) else None
 
     def _cfg_batched(self) -> bool:
-        return bool(getattr(self.pipeline, "do_classifier_free_guidance", False))
+        """Whether the pipeline runs CFG as one batched call (diffusers pipelines put [uncond, cond] in a batch)."""
+        flag = getattr(self.pipeline, "do_classifier_free_guidance", None)
+        if flag is None:
+            flag = (getattr(self.pipeline, "guidance_scale", None) or 0) > 1
+        return bool(flag)
 
     def _update_phases(self, ctx: RunContext) -> None:
         ctx.phases = {

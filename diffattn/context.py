@@ -141,7 +141,7 @@ class ContextHook(ModelHook):
         named = self.branch_state._context
         if named is not None and named.name in ("cond", "uncond"):
             ctx.cfg_branch = named.name
-        elif self.cfg_batched():
+        elif (named is not None and named.name == "cond_uncond") or self.cfg_batched():
             ctx.cfg_branch = "batched"
         else:
             ctx.cfg_branch = None

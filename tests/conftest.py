@@ -1,0 +1,32 @@
+"""Test-wide settings: never touch the network; run Triton kernels in the interpreter on CPU-only machines."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """`gpu` tests need CUDA: on a CPU-only machine they are deselected (the README's command also says -m 'not gpu')."""
+    if torch.cuda.is_available():
+        return
+    kept = [item for item in items if "gpu" not in item.keywords]
+    deselected = [item for item in items if "gpu" in item.keywords]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    """Tiny models are numerically sensitive to thread scheduling only through reductions; pin for repeatability."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

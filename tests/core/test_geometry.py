@@ -1,0 +1,36 @@
+"""Grid helpers and the tile permutation (an exact inverse whose full tiles fill whole blocks)."""
+
+import pytest
+import torch
+
+from diffattn.geometry import Grid, TileOrder
+
+
+@pytest.mark.parametrize("grid", [Grid(3, 5, 7), Grid(21, 17, 30), Grid(1, 8, 8), Grid(4, 16, 16)])
+def test_tile_order_is_exact_inverse(grid):
+    order = TileOrder(grid, (2, 8, 8))
+    x = torch.randn(2, 3, grid.tokens, 4)
+    tiled = order.to_tiles(x)
+    assert torch.equal(order.to_raster(tiled), x)
+    assert sorted(order.perm.tolist()) == list(range(grid.tokens))
+
+
+def test_full_tiles_are_contiguous_blocks():
+    grid = Grid(5, 20, 24)  # ragged in frames and rows
+    order = TileOrder(grid, (2, 8, 8))
+    coords = order.coords()
+    volume = 128
+    assert order.num_full_tiles == 2 * 2 * 3
+    for block in range(order.num_full_tiles):
+        tile = coords[block * volume : (block + 1) * volume]
+        extent = tile.max(0).values - tile.min(0).values + 1
+        assert extent.tolist() == [2, 8, 8]
+
+
+def test_downsampled_matches_padded_stride_two_conv():
+    grid = Grid(1, 9, 15)
+    conv = torch.nn.Conv2d(1, 1, 3, stride=2, padding=1)
+    x = torch.zeros(1, 1, 9, 15)
+    for level in range(1, 4):
+        x = conv(x)
+        assert (grid.downsampled(level).height, grid.downsampled(level).width) == tuple(x.shape[-2:])

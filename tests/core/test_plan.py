@@ -1,0 +1,137 @@
+"""BlockPlan and BoxMask: round trips, intersection, validation, bounded-memory building."""
+
+import math
+
+import pytest
+import torch
+
+from diffattn.errors import PlanError
+from diffattn.plan import BlockPlan, BoxMask
+
+
+def random_mask(shape, keep=0.5):
+    mask = torch.rand(shape) < keep
+    mask[..., torch.randint(shape[-1], ())] = True  # never an empty row
+    return mask
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 5, 7), (2, 3, 4, 4), (1, 4, 9, 3)])
+def test_block_mask_round_trip(shape):
+    mask = random_mask(shape)
+    plan = BlockPlan.from_block_mask(mask, 64, 32)
+    assert torch.equal(plan.to_block_mask(), mask)
+    # rows list their blocks in ascending order, padded with -1
+    counts = plan.block_counts()
+    for idx in torch.cartesian_prod(*[torch.arange(n) for n in shape[:3]]):
+        b, h, q = idx.tolist()
+        row = plan.kv_indices[b, h, q]
+        n = int(counts[b, h, q])
+        assert torch.equal(row[:n], mask[b, h, q].nonzero().flatten().int())
+        assert (row[n:] == -1).all()
+
+
+def test_level_map_round_trip_and_segments():
+    level_map = torch.tensor([[[[1, 0, 2, 8, 1], [4, 4, 0, 0, 2]]]])
+    plan = BlockPlan.from_level_map(level_map, 128, 128)
+    assert plan.levels == (1, 2, 4, 8)
+    assert torch.equal(plan.to_level_map(), level_map.int())
+    assert plan.kv_counts[0, 0, 0].tolist() == [2, 1, 0, 1]
+    assert plan.kv_indices[0, 0, 0].tolist() == [0, 4, 2, 3]  # level 1 ids, then level 2, then level 8
+    assert plan.kv_offsets[0, 0, 1].tolist() == [0, 0, 1, 3, 3]
+
+
+def test_token_mask_matches_block_expansion_for_odd_lengths():
+    mask = random_mask((1, 2, 3, 4))
+    plan = BlockPlan.from_block_mask(mask, 32, 16)
+    q_len, kv_len = 77, 50
+    tokens = plan.to_token_mask(q_len, kv_len)
+    assert tokens.shape == (1, 2, q_len, kv_len)
+    for qi in (0, 31, 32, 76):
+        for ki in (0, 15, 16, 49):
+            assert bool(tokens[0, 1, qi, ki]) == bool(mask[0, 1, qi // 32, ki // 16])
+
+
+def test_from_mask_mod_equals_token_reference():
+    def band(b, h, q, k):
+        return (q - k).abs() <= 20 + 5 * h
+
+    q_len, kv_len = 150, 130
+    plan = BlockPlan.from_mask_mod(band, 1, 2, q_len, kv_len, 32, 16)
+    q = torch.arange(q_len)[:, None]
+    k = torch.arange(kv_len)[None, :]
+    for h in range(2):
+        dense = band(torch.tensor(0), torch.tensor(h), q, k)
+        padded = torch.zeros(math.ceil(q_len / 32) * 32, math.ceil(kv_len / 16) * 16, dtype=torch.bool)
+        padded[:q_len, :kv_len] = dense
+        expected = padded.reshape(padded.shape[0] // 32, 32, -1, 16).any(3).any(1)
+        assert torch.equal(plan.to_block_mask()[0, h], expected)
+
+
+def test_from_mask_mod_works_in_bounded_chunks(monkeypatch):
+    import diffattn.plan as plan_module
+
+    monkeypatch.setattr(plan_module, "_MASK_MOD_CHUNK", 1024)  # forces one query block per chunk
+    seen = []
+
+    def causal(b, h, q, k):
+        seen.append(q.numel() * k.numel())
+        return k <= q
+
+    plan = BlockPlan.from_mask_mod(causal, 1, 1, 100, 100, 16, 16)
+    assert max(seen) <= 16 * 112  # one q block x all keys at a time, never 100 x 100 at once
+    assert torch.equal(plan.to_block_mask()[0, 0], torch.ones(7, 7, dtype=torch.bool).tril())
+
+
+def test_intersection_keeps_common_blocks_at_coarser_level_and_never_empties_rows():
+    a = torch.tensor([[[[1, 1, 0], [1, 0, 0]]]])
+    b = torch.tensor([[[[2, 0, 1], [0, 1, 0]]]])
+    both = BlockPlan.from_level_map(a) & BlockPlan.from_level_map(b)
+    assert both.to_level_map()[0, 0].tolist() == [[2, 0, 0], [1, 0, 0]]  # row 1 would be empty: keeps a's row
+    both.validate(1, 1, 256, 384)
+
+
+def test_intersection_broadcasts_heads():
+    a = BlockPlan.from_block_mask(random_mask((1, 1, 3, 3)))
+    b = BlockPlan.from_block_mask(random_mask((1, 4, 3, 3)))
+    assert (a & b).kv_indices.shape[:3] == (1, 4, 3)
+
+
+def test_intersection_rejects_different_geometry():
+    with pytest.raises(PlanError, match="geometry"):
+        BlockPlan.dense(256, 256) & BlockPlan.dense(256, 384)
+
+
+def test_validate_rejects_empty_rows_and_mismatched_lengths():
+    mask = torch.ones(1, 1, 2, 2, dtype=torch.bool)
+    mask[0, 0, 1] = False
+    plan = BlockPlan.from_block_mask(mask, 16, 16)
+    with pytest.raises(PlanError, match="no kv block"):
+        plan.validate(1, 1, 32, 32)
+    with pytest.raises(PlanError, match="query blocks"):
+        BlockPlan.dense(32, 32, 16, 16).validate(1, 1, 64, 32)
+    with pytest.raises(PlanError, match="broadcast"):
+        BlockPlan.from_block_mask(torch.ones(2, 1, 2, 2, dtype=torch.bool), 16, 16).validate(3, 1, 32, 32)
+
+
+def test_dense_plan_density_and_token_coverage():
+    plan = BlockPlan.dense(77, 300, 32, 64)
+    assert plan.density() == 1.0
+    assert plan.to_token_mask(77, 300).all()
+
+
+def test_box_mask_is_exact_and_intersects():
+    coords = torch.arange(10, dtype=torch.int32)[:, None]
+    lo, hi = (coords - 2).clamp(min=0), (coords + 2).clamp(max=9)
+    box = BoxMask(lo, hi, coords)
+    dense = box.dense()
+    assert torch.equal(dense, (coords - coords.T).abs() <= 2)
+    narrower = BoxMask(coords - 1, coords + 1, coords)
+    assert torch.equal((box & narrower).dense(), (coords - coords.T).abs() <= 1)
+    plan = BlockPlan.dense(10, 10, 4, 4)
+    plan = BlockPlan(plan.kv_indices, plan.kv_counts, 4, 4, plan.num_kv_blocks, token_mask=box)
+    assert torch.equal(plan.to_token_mask(10, 10)[0, 0], dense)
+
+
+def test_plan_rejects_bad_levels():
+    with pytest.raises(PlanError):
+        BlockPlan.from_level_map(torch.tensor([[[[3, 1]]]]))
