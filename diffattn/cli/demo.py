@@ -7,6 +7,7 @@ DIR say what each entry measured; the exit status is non-zero if any entry faile
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import time
 import traceback
@@ -19,7 +20,7 @@ __all__ = ["add_parser", "run", "run_demo"]
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help="run the built-in tiny demos; write videos and a report")
     parser.add_argument("--out", default="demo_out", help="output folder")
-    parser.add_argument("--only", action="append", help="run only entries whose name contains this (repeatable)")
+    parser.add_argument("--only", action="append", help="run only entries matching this name or glob, e.g. 'observe-*' (repeatable)")
     parser.add_argument("--list", action="store_true", help="list the entries and exit")
     parser.set_defaults(run=run)
 
@@ -30,7 +31,7 @@ def run_demo(out_dir: Path, only: list[str] | None = None) -> dict[str, dict[str
 
     from .demos import load_entries
 
-    entries = [e for e in load_entries().values() if not only or any(o in e.name for o in only)]
+    entries = [e for e in load_entries().values() if not only or any(fnmatch.fnmatchcase(e.name, o) for o in only)]
     out_dir.mkdir(parents=True, exist_ok=True)
     reports: dict[str, dict[str, Any]] = {}
     for entry in tqdm(entries, desc="demo", unit="entry"):
