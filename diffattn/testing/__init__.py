@@ -1,0 +1,108 @@
+"""Tiny random-weight diffusers pipelines built in code: no download, seconds on a CPU.
+
+They back the test suite, ``diffattn demo`` and the docs. Each family mirrors diffusers' own fast-test
+configs with 2 attention heads of 16 channels, and text prompts work offline through tokenizers built
+at run time. Families: ``FAMILIES``; per-family latent sizes: ``tiny_denoiser_inputs``.
+
+>>> pipe = tiny_pipeline("wan")
+>>> video = pipe(**tiny_call_kwargs("wan")).frames  # [1, 9, 3, 32, 32]
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline
+
+from diffattn.testing.families import FAMILY_TABLE, Family
+from diffattn.testing.text import write_clip_tokenizer
+from diffattn.testing.video import sample_clip
+
+__all__ = [
+    "FAMILIES",
+    "tiny_pipeline",
+    "tiny_call_kwargs",
+    "tiny_denoiser",
+    "tiny_denoiser_inputs",
+    "latent_scale",
+    "write_clip_tokenizer",
+    "sample_clip",
+]
+
+FAMILIES: tuple[str, ...] = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "sd", "sd-controlnet", "animatediff")
+"""Names accepted by every factory here."""
+
+
+def _family(family: str) -> Family:
+    """Look ``family`` up, with an error listing the valid names."""
+    try:
+        return FAMILY_TABLE[family]
+    except KeyError:
+        raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(FAMILIES)}") from None
+
+
+def tiny_pipeline(
+    family: str, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> DiffusionPipeline:
+    """Build the family's diffusers pipeline with tiny random weights (same ``seed``, same weights)."""
+    spec = _family(family)
+    pipe = spec.pipeline_class(**spec.components(seed))
+    pipe.set_progress_bar_config(disable=True)
+    pipe.to(device)
+    return pipe if dtype == torch.float32 else pipe.to(dtype=dtype)
+
+
+def tiny_call_kwargs(family: str, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for ``pipe(**kwargs)``: a short prompt (and negative prompt, CFG on), a tiny size,
+    2 steps, ``generator`` seeded with 0 and ``output_type="pt"``; ``overrides`` replace any of them."""
+    kwargs = _family(family).call()
+    kwargs["generator"] = torch.Generator().manual_seed(0)
+    return {**kwargs, **overrides}
+
+
+def tiny_denoiser(family: str, *, seed: int = 0) -> torch.nn.Module:
+    """The family's transformer or UNet alone, identical to ``tiny_pipeline(family, seed=seed)``'s."""
+    return _family(family).denoiser(seed)
+
+
+def latent_scale(family: str) -> tuple[int, int]:
+    """(temporal, spatial) compression of the family's tiny VAE; image families have temporal 1."""
+    return _family(family).latent_scale
+
+
+def _check_latent_size(family: str, spec: Family, frames: int, height: int, width: int) -> None:
+    """Reject latent sizes the family's patching or frame limit cannot take, saying which are valid."""
+    step_t, step_s = spec.patch
+    if min(frames, height, width) < 1 or frames % step_t or height % step_s or width % step_s:
+        raise ValueError(
+            f"{family}: latent size {frames}x{height}x{width} invalid; frames must be a positive multiple of "
+            f"{step_t}, height and width positive multiples of {step_s}"
+        )
+    if spec.max_frames is not None and frames > spec.max_frames:
+        raise ValueError(f"{family}: at most {spec.max_frames} latent frames, got {frames}")
+
+
+def tiny_denoiser_inputs(
+    family: str,
+    *,
+    batch: int = 1,
+    frames: int | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Random forward kwargs for :func:`tiny_denoiser` at a LATENT size (before patching).
+
+    Defaults are the latent size that :func:`tiny_call_kwargs` produces. Valid sizes: height and width
+    even for ``wan``, ``cogvideox`` and ``mochi`` (2x2 patches), anything for the others;
+    ``animatediff`` takes at most 32 frames. ``sd``/``sd-controlnet`` fold frames into the batch
+    (``batch * frames`` images). Layouts: wan/hunyuanvideo/mochi ``[B, C, F, H, W]``, cogvideox
+    ``[B, F, C, H, W]`` plus its rotary tables, ltx packed ``[B, F*H*W, C]`` plus ``num_frames``/``height``/
+    ``width``, UNets ``sample`` (``[B, C, F, H, W]`` for animatediff).
+    """
+    spec = _family(family)
+    given = (frames, height, width)
+    frames, height, width = (default if size is None else size for size, default in zip(given, spec.latent))
+    _check_latent_size(family, spec, frames, height, width)
+    return spec.inputs(batch, frames, height, width, torch.Generator().manual_seed(seed))
