@@ -38,6 +38,7 @@ class GenerationSpec:
         device / dtype: `auto` picks CUDA + bfloat16 when available, else CPU + float32.
         cpu_offload: model CPU offload (CUDA only).
         fps: frames per second of the written video.
+        ulysses: Ulysses context-parallel degree (run under `torchrun --nproc_per_node N`); 1 = one device.
     """
 
     model: str = "tiny:wan"
@@ -54,6 +55,7 @@ class GenerationSpec:
     dtype: str = "auto"
     cpu_offload: bool = False
     fps: int = 8
+    ulysses: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -142,10 +144,13 @@ def generate(spec: GenerationSpec, pipe: Any | None = None) -> GenerationResult:
     """Run one generation; `pipe` reuses an already loaded pipeline for `spec.model`."""
     from .api import apply
     from .loading import load_pipeline, parse_dtype, pick_device
+    from .parallel import enable_ulysses, init_distributed
 
-    device = pick_device(spec.device)
+    device = init_distributed(spec.ulysses) if spec.ulysses > 1 else pick_device(spec.device)
     if pipe is None:
         pipe = load_pipeline(spec.model, device=device, dtype=parse_dtype(spec.dtype, device), cpu_offload=spec.cpu_offload)
+        if spec.ulysses > 1:
+            enable_ulysses(pipe.transformer if hasattr(pipe, "transformer") else pipe.unet, spec.ulysses)
     kwargs = call_kwargs(pipe, spec)
     runner = _runner(spec.methods)
     start = time.perf_counter()

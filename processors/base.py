@@ -263,6 +263,7 @@ class DiffAttnProcessor:
         self.inner._parallel_config = value
 
     def __call__(self, attn: torch.nn.Module, *args: Any, **kwargs: Any) -> Any:
+        _refuse_ring_attention(self._parallel_config, self.layer)
         self.context.layer = self.layer
         calls: list[int] = []
         with _RouteSDPA(functools.partial(self._route, calls)):
@@ -290,6 +291,16 @@ class DiffAttnProcessor:
         if timer is not None:
             self.stats.record(self.layer.name, self.context.step_index, timer=timer.stop(), count_call=True)
         return out
+
+
+def _refuse_ring_attention(parallel_config: Any, layer: LayerInfo) -> None:
+    """Ring attention hands each rank only a chunk of the keys, so grid-aware plans would be wrong: refuse it."""
+    cp = getattr(parallel_config, "context_parallel_config", None)
+    if cp is not None and (getattr(cp, "ring_degree", None) or 1) > 1:
+        raise BackendUnavailableError(
+            f"{layer.name}: diffattn methods do not support ring attention (ring_degree={cp.ring_degree}); "
+            "use Ulysses context parallelism instead: ContextParallelConfig(ulysses_degree=N)"
+        )
 
 
 @functools.lru_cache(maxsize=None)

@@ -75,6 +75,8 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--dtype", default="auto", help="auto, float32, float16 or bfloat16")
     parser.add_argument("--cpu-offload", action="store_true", help="model CPU offload (CUDA)")
     parser.add_argument("--fps", type=int, default=8)
+    parser.add_argument("--ulysses", type=int, default=1,
+                        help="Ulysses context-parallel degree; launch with torchrun --nproc_per_node N -m diffattn generate ...")
     parser.add_argument("--out", default="diffattn_out.mp4", help="output video (.mp4)")
     parser.add_argument("--stats", default=None, help="write per-layer/step stats as JSON here")
     parser.add_argument("--config", default=None, help="replay a run saved with --save-config (flags above are ignored)")
@@ -93,16 +95,19 @@ def spec_from_args(args: argparse.Namespace):
         model=args.model, methods=configs_from_args(args, names), prompt=args.prompt,
         negative_prompt=args.negative_prompt, frames=args.frames, height=args.height, width=args.width,
         steps=args.steps, guidance=args.guidance, seed=args.seed, device=args.device, dtype=args.dtype,
-        cpu_offload=args.cpu_offload, fps=args.fps,
+        cpu_offload=args.cpu_offload, fps=args.fps, ulysses=args.ulysses,
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from ..generation import generate, save_spec
+    from ..parallel import is_main_process
     from ..video import write_video
 
     spec = spec_from_args(args)
     result = generate(spec)
+    if not is_main_process():
+        return 0
     out = write_video(args.out, result.frames, fps=spec.fps)
     print(f"wrote {out} ({result.frames.shape[0]} frames, {result.frames.shape[-1]}x{result.frames.shape[-2]}) in {result.seconds:.1f} s")
     if result.stats_summary:
