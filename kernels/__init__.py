@@ -1,0 +1,20 @@
+"""diffattn.kernels: block-sparse attention (Triton, FlexAttention, PyTorch reference) and plan builders.
+
+`block_sparse_attention` runs any `diffattn.plan.BlockPlan` (pooled levels, token masks, SpargeAttn P.V
+skipping, LiteAttention marks, LSE); `sparge_plan` predicts a plan on the device; `pool_kv` builds PSA's
+pooled K/V; `available_backends` says what runs here. See `api.py` for the exact semantics.
+"""
+
+from .api import PooledKV, SparseAttentionOutput, available_backends, block_sparse_attention, pool_kv
+from .checks import AttentionInputError
+from .sparge import sparge_plan
+
+__all__ = [
+    "block_sparse_attention",
+    "sparge_plan",
+    "pool_kv",
+    "available_backends",
+    "SparseAttentionOutput",
+    "PooledKV",
+    "AttentionInputError",
+]

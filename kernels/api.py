@@ -1,0 +1,212 @@
+"""`block_sparse_attention`, `pool_kv` and backend dispatch: the public face of the kernel family.
+
+Semantics (every backend computes exactly this; `reference.py` is the definition):
+
+- For each (batch, head, query block) the plan lists kv blocks. Level-1 blocks contribute their keys; a level-l
+  block contributes the means of its keys/values over consecutive groups of l tokens (groups aligned to the
+  block start, means over valid tokens), each with `+ln(n_valid)` added to its logit. `plan.token_mask` hides
+  individual keys inside listed blocks. Logits are `scale * q.k` (natural units).
+- `pv_threshold` (log2 units, SpargeAttn stage 2): slots are processed in row order (level-1 ids, then level 2,
+  ...). A slot is skipped (no exp, no P.V) when no valid row has a visible key with
+  `(m_local - m_running) * log2(e) >= -pv_threshold`, where `m_running` is the row's max over the slots that
+  contributed before it. The first slot always contributes. `+inf` skips only slots that hide every key from
+  every row (same output as None); `-inf` lets only the first slot of each row contribute (with a token mask,
+  also slots that give a row its first visible key, since `m_running` is `-inf` there).
+- `skip_threshold` (log2 units, LiteAttention): the output is unchanged; `kept_plan` lists the slots where some
+  valid row has `(m_local - m_final) * log2(e) >= skip_threshold`, `m_final` being the row's max over the
+  contributing slots: independent of traversal order. `-inf` keeps every slot, `0` the slots holding some row's
+  max. A row left with no kept slot keeps its first slot (only possible for degenerate rows or thresholds > 0).
+- A query row that sees no key at all (token mask) gets output 0 and lse `-inf`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from diffattn.errors import BackendUnavailableError, PlanError
+from diffattn.plan import BlockPlan
+
+from . import backends
+from .checks import AttentionInputError, check_plan, check_qkv, plan_tensors, resolve_scale, resolve_threshold
+from .layout import plan_from_kept_slots
+from .reference import pool_reference, reference_attention
+
+__all__ = ["SparseAttentionOutput", "PooledKV", "block_sparse_attention", "pool_kv", "available_backends"]
+
+available_backends = backends.available_backends
+_GPU_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class SparseAttentionOutput(NamedTuple):
+    """What `block_sparse_attention` returns when `return_lse` or `skip_threshold` is set."""
+
+    out: torch.Tensor
+    lse: torch.Tensor | None
+    """float32 `[B, H, Sq]`, natural log of the sum of exp(logits); None unless `return_lse`."""
+    kept_plan: BlockPlan | None
+    """Slots still significant under `skip_threshold` (same format and geometry as the plan); else None."""
+
+
+class PooledKV(NamedTuple):
+    """Pooled K/V pyramid: `k`/`v` `[B, H, rows, D]`, level `l`'s groups starting at row `starts[l]`."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    starts: dict[int, int]
+
+
+# -------------------------------------------------------------------------------------------- dispatch
+def _triton_obstacle(q: torch.Tensor, plan: BlockPlan) -> tuple[str | None, bool]:
+    """`(reason the Triton kernel cannot take this call or None, whether the reason is the plan's block size)`."""
+    reason = backends.triton_reason(q.device)
+    if reason is not None:
+        return reason, False
+    ta, _ = backends.triton_modules()
+    if q.dtype not in _GPU_DTYPES:
+        return f"dtype {q.dtype} (the Triton kernel takes float16 or bfloat16)", False
+    if q.shape[3] > ta.MAX_HEAD_DIM:
+        return f"head_dim {q.shape[3]} (the Triton kernel takes head_dim <= {ta.MAX_HEAD_DIM})", False
+    if plan.block_q not in ta.SUPPORTED_BLOCKS or plan.block_k not in ta.SUPPORTED_BLOCKS:
+        return (f"plan blocks {plan.block_q}x{plan.block_k} (the Triton kernel takes block_q and block_k in "
+                f"{ta.SUPPORTED_BLOCKS})"), True
+    return None, False
+
+
+def _choose(backend: str, q: torch.Tensor, plan: BlockPlan, thresholds: bool) -> str:
+    """The backend that runs this call; named backends are honoured or refused with a clear error."""
+    if backend not in ("auto", *backends.BACKENDS):
+        raise BackendUnavailableError(f"unknown backend {backend!r}; choose 'auto' or one of {backends.BACKENDS}")
+    if backend == "reference":
+        return "reference"
+    if backend == "flex":
+        if backends.flex_reason() is not None:
+            raise backends.unavailable("flex", backends.flex_reason())
+        if thresholds:
+            backends.warn_once("flex cannot apply pv_threshold/skip_threshold; running the reference backend instead")
+            return "reference"
+        return "flex"
+    obstacle, is_block = _triton_obstacle(q, plan)
+    if backend == "triton":
+        if obstacle is None:
+            return "triton"
+        if is_block:
+            raise PlanError(f"the triton backend cannot run {obstacle}; build the plan with supported block sizes")
+        raise backends.unavailable("triton", obstacle)
+    if obstacle is None and q.is_cuda:
+        return "triton"
+    if q.is_cuda:
+        if obstacle is not None and backends.triton_reason(q.device) is None:
+            backends.warn_once(f"diffattn: Triton kernel not used for {obstacle}; falling back to a slower backend")
+        if not thresholds and backends.flex_reason() is None:
+            return "flex"
+    return "reference"
+
+
+def _pooled_for(k: torch.Tensor, v: torch.Tensor, plan: BlockPlan) -> tuple[torch.Tensor | None, torch.Tensor | None, list[int]]:
+    """Pooled K/V for the plan's levels > 1 via the Triton pooling op (None when the plan is level-1 only)."""
+    pooled_levels = [lvl for lvl in plan.levels if lvl > 1]
+    if not pooled_levels:
+        return None, None, [0, 0, 0]
+    _, ts = backends.triton_modules()
+    kp, vp = ts.pool_kv_op(k, v, pooled_levels, plan.block_k)
+    _, starts = ts.pooled_layout(k.shape[2], plan.block_k, tuple(pooled_levels))
+    return kp, vp, list(starts)
+
+
+def _run_triton(q, k, v, plan, scale, pv, skip, return_lse):
+    tensors = plan_tensors(plan)
+    mask = tensors[2:] if len(tensors) > 2 else (None, None, None)
+    kp, vp, starts = _pooled_for(k, v, plan)
+    _ta = backends.triton_modules()[0]
+    out, lse, kept = _ta.block_sparse_attention_op(
+        q, k, v, tensors[0], tensors[1], kp, vp, starts, list(plan.levels), *mask, pv, skip,
+        scale, plan.block_q, plan.block_k, return_lse)
+    return out, (lse if return_lse else None), (kept.bool() if skip is not None else None)
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: BlockPlan,
+    *,
+    scale: float | None = None,
+    pv_threshold: float | torch.Tensor | None = None,
+    skip_threshold: float | torch.Tensor | None = None,
+    return_lse: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | SparseAttentionOutput:
+    """Attention of q over the kv blocks the plan lists (see the module docstring for exact semantics).
+
+    Args:
+        q (`torch.Tensor`): `[batch, heads, q_len, head_dim]`.
+        k, v (`torch.Tensor`): `[batch, heads, kv_len, head_dim]`, same dtype and device as q.
+        plan (`BlockPlan`): on q's device; batch/heads 1 or equal to q's; no empty row.
+        scale (`float`, *optional*): logit scale, default `1/sqrt(head_dim)`.
+        pv_threshold (`float` or `torch.Tensor [heads]`, *optional*): SpargeAttn P.V skip threshold, log2 units.
+        skip_threshold (`float` or `torch.Tensor [heads]`, *optional*): LiteAttention mark threshold, log2 units.
+        return_lse (`bool`): also return the natural-log log-sum-exp `[B, H, q_len]` (float32).
+        backend (`str`): "auto" (Triton on CUDA when the call qualifies, else flex on CUDA without thresholds,
+            else reference), or "triton", "flex", "reference".
+
+    Returns:
+        The output (like q) when neither `return_lse` nor `skip_threshold` is set, else a `SparseAttentionOutput`.
+    """
+    check_qkv(q, k, v)
+    check_plan(plan, q, k)
+    scale = resolve_scale(scale, q.shape[3])
+    pv = resolve_threshold(pv_threshold, q, "pv_threshold")
+    skip = resolve_threshold(skip_threshold, q, "skip_threshold")
+    name = _choose(backend, q, plan, pv is not None or skip is not None)
+    if name == "triton":
+        out, lse, kept = _run_triton(q, k, v, plan, scale, pv, skip, return_lse)
+    elif name == "flex":
+        from .flex import flex_attention_backend
+
+        out, lse = flex_attention_backend(q, k, v, plan, scale)
+        kept = None
+    else:
+        out, lse, kept = reference_attention(q, k, v, plan, scale, pv, skip)
+    if not return_lse and skip is None:
+        return out
+    kept_plan = plan_from_kept_slots(plan, kept) if skip is not None else None
+    return SparseAttentionOutput(out, lse if return_lse else None, kept_plan)
+
+
+# ---------------------------------------------------------------------------------------------- pooling
+def pool_kv(
+    k: torch.Tensor, v: torch.Tensor, levels: tuple[int, ...] = (2, 4, 8), block_k: int = 128, *, backend: str = "auto"
+) -> PooledKV:
+    """PSA's pooled K/V pyramid for levels in (2, 4, 8), one pass over K and V (Triton) or plain torch.
+
+    Level `l` holds `ceil(kv_len / block_k) * block_k / l` rows: the mean of each group of `l` tokens, groups
+    aligned to kv-block starts, the mean over the group's valid tokens (0 for groups past `kv_len`).
+    `block_sparse_attention` pools internally for pooled plans; this is exposed for inspection and timing.
+    """
+    check_qkv(k, k, v)
+    levels = tuple(sorted(set(levels)))
+    if not levels or not set(levels) <= {2, 4, 8} or block_k % max(levels):
+        raise AttentionInputError(f"levels must be drawn from (2, 4, 8) and divide block_k={block_k}; got {levels}")
+    if backend not in ("auto", "triton", "reference"):
+        raise BackendUnavailableError(f"unknown pooling backend {backend!r}; choose 'auto', 'triton' or 'reference'")
+    reason = backends.triton_reason(k.device)
+    use_triton = backend == "triton" or (backend == "auto" and reason is None and k.is_cuda)
+    if use_triton:
+        if reason is not None:
+            raise backends.unavailable("triton", reason)
+        _, ts = backends.triton_modules()
+        kp, vp = ts.pool_kv_op(k, v, list(levels), block_k)
+        _, all_starts = ts.pooled_layout(k.shape[2], block_k, levels)
+        starts = dict(zip((2, 4, 8), all_starts))
+        return PooledKV(kp, vp, {lvl: starts[lvl] for lvl in levels})
+    keys, values, starts, row = [], [], {}, 0
+    for lvl in levels:
+        kl, _ = pool_reference(k, lvl, block_k)
+        vl, _ = pool_reference(v, lvl, block_k)
+        keys.append(kl.to(k.dtype))
+        values.append(vl.to(v.dtype))
+        starts[lvl] = row
+        row += kl.shape[2]
+    return PooledKV(torch.cat(keys, 2), torch.cat(values, 2), starts)

@@ -1,0 +1,135 @@
+"""Input validation for the attention entry points, and per-plan caches so hot paths never sync.
+
+Cheap checks (shapes, dtypes, devices, plan geometry) run on every call. Checks that read plan contents on the
+host (no empty row, ids in range) run once per plan object: plans are immutable and reused across layers and
+steps, so `_SYNC_CHECKED` remembers them weakly. Under `torch.compile` the cached host checks are skipped
+(they would break the graph); validate a plan once eagerly, or build it with the library's builders.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+
+import torch
+
+from diffattn.errors import ConfigError, DiffAttnError, PlanError
+from diffattn.plan import BlockPlan
+
+__all__ = ["AttentionInputError", "check_qkv", "check_plan", "resolve_scale", "resolve_threshold", "plan_tensors"]
+
+_SYNC_CHECKED: weakref.WeakSet[BlockPlan] = weakref.WeakSet()
+_PLAN_TENSORS: weakref.WeakKeyDictionary[BlockPlan, tuple[torch.Tensor, ...]] = weakref.WeakKeyDictionary()
+
+
+class AttentionInputError(DiffAttnError, ValueError):
+    """q/k/v (or an argument next to them) has the wrong shape, dtype or device for attention."""
+
+
+def _compiling() -> bool:
+    return torch.compiler.is_compiling()
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """q `[B, H, Sq, D]`, k/v `[B, H, Skv, D]`, one floating dtype and one device."""
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise AttentionInputError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
+        if t.ndim != 4:
+            raise AttentionInputError(f"{name} must be [batch, heads, tokens, head_dim]; got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise AttentionInputError(f"{name} must be a floating-point tensor; got {t.dtype}")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise AttentionInputError(f"q, k, v must share one dtype; got {q.dtype}, {k.dtype}, {v.dtype}")
+    if not (q.device == k.device == v.device):
+        raise AttentionInputError(f"q, k, v must be on one device; got {q.device}, {k.device}, {v.device}")
+    if q.shape[:2] != k.shape[:2] or k.shape != v.shape:
+        raise AttentionInputError(
+            f"k and v must be [batch, heads, kv_len, head_dim] matching q's batch and heads; got q {tuple(q.shape)}, "
+            f"k {tuple(k.shape)}, v {tuple(v.shape)}"
+        )
+    if q.shape[3] != k.shape[3]:
+        raise AttentionInputError(f"q and k head_dim differ: {q.shape[3]} vs {k.shape[3]}")
+    if q.shape[2] == 0 or k.shape[2] == 0 or q.shape[3] == 0:
+        raise AttentionInputError(f"empty attention inputs: q {tuple(q.shape)}, k {tuple(k.shape)}")
+
+
+def check_plan(plan: BlockPlan, q: torch.Tensor, k: torch.Tensor) -> None:
+    """The plan fits q/k (geometry, broadcast, device); its contents are checked once per plan object."""
+    if not isinstance(plan, BlockPlan):
+        raise PlanError(f"plan must be a diffattn.plan.BlockPlan; got {type(plan).__name__}")
+    batch, heads, q_len, _ = q.shape
+    kv_len = k.shape[2]
+    if plan.device != q.device:
+        raise PlanError(f"plan is on {plan.device} but q is on {q.device}; move it once with plan.to(q.device)")
+    if plan.token_mask is not None:
+        if plan.is_pooled:
+            raise PlanError("a plan with pooled levels cannot also carry a token mask (not supported)")
+        if plan.token_mask.q_lo.device != q.device:
+            raise PlanError(f"plan.token_mask is on {plan.token_mask.q_lo.device} but q is on {q.device}")
+    plan._check_lengths(q_len, kv_len)
+    pb, ph = plan.kv_indices.shape[:2]
+    if pb not in (1, batch) or ph not in (1, heads):
+        raise PlanError(f"plan batch/heads ({pb}, {ph}) do not broadcast to q's ({batch}, {heads})")
+    if not _compiling() and plan not in _SYNC_CHECKED:
+        _check_contents(plan)
+        _SYNC_CHECKED.add(plan)
+
+
+def _check_contents(plan: BlockPlan) -> None:
+    """Host-side content checks: counts in range, every row non-empty, listed ids in [0, num_kv_blocks)."""
+    counts = plan.kv_counts
+    total = plan.block_counts()
+    if bool((counts < 0).any()) or bool((total > plan.width).any()):
+        raise PlanError(f"kv_counts must be >= 0 and sum to at most the width of kv_indices ({plan.width})")
+    if bool((total == 0).any()):
+        raise PlanError("the plan leaves a query row with no kv block; every query block must keep at least one")
+    listed = torch.arange(plan.width, device=plan.device) < total[..., None]
+    ids = plan.kv_indices
+    if bool((listed & ((ids < 0) | (ids >= plan.num_kv_blocks))).any()):
+        raise PlanError(f"kv_indices lists a block id outside [0, {plan.num_kv_blocks})")
+
+
+def plan_tensors(plan: BlockPlan) -> tuple[torch.Tensor, ...]:
+    """Kernel-ready plan tensors, built once per plan: `(kv_indices, kv_offsets[, q_lo, q_hi, k_coord])`.
+
+    All int32 and contiguous (broadcast dims stay size 1); token-mask tensors are present only with a mask.
+    """
+    cached = None if _compiling() else _PLAN_TENSORS.get(plan)
+    if cached is not None:
+        return cached
+    tensors = [plan.kv_indices.contiguous(), plan.kv_offsets.contiguous()]
+    if plan.token_mask is not None:
+        m = plan.token_mask
+        tensors += [t.to(torch.int32).contiguous() for t in (m.q_lo, m.q_hi, m.k_coord)]
+    result = tuple(tensors)
+    if not _compiling():
+        _PLAN_TENSORS[plan] = result
+    return result
+
+
+def resolve_scale(scale: float | None, head_dim: int) -> float:
+    """`scale` or `1/sqrt(head_dim)`; must be a positive finite number."""
+    if scale is None:
+        return 1.0 / math.sqrt(head_dim)
+    scale = float(scale)
+    if not math.isfinite(scale) or scale <= 0:
+        raise ConfigError(f"scale must be a positive finite number; got {scale}")
+    return scale
+
+
+def resolve_threshold(value: float | torch.Tensor | None, q: torch.Tensor, name: str) -> torch.Tensor | None:
+    """A threshold (log2 units) as float32 `[heads]` on q's device: a float, or a tensor `[]`, `[1]` or `[heads]`."""
+    if value is None:
+        return None
+    heads = q.shape[1]
+    if isinstance(value, torch.Tensor):
+        if value.numel() not in (1, heads) or value.ndim > 1:
+            raise ConfigError(f"{name} tensor must have shape [], [1] or [heads={heads}]; got {tuple(value.shape)}")
+        if value.device != q.device:
+            raise ConfigError(f"{name} is on {value.device} but q is on {q.device}")
+        return value.to(torch.float32).reshape(-1).expand(heads).contiguous()
+    value = float(value)
+    if math.isnan(value):
+        raise ConfigError(f"{name} must not be NaN")
+    return torch.full((heads,), value, dtype=torch.float32, device=q.device)

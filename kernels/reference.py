@@ -1,0 +1,182 @@
+"""The PyTorch reference: the definition of what every backend must compute.
+
+Plain tensor code on any device and any float dtype (float32 math, float64 for float64 inputs). It processes a
+chunk of query blocks at a time against all keys of the plan's levels, so memory stays bounded by
+`_CHUNK_ELEMENTS` logits per chunk and never reaches tokens^2 for big inputs. Semantics (module docstring of
+`diffattn.kernels.api`): pooled levels, token masks, `pv_threshold` skipping in row order and
+`skip_threshold` marks against the row's final max.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from diffattn.plan import BlockPlan
+
+from .layout import slot_levels
+
+__all__ = ["pool_reference", "block_stats_reference", "reference_attention"]
+
+LOG2E = 1.4426950408889634
+_CHUNK_ELEMENTS = 1 << 25  # logits held at once per chunk of query blocks
+
+
+def pool_reference(x: torch.Tensor, level: int, block_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of each group of `level` consecutive tokens and the number of valid tokens in it.
+
+    Groups are aligned to multiples of `level` (so to every kv block start, `block_k` being a multiple of it);
+    the sequence is padded to whole kv blocks, so there are `ceil(kv_len / block_k) * block_k / level` groups,
+    trailing ones empty (count 0, value 0). Returns `(pooled [B, H, groups, D] in float32 or float64,
+    counts int64 [groups])`.
+    """
+    x = x.to(torch.float64 if x.dtype == torch.float64 else torch.float32)
+    batch, heads, kv_len, dim = x.shape
+    padded = math.ceil(kv_len / block_k) * block_k
+    counts = (kv_len - torch.arange(0, padded, level, device=x.device)).clamp(0, level)
+    x = torch.nn.functional.pad(x, (0, 0, 0, padded - kv_len))
+    sums = x.reshape(batch, heads, padded // level, level, dim).sum(3)
+    return sums / counts.clamp(min=1)[:, None].to(sums.dtype), counts
+
+
+def block_stats_reference(
+    x: torch.Tensor, mean: torch.Tensor | None, block: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SpargeAttn block statistics by definition: mean token and mean of the Gram matrix of normalised tokens.
+
+    `x` `[B, H, N, D]`, optional `mean` `[B, H, D]` subtracted first (K smoothing). Returns float32
+    `(pool [B, H, blocks, D], sim [B, H, blocks])`; the last block averages over its valid tokens only.
+    """
+    batch, heads, n_tokens, dim = x.shape
+    blocks = math.ceil(n_tokens / block)
+    x = x.float()
+    if mean is not None:
+        x = x - mean.float()[:, :, None, :]
+    x = torch.nn.functional.pad(x, (0, 0, 0, blocks * block - n_tokens)).view(batch, heads, blocks, block, dim)
+    valid = (torch.arange(blocks * block, device=x.device) < n_tokens).view(blocks, block)
+    x = x * valid[..., None]
+    count = valid.sum(-1).float()
+    pool = x.sum(3) / count[:, None]
+    unit = torch.nn.functional.normalize(x, dim=-1, eps=1e-12)
+    sim = (unit @ unit.transpose(-1, -2)).sum((-1, -2)) / count**2
+    return pool, sim
+
+
+def _plan_keys(
+    k: torch.Tensor, v: torch.Tensor, plan: BlockPlan
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All keys/values of every level side by side, each key's logit bias and its column in the slot map."""
+    keys, values, biases, columns = [], [], [], []
+    kv_len = k.shape[2]
+    for i, lvl in enumerate(plan.levels):
+        if lvl == 1:
+            kl, vl = k, v
+            counts = torch.ones(kv_len, device=k.device)
+        else:
+            kl, counts = pool_reference(k, lvl, plan.block_k)
+            vl, _ = pool_reference(v, lvl, plan.block_k)
+        token = torch.arange(kl.shape[2], device=k.device) * lvl
+        keys.append(kl)
+        values.append(vl)
+        biases.append(torch.log(counts.to(k.dtype)))  # -inf for empty groups: never visible
+        columns.append(i * plan.num_kv_blocks + token // plan.block_k)
+    return torch.cat(keys, 2), torch.cat(values, 2), torch.cat(biases), torch.cat(columns)
+
+
+def _slot_map(plan: BlockPlan) -> torch.Tensor:
+    """int64 `[B|1, H|1, q_blocks, levels * kv_blocks]`: the slot listing (level, block) in each row, or -1."""
+    levels = slot_levels(plan)
+    level_index = torch.zeros_like(levels)
+    for i, lvl in enumerate(plan.levels):
+        level_index = torch.where(levels == lvl, i, level_index)
+    dump = len(plan.levels) * plan.num_kv_blocks
+    target = torch.where(levels > 0, level_index * plan.num_kv_blocks + plan.kv_indices, dump).long()
+    slots = torch.arange(plan.width, device=plan.device).expand_as(target)
+    out = torch.full((*target.shape[:3], dump + 1), -1, dtype=torch.long, device=plan.device)
+    return out.scatter_(-1, target, slots)[..., :dump]
+
+
+def _pv_computed(
+    m_local: torch.Tensor, counts: torch.Tensor, row_ok: torch.Tensor, pv_threshold: torch.Tensor
+) -> torch.Tensor:
+    """Which slots `pv_threshold` lets contribute: bool `[B, H, cq, width]`, walking slots in row order.
+
+    `m_local` `[B, H, cq, bq, width]` holds each row's max natural logit per slot; the running max only grows
+    with slots that contribute, and slot 0 always contributes.
+    """
+    running = torch.full(m_local.shape[:-1], float("-inf"), dtype=m_local.dtype, device=m_local.device)
+    neg = -pv_threshold.to(m_local.dtype).view(1, -1, 1, 1)
+    computed = []
+    for j in range(m_local.shape[-1]):
+        local = m_local[..., j]
+        significant = (local > float("-inf")) & ((local - running) * LOG2E >= neg) & row_ok
+        go = (significant.any(-1) | (j == 0)) & (j < counts)
+        running = torch.where(go[..., None], torch.maximum(running, local), running)
+        computed.append(go)
+    return torch.stack(computed, -1)
+
+
+def reference_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    plan: BlockPlan,
+    scale: float,
+    pv_threshold: torch.Tensor | None = None,
+    skip_threshold: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Block-sparse attention by definition. Thresholds are float tensors `[H]` in log2 units.
+
+    Returns `(out, lse, kept)`: `out` like `q`; `lse` float32 `[B, H, Sq]`, natural log, `-inf` for a row that
+    sees no key; `kept` bool `[B, H, q_blocks, width]` slot marks when `skip_threshold` is given, else None.
+    """
+    batch, heads, q_len, _ = q.shape
+    bq, width = plan.block_q, plan.width
+    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    keys, values, bias, columns = _plan_keys(k.to(dtype), v.to(dtype), plan)
+    slot_map = _slot_map(plan)
+    counts = plan.block_counts().long()
+    q_pad = torch.nn.functional.pad(q.to(dtype), (0, 0, 0, plan.num_q_blocks * bq - q_len))
+    token_visible = plan.token_mask.mask_mod if plan.token_mask is not None else None
+    need_local = pv_threshold is not None or skip_threshold is not None
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * bq * keys.shape[2] * (3 if need_local else 1)))
+    outs, lses, marks = [], [], []
+    for qb0 in range(0, plan.num_q_blocks, chunk):
+        qb1 = min(plan.num_q_blocks, qb0 + chunk)
+        cq = qb1 - qb0
+        rows = torch.arange(qb0 * bq, qb1 * bq, device=q.device).view(cq, bq)
+        row_ok = rows < q_len
+        logits = (q_pad[:, :, qb0 * bq : qb1 * bq] @ keys.transpose(-1, -2)) * scale + bias
+        logits = logits.view(batch, heads, cq, bq, -1)
+        slot = slot_map[:, :, qb0:qb1, None, :][..., columns]  # [B|1, H|1, cq, 1, keys]
+        visible = slot >= 0
+        if token_visible is not None:
+            zero = rows.new_zeros(())
+            visible = visible & token_visible(zero, zero, rows[..., None], torch.arange(k.shape[2], device=q.device))
+        logits = logits.masked_fill(~visible, float("-inf"))
+        slot_index = torch.where(visible, slot, width).expand(logits.shape)
+        if need_local:
+            m_local = logits.new_full((*logits.shape[:-1], width + 1), float("-inf"))
+            m_local = m_local.scatter_reduce(-1, slot_index, logits, "amax")[..., :width]
+        if pv_threshold is not None:
+            computed = _pv_computed(m_local, counts[:, :, qb0:qb1], row_ok, pv_threshold)
+            computed = torch.cat([computed, computed.new_zeros((*computed.shape[:-1], 1))], -1)
+            computed = torch.gather(computed[:, :, :, None].expand(*logits.shape[:-1], width + 1), -1, slot_index)
+            logits = logits.masked_fill(~computed, float("-inf"))
+        row_max = logits.amax(-1, keepdim=True)
+        empty = row_max == float("-inf")
+        p = torch.exp(logits - row_max.masked_fill(empty, 0.0))
+        total = p.sum(-1, keepdim=True)
+        out = (p.view(batch, heads, cq * bq, -1) @ values).view(batch, heads, cq, bq, -1)
+        outs.append(out / total.masked_fill(total == 0, 1.0))
+        lses.append(torch.where(empty, float("-inf"), row_max + torch.log(total)).squeeze(-1))
+        if skip_threshold is not None:
+            thr = skip_threshold.to(dtype).view(1, -1, 1, 1, 1)
+            significant = (m_local > float("-inf")) & ((m_local - row_max) * LOG2E >= thr) & row_ok[..., None]
+            listed = torch.arange(width, device=q.device) < counts[:, :, qb0:qb1, None]
+            marks.append(significant.any(3) & listed)
+    out = torch.cat(outs, 2).reshape(batch, heads, -1, q.shape[-1])[:, :, :q_len]
+    lse = torch.cat(lses, 2).reshape(batch, heads, -1)[:, :, :q_len]
+    kept = torch.cat(marks, 2) if skip_threshold is not None else None
+    return out.to(q.dtype), lse.float(), kept

@@ -1,0 +1,423 @@
+"""The Triton block-sparse attention kernel and its torch custom op.
+
+One kernel, specialised by constexpr switches, covers every method (sparse.md section 8):
+
+- grid `(q_blocks, batch * heads)`; one program owns one plan row (a query block of `BLOCK_M == plan.block_q`
+  rows), loads Q once and walks the row's kv-block ids straight from `kv_indices` (no bitmap scan);
+- level segments: level-1 blocks read K/V in `BLOCK_N`-row tiles (`BLOCK_N` divides `plan.block_k`); level-l
+  blocks read `block_k / l` rows of the pooled K/V (padded to 16 rows for `tl.dot`) with a `+log2(n_valid)` bias;
+- online softmax in log2 units with `scale * log2(e)` folded into one FMA, `exp2` throughout;
+- boundary masking only on the tile that crosses `kv_len`; token masks (`BoxMask`) only when the plan has one;
+- `HAS_PV`: SpargeAttn stage 2, skip exp and P.V for a plan block when no valid row's local max comes within
+  `pv_threshold` of its running max (decided per plan block, hence `BLOCK_N == block_k` then);
+- `HAS_MARKS`: a second pass over the row's blocks recomputes Q.K and flags the blocks where some valid row's
+  max is within `skip_threshold` of the row's final max (LiteAttention marks, independent of traversal order);
+- `HAS_LSE`: natural-log log-sum-exp per row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+from triton import knobs
+
+__all__ = ["INTERPRETED", "SUPPORTED_BLOCKS", "MAX_HEAD_DIM", "block_sparse_attention_op"]
+
+INTERPRETED: bool = bool(knobs.runtime.interpret)
+"""Whether these kernels were built for Triton's CPU interpreter (`TRITON_INTERPRET=1` at import time)."""
+
+SUPPORTED_BLOCKS = (64, 128)
+"""Plan block sizes (`block_q` and `block_k`) the kernel accepts."""
+
+MAX_HEAD_DIM = 128
+LOG2E = 1.4426950408889634
+LN2 = tl.constexpr(0.6931471805599453)
+
+
+# --------------------------------------------------------------------------------------------- autotuning
+def _configs() -> list[triton.Config]:
+    """Every (BLOCK_N, warps, stages) of `_FAMILY_SHAPES`, BLOCK_N 64 first (what the interpreter runs)."""
+    shapes = sorted({shape for family in _FAMILY_SHAPES.values() for group in family.values() for shape in group})
+    return [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s) for n, w, s in shapes]
+
+
+def _device_family() -> str:
+    if INTERPRETED or not torch.cuda.is_available():
+        return "interpreter"
+    major, _ = torch.cuda.get_device_capability()
+    return "hopper" if major >= 9 else "ampere"
+
+
+# Per device family and (BLOCK_M, head-dim bucket): the (BLOCK_N, warps, stages) worth timing. Chosen from sm_90 /
+# sm_80 builds without register spills (d128 with BLOCK_M 128 needs 8 warps), and each set holds a BLOCK_N equal
+# to 64 and to 128 so that pv_threshold (BLOCK_N == block_k) always has a candidate.
+_FAMILY_SHAPES = {
+    "hopper": {
+        (128, 128): {(64, 8, 3), (64, 8, 4), (128, 8, 2)},
+        (128, 64): {(64, 4, 3), (64, 8, 3), (128, 8, 3), (128, 8, 4)},
+        (64, 128): {(64, 4, 3), (64, 4, 4), (128, 4, 2)},
+        (64, 64): {(64, 4, 3), (64, 4, 4), (128, 4, 3)},
+    },
+    "ampere": {
+        (128, 128): {(64, 8, 2), (64, 8, 3), (128, 8, 2)},
+        (128, 64): {(64, 4, 3), (128, 8, 3)},
+        (64, 128): {(64, 4, 3), (128, 4, 2)},
+        (64, 64): {(64, 4, 3), (128, 4, 3)},
+    },
+}
+
+
+def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
+    """Keep configs whose BLOCK_N divides the plan's block_k (equals it under pv_threshold) for this device."""
+    block_m, block_k = kwargs["BLOCK_M"], kwargs["BLOCK_K"]
+    fits = [
+        c for c in configs
+        if block_k % c.kwargs["BLOCK_N"] == 0 and (not kwargs["HAS_PV"] or c.kwargs["BLOCK_N"] == block_k)
+    ]
+    family = _device_family()
+    if family == "interpreter":
+        return fits[:1]
+    wanted = _FAMILY_SHAPES[family][(block_m, 64 if kwargs["D_PAD"] <= 64 else 128)]
+    chosen = [c for c in fits if (c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in wanted]
+    return chosen or fits[:1]
+
+
+# ------------------------------------------------------------------------------------------------ kernel
+@triton.jit
+def _dot(a, b, acc, UPCAST: tl.constexpr):
+    """`acc + a @ b`; UPCAST (interpreter + bfloat16 only) works around the Triton 3.x interpreter multiplying
+    bfloat16 operands as their raw uint16 storage."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+    return tl.dot(a, b, acc)
+
+
+@triton.jit
+def _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale, UPCAST: tl.constexpr):
+    """Fold one tile into the running (acc, l, m); `qk` is raw Q.K (masked to -inf), m in log2 units."""
+    m_new = tl.maximum(m_i, m_loc)
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None]
+    acc = _dot(p.to(v.dtype), v, acc, UPCAST)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _box_visible(MaskLo, MaskHi, MaskK, offs_m, offs_n, q_len, kv_len, NUM_AXES: tl.constexpr):
+    """Token-level visibility of a tile under a `BoxMask`: every axis within [q_lo, q_hi]."""
+    visible = (offs_m[:, None] < q_len) & (offs_n[None, :] < kv_len)
+    for a in tl.static_range(NUM_AXES):
+        lo = tl.load(MaskLo + offs_m * NUM_AXES + a, mask=offs_m < q_len, other=0)
+        hi = tl.load(MaskHi + offs_m * NUM_AXES + a, mask=offs_m < q_len, other=0)
+        kc = tl.load(MaskK + offs_n * NUM_AXES + a, mask=offs_n < kv_len, other=0)
+        visible = visible & (kc[None, :] >= lo[:, None]) & (kc[None, :] <= hi[:, None])
+    return visible
+
+
+@triton.jit
+def _load_rows(base, offs_n, stride_n, offs_d, stride_d, n_ok, d_ok, MASK_N: tl.constexpr, MASK_D: tl.constexpr):
+    """A [rows, D_PAD] tile; masked only when rows may pass the end or head_dim is padded."""
+    ptrs = base + offs_n[:, None] * stride_n + offs_d[None, :] * stride_d
+    if MASK_N or MASK_D:
+        return tl.load(ptrs, mask=n_ok[:, None] & d_ok[None, :], other=0.0)
+    return tl.load(ptrs)
+
+
+@triton.jit
+def _tile_scores(
+    q, k_base, stride_kn, stride_kd, row0, first, offs_m, offs_d, d_ok, kv_len, q_len, qk_scale,
+    MaskLo, MaskHi, MaskK,
+    POOL: tl.constexpr, ROWS: tl.constexpr, TILE: tl.constexpr, MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
+    HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """Raw Q.K for the TILE (pooled) rows starting at `first` of a segment, invisible keys at -inf.
+
+    Returns `(qk [BLOCK_M, TILE], offs_n, n_ok, MASK_N)`; pooled rows carry their `log2(n_valid)` bias (in raw
+    units, i.e. divided by qk_scale), and only the tile crossing kv_len pays for the boundary mask.
+    """
+    tile = tl.arange(0, TILE)
+    offs_n = first + tile
+    if POOL == 1:
+        n_ok = offs_n < kv_len
+    else:
+        n_ok = (tile < ROWS) & (offs_n < tl.cdiv(kv_len, POOL))
+    MASK_N: tl.constexpr = POOL > 1 or not EVEN_N
+    k = _load_rows(k_base, row0 + offs_n, stride_kn, offs_d, stride_kd, n_ok, d_ok, MASK_N, MASK_D)
+    qk = _dot(q, tl.trans(k), tl.zeros([q.shape[0], TILE], dtype=tl.float32), UPCAST)
+    if POOL > 1:
+        n_valid = tl.minimum(kv_len - offs_n * POOL, POOL).to(tl.float32)
+        bias = tl.where(n_ok, tl.log2(tl.maximum(n_valid, 1.0)) / qk_scale, float("-inf"))
+        qk = qk + bias[None, :]
+    elif not EVEN_N:
+        if first + TILE > kv_len:
+            qk = tl.where(n_ok[None, :], qk, float("-inf"))
+    if HAS_TMASK:
+        visible = _box_visible(MaskLo, MaskHi, MaskK, offs_m, offs_n, q_len, kv_len, NUM_AXES)
+        qk = tl.where(visible, qk, float("-inf"))
+    return qk, offs_n, n_ok, MASK_N
+
+
+@triton.jit
+def _segment(
+    acc, l_i, m_i, started, m_fin,
+    q, offs_m, row_ok, offs_d, d_ok,
+    Idx, Kept, lo, hi,
+    k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, row0,
+    kv_len, qk_scale, neg_pv, skip_thr,
+    MaskLo, MaskHi, MaskK, q_len,
+    POOL: tl.constexpr, ROWS: tl.constexpr, TILE: tl.constexpr, SUB: tl.constexpr,
+    MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
+    HAS_PV: tl.constexpr, HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, MARK: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    """Walk slots [lo, hi) of one level segment: attend (MARK=False) or flag significant blocks (MARK=True).
+
+    A slot's block `blk` covers (pooled) rows `row0 + blk * ROWS + [0, ROWS)`, read in SUB tiles of TILE rows.
+    Level 1 (`POOL == 1`) rows are tokens; other levels' rows are pooled groups of POOL tokens. Attending walks
+    one flat loop over tiles (one K/V tile per iteration keeps the software pipeline simple); marking walks
+    slots, so a slot's flag covers all its tiles.
+    """
+    if MARK:
+        for s in range(lo, hi):
+            blk = tl.load(Idx + s)
+            flags = tl.zeros_like(row_ok).to(tl.int32)
+            for sub in tl.static_range(SUB):
+                qk, offs_n, n_ok, MASK_N = _tile_scores(
+                    q, k_base, stride_kn, stride_kd, row0, blk * ROWS + sub * TILE, offs_m, offs_d, d_ok, kv_len,
+                    q_len, qk_scale, MaskLo, MaskHi, MaskK, POOL, ROWS, TILE, MASK_D, EVEN_N, HAS_TMASK, NUM_AXES,
+                    UPCAST)
+                m_loc = tl.max(qk, 1) * qk_scale
+                significant = row_ok & (m_loc > float("-inf")) & (m_loc - m_fin >= skip_thr)
+                flags = tl.maximum(flags, significant.to(tl.int32))
+            tl.store(Kept + s, tl.max(flags, 0).to(tl.int8))
+    else:
+        for t in range(lo * SUB, hi * SUB):
+            blk = tl.load(Idx + t // SUB)
+            qk, offs_n, n_ok, MASK_N = _tile_scores(
+                q, k_base, stride_kn, stride_kd, row0, blk * ROWS + (t % SUB) * TILE, offs_m, offs_d, d_ok, kv_len,
+                q_len, qk_scale, MaskLo, MaskHi, MaskK, POOL, ROWS, TILE, MASK_D, EVEN_N, HAS_TMASK, NUM_AXES,
+                UPCAST)
+            m_loc = tl.max(qk, 1) * qk_scale
+            v = _load_rows(v_base, row0 + offs_n, stride_vn, offs_d, stride_vd, n_ok, d_ok, MASK_N, MASK_D)
+            if HAS_PV:
+                significant = row_ok & (m_loc > float("-inf")) & (m_loc - m_i >= neg_pv)
+                if (tl.max(significant.to(tl.int32), 0) > 0) | (started == 0):
+                    acc, l_i, m_i = _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale, UPCAST)
+            else:
+                acc, l_i, m_i = _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale, UPCAST)
+            started = started + 1
+    return acc, l_i, m_i, started
+
+
+@triton.jit
+def _walk_row(
+    acc, l_i, m_i, started, m_fin,
+    q, offs_m, row_ok, offs_d, d_ok,
+    Idx, Off, Kept,
+    k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+    p_kbase, p_vbase, stride_pn, START2, START4, START8,
+    kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TILE2: tl.constexpr, TILE4: tl.constexpr, TILE8: tl.constexpr,
+    COL1: tl.constexpr, COL2: tl.constexpr, COL4: tl.constexpr, COL8: tl.constexpr,
+    MASK_D: tl.constexpr, EVEN_N: tl.constexpr, HAS_PV: tl.constexpr, HAS_TMASK: tl.constexpr,
+    NUM_AXES: tl.constexpr, MARK: tl.constexpr, UPCAST: tl.constexpr,
+):
+    """Every level segment of one plan row in order (level 1, 2, 4, 8); absent levels have COL < 0."""
+    if COL1 >= 0:
+        acc, l_i, m_i, started = _segment(
+            acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
+            Idx, Kept, tl.load(Off + COL1), tl.load(Off + COL1 + 1),
+            k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, 0,
+            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+            1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, NUM_AXES, MARK, UPCAST)
+    if COL2 >= 0:
+        acc, l_i, m_i, started = _segment(
+            acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
+            Idx, Kept, tl.load(Off + COL2), tl.load(Off + COL2 + 1),
+            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, START2,
+            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+            2, BLOCK_K // 2, TILE2, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST)
+    if COL4 >= 0:
+        acc, l_i, m_i, started = _segment(
+            acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
+            Idx, Kept, tl.load(Off + COL4), tl.load(Off + COL4 + 1),
+            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, START4,
+            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+            4, BLOCK_K // 4, TILE4, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST)
+    if COL8 >= 0:
+        acc, l_i, m_i, started = _segment(
+            acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
+            Idx, Kept, tl.load(Off + COL8), tl.load(Off + COL8 + 1),
+            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, START8,
+            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+            8, BLOCK_K // 8, TILE8, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST)
+    return acc, l_i, m_i, started
+
+
+@triton.autotune(
+    configs=_configs(),
+    key=["seq_bucket", "BLOCK_M", "BLOCK_K", "D_PAD", "COL2", "COL4", "COL8", "HAS_PV", "HAS_MARKS", "HAS_TMASK", "EVEN_N"],
+    prune_configs_by={"early_config_prune": _prune},
+)
+@triton.jit
+def _block_sparse_attn_fwd(
+    Q, K, V, Out, Lse, Kept, KP, VP, Idx, Off, MaskLo, MaskHi, MaskK, PvThr, SkipThr,
+    qk_scale, q_len, kv_len, num_heads, num_q_blocks, width, seq_bucket,
+    stride_qb, stride_qh, stride_qm, stride_qd,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_ob, stride_oh, stride_om, stride_od,
+    stride_pb, stride_ph, stride_pn,
+    stride_ib, stride_ih, stride_iq,
+    stride_fb, stride_fh, stride_fq,
+    START2, START4, START8,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, TILE2: tl.constexpr, TILE4: tl.constexpr, TILE8: tl.constexpr,
+    COL1: tl.constexpr, COL2: tl.constexpr, COL4: tl.constexpr, COL8: tl.constexpr,
+    EVEN_N: tl.constexpr, HAS_PV: tl.constexpr, HAS_MARKS: tl.constexpr, HAS_LSE: tl.constexpr,
+    HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, UPCAST: tl.constexpr,
+):
+    qb = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    MASK_D: tl.constexpr = D_PAD != HEAD_DIM
+
+    offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, D_PAD)
+    row_ok = offs_m < q_len
+    d_ok = offs_d < HEAD_DIM
+    q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+    q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+
+    Idx = Idx + b * stride_ib + h * stride_ih + qb * stride_iq
+    Off = Off + b * stride_fb + h * stride_fh + qb * stride_fq
+    Kept = Kept + ((b * num_heads + h) * num_q_blocks + qb) * width
+    k_base = K + b * stride_kb + h * stride_kh
+    v_base = V + b * stride_vb + h * stride_vh
+    p_kbase = KP + b * stride_pb + h * stride_ph
+    p_vbase = VP + b * stride_pb + h * stride_ph
+    neg_pv = 0.0
+    skip_thr = 0.0
+    if HAS_PV:
+        neg_pv = -tl.load(PvThr + h)
+    if HAS_MARKS:
+        skip_thr = tl.load(SkipThr + h)
+
+    acc = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    started = tl.program_id(0) * 0
+    acc, l_i, m_i, started = _walk_row(
+        acc, l_i, m_i, started, m_i, q, offs_m, row_ok, offs_d, d_ok, Idx, Off, Kept,
+        k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, p_kbase, p_vbase, stride_pn, START2, START4, START8,
+        kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+        BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, NUM_AXES,
+        False, UPCAST)
+    if HAS_MARKS:
+        _walk_row(
+            acc, l_i, m_i, started, m_i, q, offs_m, row_ok, offs_d, d_ok, Idx, Off, Kept,
+            k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, p_kbase, p_vbase, stride_pn, START2, START4, START8,
+            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+            BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, False, HAS_TMASK, NUM_AXES,
+            True, UPCAST)
+
+    l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    out = acc / l_safe[:, None]
+    o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+    tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
+    if HAS_LSE:
+        lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.log2(l_safe)) * LN2)
+        tl.store(Lse + (b * num_heads + h) * q_len + offs_m, lse, mask=row_ok)
+
+
+# ----------------------------------------------------------------------------------------------- launcher
+def _alloc_outputs(q: torch.Tensor, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised `(out like q, lse f32 [B,H,Sq] or [1])`; the kernel writes every element (tests poison them)."""
+    lse_shape = q.shape[:3] if return_lse else (1,)
+    return torch.empty_like(q), q.new_empty(lse_shape, dtype=torch.float32)
+
+
+def _level_column(levels: list[int], level: int) -> int:
+    return levels.index(level) if level in levels else -1
+
+
+def _launch(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_indices: torch.Tensor, kv_offsets: torch.Tensor,
+    pooled_k: torch.Tensor | None, pooled_v: torch.Tensor | None, pooled_starts: list[int], levels: list[int],
+    mask_lo: torch.Tensor | None, mask_hi: torch.Tensor | None, mask_k: torch.Tensor | None,
+    pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
+    scale: float, block_q: int, block_k: int, return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    batch, heads, q_len, head_dim = q.shape
+    kv_len = k.shape[2]
+    num_q_blocks, width = kv_indices.shape[2], kv_indices.shape[3]
+    out, lse = _alloc_outputs(q, return_lse)
+    marks = skip_threshold is not None
+    kept = q.new_zeros((batch, heads, num_q_blocks, width) if marks else (1,), dtype=torch.int8)
+    dummy_i32 = kv_indices.new_zeros(1)
+    dummy_f32 = lse.new_zeros(1)
+    pk = pooled_k if pooled_k is not None else k.new_zeros((1, 1, 1, head_dim))
+    pv = pooled_v if pooled_v is not None else pk
+    starts = {lvl: s for lvl, s in zip((2, 4, 8), pooled_starts)}
+    d_pad = max(16, triton.next_power_of_2(head_dim))
+    tiles = {lvl: max(16, block_k // lvl) for lvl in (2, 4, 8)}
+
+    def strides(t: torch.Tensor) -> list[int]:
+        return [0 if t.shape[i] == 1 else t.stride(i) for i in range(3)]
+
+    grid = (num_q_blocks, batch * heads)
+    _block_sparse_attn_fwd[grid](
+        q, k, v, out, lse, kept, pk, pv, kv_indices, kv_offsets,
+        mask_lo if mask_lo is not None else dummy_i32,
+        mask_hi if mask_hi is not None else dummy_i32,
+        mask_k if mask_k is not None else dummy_i32,
+        pv_threshold if pv_threshold is not None else dummy_f32,
+        skip_threshold if skip_threshold is not None else dummy_f32,
+        scale * LOG2E, q_len, kv_len, heads, num_q_blocks, width, triton.next_power_of_2(max(q_len, kv_len)),
+        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+        pk.stride(0), pk.stride(1), pk.stride(2),
+        *strides(kv_indices), *strides(kv_offsets),
+        starts.get(2, 0), starts.get(4, 0), starts.get(8, 0),
+        HEAD_DIM=head_dim, D_PAD=d_pad, BLOCK_M=block_q, BLOCK_K=block_k,
+        TILE2=tiles[2], TILE4=tiles[4], TILE8=tiles[8],
+        COL1=_level_column(levels, 1), COL2=_level_column(levels, 2),
+        COL4=_level_column(levels, 4), COL8=_level_column(levels, 8),
+        EVEN_N=kv_len % block_k == 0, HAS_PV=pv_threshold is not None, HAS_MARKS=marks,
+        HAS_LSE=return_lse, HAS_TMASK=mask_lo is not None, NUM_AXES=mask_lo.shape[1] if mask_lo is not None else 0,
+        UPCAST=INTERPRETED and q.dtype == torch.bfloat16,
+    )
+    return out, lse, kept
+
+
+@torch.library.custom_op("diffattn::block_sparse_attention", mutates_args=())
+def block_sparse_attention_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_indices: torch.Tensor, kv_offsets: torch.Tensor,
+    pooled_k: torch.Tensor | None, pooled_v: torch.Tensor | None, pooled_starts: list[int], levels: list[int],
+    mask_lo: torch.Tensor | None, mask_hi: torch.Tensor | None, mask_k: torch.Tensor | None,
+    pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
+    scale: float, block_q: int, block_k: int, return_lse: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Triton block-sparse attention as a torch op: `(out like q, lse f32 [B,H,Sq] or [1], kept int8 or [1])`.
+
+    Inputs are validated by `diffattn.kernels.api`; this op trusts them. `kv_indices`/`kv_offsets` may have
+    size-1 batch/head dims (broadcast). `pooled_k/v` hold the pooled levels (see `pool_kv`) at `pooled_starts`
+    rows for levels 2, 4, 8 in that order.
+    """
+    return _launch(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, mask_lo, mask_hi,
+                   mask_k, pv_threshold, skip_threshold, scale, block_q, block_k, return_lse)
+
+
+@block_sparse_attention_op.register_fake
+def _(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, mask_lo, mask_hi, mask_k,
+      pv_threshold, skip_threshold, scale, block_q, block_k, return_lse):
+    batch, heads, q_len, _ = q.shape
+    lse = q.new_empty((batch, heads, q_len) if return_lse else (1,), dtype=torch.float32)
+    kept_shape = (batch, heads, kv_indices.shape[2], kv_indices.shape[3]) if skip_threshold is not None else (1,)
+    return torch.empty_like(q), lse, q.new_empty(kept_shape, dtype=torch.int8)

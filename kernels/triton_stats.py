@@ -1,0 +1,165 @@
+"""Triton kernels that read K/V (or Q/K) once per block to build what attention plans need, as torch custom ops.
+
+- `pool_kv_op`: PSA's pooled K/V pyramid. For each kv block and level l in (2, 4, 8) the mean of each group of
+  l tokens (groups aligned to the block start; a group's mean is over its valid tokens).
+- `block_stats_op`: SpargeAttn stage 1 statistics per block: the mean token (`pool`) and the mean pairwise
+  cosine similarity of its tokens (`sim`), computed as `|sum_i u_i|^2 / n^2` with `u_i` the L2-normalised tokens
+  (equal to the mean of the block's Gram matrix of normalised tokens, without forming it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["pool_kv_op", "block_stats_op", "POOLED_LEVELS", "pooled_layout"]
+
+POOLED_LEVELS = (2, 4, 8)
+NORM_EPS = 1e-12
+
+
+def pooled_layout(kv_len: int, block_k: int, levels: tuple[int, ...]) -> tuple[int, tuple[int, ...]]:
+    """Rows of the concatenated pooled tensor and the first row of each of levels (2, 4, 8) (0 when absent).
+
+    Level l holds `ceil(kv_len / block_k) * block_k / l` rows: every kv block's groups, trailing ones empty.
+    """
+    blocks = math.ceil(kv_len / block_k)
+    starts, total = [], 0
+    for lvl in POOLED_LEVELS:
+        starts.append(total)
+        if lvl in levels:
+            total += blocks * block_k // lvl
+    return total, tuple(starts)
+
+
+@triton.jit
+def _pool_store(x, n_ok, Out, row0, stride_n, offs_d, d_ok, POOL: tl.constexpr, BLOCK_K: tl.constexpr,
+                D_PAD: tl.constexpr):
+    """Store the means of the POOL-token groups of one block (`x` fp32 [BLOCK_K, D_PAD], invalid rows zero)."""
+    G: tl.constexpr = BLOCK_K // POOL
+    sums = tl.sum(tl.reshape(x, [G, POOL, D_PAD]), 1)
+    counts = tl.sum(tl.reshape(n_ok.to(tl.float32), [G, POOL]), 1)
+    mean = sums / tl.maximum(counts, 1.0)[:, None]
+    rows = row0 + tl.arange(0, G)
+    tl.store(Out + rows[:, None] * stride_n + offs_d[None, :], mean.to(Out.dtype.element_ty), mask=d_ok[None, :])
+
+
+@triton.jit
+def _pool_kv_kernel(
+    K, V, KP, VP, kv_len, num_heads,
+    stride_kb, stride_kh, stride_kn, stride_kd,
+    stride_vb, stride_vh, stride_vn, stride_vd,
+    stride_pb, stride_ph, stride_pn,
+    START2, START4, START8,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_K: tl.constexpr,
+    HAS2: tl.constexpr, HAS4: tl.constexpr, HAS8: tl.constexpr,
+):
+    """Grid (kv blocks, batch * heads, 2): axis 2 picks K (0) or V (1); one block of one tensor per program."""
+    j = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    if tl.program_id(2) == 0:
+        src = K + b * stride_kb + h * stride_kh
+        stride_n = stride_kn
+        stride_d = stride_kd
+        dst = KP + b * stride_pb + h * stride_ph
+    else:
+        src = V + b * stride_vb + h * stride_vh
+        stride_n = stride_vn
+        stride_d = stride_vd
+        dst = VP + b * stride_pb + h * stride_ph
+    offs_n = j * BLOCK_K + tl.arange(0, BLOCK_K)
+    offs_d = tl.arange(0, D_PAD)
+    n_ok = offs_n < kv_len
+    d_ok = offs_d < HEAD_DIM
+    x = tl.load(src + offs_n[:, None] * stride_n + offs_d[None, :] * stride_d,
+                mask=n_ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
+    if HAS2:
+        _pool_store(x, n_ok, dst, START2 + j * (BLOCK_K // 2), stride_pn, offs_d, d_ok, 2, BLOCK_K, D_PAD)
+    if HAS4:
+        _pool_store(x, n_ok, dst, START4 + j * (BLOCK_K // 4), stride_pn, offs_d, d_ok, 4, BLOCK_K, D_PAD)
+    if HAS8:
+        _pool_store(x, n_ok, dst, START8 + j * (BLOCK_K // 8), stride_pn, offs_d, d_ok, 8, BLOCK_K, D_PAD)
+
+
+@torch.library.custom_op("diffattn::pool_kv", mutates_args=())
+def pool_kv_op(k: torch.Tensor, v: torch.Tensor, levels: list[int], block_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled K and V `[B, H, rows, D]` (contiguous, dtype of k) laid out by `pooled_layout`."""
+    batch, heads, kv_len, head_dim = k.shape
+    rows, starts = pooled_layout(kv_len, block_k, tuple(levels))
+    kp = k.new_empty((batch, heads, rows, head_dim))
+    vp = k.new_empty((batch, heads, rows, head_dim))
+    grid = (math.ceil(kv_len / block_k), batch * heads, 2)
+    _pool_kv_kernel[grid](
+        k, v, kp, vp, kv_len, heads, *k.stride(), *v.stride(), kp.stride(0), kp.stride(1), kp.stride(2), *starts,
+        HEAD_DIM=head_dim, D_PAD=max(16, triton.next_power_of_2(head_dim)), BLOCK_K=block_k,
+        HAS2=2 in levels, HAS4=4 in levels, HAS8=8 in levels, num_warps=8,
+    )
+    return kp, vp
+
+
+@pool_kv_op.register_fake
+def _(k, v, levels, block_k):
+    batch, heads, kv_len, head_dim = k.shape
+    rows, _ = pooled_layout(kv_len, block_k, tuple(levels))
+    return k.new_empty((batch, heads, rows, head_dim)), k.new_empty((batch, heads, rows, head_dim))
+
+
+@triton.jit
+def _block_stats_kernel(
+    X, Mean, Pool, Sim, n_tokens, num_heads, num_blocks,
+    stride_xb, stride_xh, stride_xn, stride_xd, stride_mb, stride_mh,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK: tl.constexpr, SMOOTH: tl.constexpr, EPS: tl.constexpr,
+):
+    j = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // num_heads
+    h = bh % num_heads
+    offs_n = j * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, D_PAD)
+    n_ok = offs_n < n_tokens
+    d_ok = offs_d < HEAD_DIM
+    x = tl.load(X + b * stride_xb + h * stride_xh + offs_n[:, None] * stride_xn + offs_d[None, :] * stride_xd,
+                mask=n_ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
+    if SMOOTH:
+        mean = tl.load(Mean + b * stride_mb + h * stride_mh + offs_d, mask=d_ok, other=0.0)
+        x = tl.where(n_ok[:, None], x - mean[None, :], 0.0)
+    count = tl.sum(n_ok.to(tl.float32), 0)
+    pool = tl.sum(x, 0) / count
+    norm = tl.sqrt(tl.sum(x * x, 1))
+    unit_sum = tl.sum(x / tl.maximum(norm, EPS)[:, None], 0)
+    sim = tl.sum(unit_sum * unit_sum, 0) / (count * count)
+    row = bh * num_blocks + j
+    tl.store(Pool + row * HEAD_DIM + offs_d, pool, mask=d_ok)
+    tl.store(Sim + row, sim)
+
+
+@torch.library.custom_op("diffattn::block_stats", mutates_args=())
+def block_stats_op(x: torch.Tensor, mean: torch.Tensor | None, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per block of `block` tokens: mean token fp32 `[B, H, blocks, D]` and mean pairwise cosine `[B, H, blocks]`.
+
+    With `mean` (`[B, H, D]`), tokens are smoothed (`x - mean`) first, as SpargeAttn does for K.
+    """
+    batch, heads, n_tokens, head_dim = x.shape
+    blocks = math.ceil(n_tokens / block)
+    pool = x.new_empty((batch, heads, blocks, head_dim), dtype=torch.float32)
+    sim = x.new_empty((batch, heads, blocks), dtype=torch.float32)
+    m = mean if mean is not None else pool
+    _block_stats_kernel[(blocks, batch * heads)](
+        x, m, pool, sim, n_tokens, heads, blocks, *x.stride(), m.stride(0), m.stride(1),
+        HEAD_DIM=head_dim, D_PAD=max(16, triton.next_power_of_2(head_dim)), BLOCK=block, SMOOTH=mean is not None,
+        EPS=NORM_EPS, num_warps=4,
+    )
+    return pool, sim
+
+
+@block_stats_op.register_fake
+def _(x, mean, block):
+    batch, heads, n_tokens, head_dim = x.shape
+    blocks = math.ceil(n_tokens / block)
+    return (x.new_empty((batch, heads, blocks, head_dim), dtype=torch.float32),
+            x.new_empty((batch, heads, blocks), dtype=torch.float32))

@@ -1,0 +1,44 @@
+"""Helpers shared by the kernel tests (random inputs and plans, error measure, Triton availability)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from diffattn.kernels import available_backends
+from diffattn.plan import BlockPlan
+
+
+def triton_or_skip() -> None:
+    """Skip the calling test, saying why, when the Triton kernels cannot run on this CPU."""
+    status = available_backends()["triton"]
+    if status is not True:
+        pytest.skip(f"Triton backend unavailable here: {status}")
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """Relative Frobenius error in float64."""
+    out, ref = out.double(), ref.double()
+    return float((out - ref).norm() / ref.norm())
+
+
+def qkv(batch: int, heads: int, q_len: int, kv_len: int, dim: int, dtype=torch.float32, spread: float = 1.0):
+    """Fresh random q, k, v (never zeros); `spread` scales q to make softmax rows peakier."""
+    q = torch.randn(batch, heads, q_len, dim) * spread
+    k = torch.randn(batch, heads, kv_len, dim)
+    v = torch.randn(batch, heads, kv_len, dim)
+    return q.to(dtype), k.to(dtype), v.to(dtype)
+
+
+def random_plan(
+    batch: int, heads: int, q_len: int, kv_len: int, block_q: int, block_k: int,
+    levels: tuple[int, ...] = (1,), keep: float = 0.5,
+) -> BlockPlan:
+    """A random plan: each block kept with probability `keep` at a random level of `levels`, no empty row."""
+    q_blocks, kv_blocks = -(-q_len // block_q), -(-kv_len // block_k)
+    shape = (batch, heads, q_blocks, kv_blocks)
+    choice = torch.tensor(levels)[torch.randint(len(levels), shape)]
+    level_map = torch.where(torch.rand(shape) < keep, choice, 0)
+    forced = torch.randint(kv_blocks, (*shape[:3], 1))
+    level_map.scatter_(-1, forced, choice.gather(-1, forced))
+    return BlockPlan.from_level_map(level_map, block_q, block_k)
