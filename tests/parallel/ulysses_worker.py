@@ -45,7 +45,8 @@ def worker(rank: int, world: int, port: int, configs: list, queue) -> None:
             return model
 
         outputs = run_methods(configs, parallel_model, tiny_denoiser_inputs("wan", **LATENT))
-        queue.put((rank, {name: [o.clone() for o in outs] for name, outs in outputs.items()}))
+        # numpy arrays travel by value; tensors would be shared through file descriptors of an exiting process
+        queue.put((rank, {name: [o.numpy() for o in outs] for name, outs in outputs.items()}))
     except Exception as exc:  # report to the parent instead of hanging it
         import traceback
 
