@@ -25,7 +25,7 @@ from diffattn.testing import (  # noqa: E402
     tiny_pipeline,
     write_clip_tokenizer,
 )
-from diffattn.testing.families import hunyuan_prompt_template  # noqa: E402
+from diffattn.testing.dit import hunyuan_prompt_template  # noqa: E402
 from diffattn.testing.text import WORDS, llama_tokenizer, t5_tokenizer  # noqa: E402
 
 # Mochi's rotary code asks CPU autocast for float32, which torch declines with a harmless warning.
@@ -156,9 +156,10 @@ def test_denoiser_forward_at_odd_latent_sizes(family):
     assert torch.isfinite(output).all()
 
 
-@pytest.mark.parametrize(
-    ("family", "size"), [("wan", (3, 3, 5)), ("mochi", (2, 4, 3)), ("cogvideox", (0, 4, 4)), ("animatediff", (33, 4, 4))]
-)
+INVALID_SIZES = [("wan", (3, 3, 5)), ("mochi", (2, 4, 3)), ("cogvideox", (0, 4, 4)), ("animatediff", (33, 4, 4))]
+
+
+@pytest.mark.parametrize(("family", "size"), INVALID_SIZES)
 def test_denoiser_inputs_reject_invalid_sizes(family, size):
     frames, height, width = size
     with pytest.raises(ValueError, match=family):

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
-from diffattn.testing.families import FAMILY_TABLE, Family
+from diffattn.testing import dit, unet
+from diffattn.testing.recipe import Family
 from diffattn.testing.text import write_clip_tokenizer
 from diffattn.testing.video import sample_clip
 
@@ -30,14 +31,25 @@ __all__ = [
     "sample_clip",
 ]
 
-FAMILIES: tuple[str, ...] = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "sd", "sd-controlnet", "animatediff")
-"""Names accepted by every factory here."""
+_RECIPES: dict[str, Family] = {
+    "wan": dit.WAN,
+    "cogvideox": dit.COGVIDEOX,
+    "hunyuanvideo": dit.HUNYUANVIDEO,
+    "ltx": dit.LTX,
+    "mochi": dit.MOCHI,
+    "sd": unet.SD,
+    "sd-controlnet": unet.SD_CONTROLNET,
+    "animatediff": unet.ANIMATEDIFF,
+}
+
+FAMILIES: tuple[str, ...] = tuple(_RECIPES)
+"""Names accepted by every factory here: wan, cogvideox, hunyuanvideo, ltx, mochi, sd, sd-controlnet, animatediff."""
 
 
 def _family(family: str) -> Family:
     """Look ``family`` up, with an error listing the valid names."""
     try:
-        return FAMILY_TABLE[family]
+        return _RECIPES[family]
     except KeyError:
         raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(FAMILIES)}") from None
 

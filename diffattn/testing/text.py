@@ -6,8 +6,9 @@ Three tokenizers share one English word list (:data:`WORDS`):
   the merges are built so every listed word is a single token and any other text still tokenizes
   (byte-level fallback);
 * a T5-style and a Llama-3-style fast tokenizer (``tokenizers`` WordLevel model wrapped in
-  :class:`~transformers.PreTrainedTokenizerFast`): one token per word or punctuation run, unknown words
-  become ``<unk>``. One token per word keeps word-to-token alignment trivial for editing methods.
+  :class:`~transformers.PreTrainedTokenizerFast`): one token per lower-cased word, punctuation mark or
+  digit; unknown words become ``<unk>``. One token per word keeps word-to-token alignment trivial for
+  editing methods (which swap or weight the tokens of named words).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 from functools import lru_cache
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
@@ -43,7 +44,8 @@ __all__ = [
 ]
 
 WORDS: tuple[str, ...] = tuple(
-    """
+    dict.fromkeys(
+        """
     a an the and or but of in on at to from with without by for over under into onto through across
     near beside behind above below between around along up down out off inside outside
     is are was were be being been has have had do does did can will would should may might not no yes
@@ -77,8 +79,9 @@ WORDS: tuple[str, ...] = tuple(
     describe detailing following aspects main content theme color shape size texture quantity text
     spatial relationships objects object actions events behaviors temporal physical movement changes
     environment atmosphere angles movements transitions used system user
-    negative prompt dance monkey
+    negative prompt
     """.split()
+    )
 )
 """Common English words that every test tokenizer maps to single tokens (includes the words of
 diffusers' test prompts and of HunyuanVideo's default prompt template)."""
@@ -127,7 +130,7 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...
     alphabet = list(_bytes_to_unicode().values())
     tokens = alphabet + [c + "</w>" for c in alphabet]
     ranks: dict[tuple[str, str], int] = {}
-    for word in dict.fromkeys(WORDS):
+    for word in WORDS:
         while len(parts := _bpe(word, ranks)) > 1:
             ranks[(parts[0], parts[1])] = len(ranks)
             tokens.append(parts[0] + parts[1])
@@ -169,7 +172,7 @@ def clip_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
 
 def _word_level(specials: tuple[str, ...], unk: str) -> Tokenizer:
     """WordLevel tokenizer: lower-cased words, single punctuation marks and digits; ``specials`` first."""
-    vocab = {t: i for i, t in enumerate(dict.fromkeys(specials + WORDS + _PUNCTUATION + _DIGITS))}
+    vocab = {token: i for i, token in enumerate(specials + WORDS + _PUNCTUATION + _DIGITS)}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=unk))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
@@ -243,7 +246,7 @@ def llama_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast:
 
 
 def llama_encoder(tokenizer: PreTrainedTokenizerFast) -> LlamaModel:
-    """Random 3-layer Llama (2 heads x 16); 3 layers so HunyuanVideo's "third-to-last hidden state" is a layer output."""
+    """Random 3-layer Llama (2 heads x 16): HunyuanVideo reads the third-to-last hidden state, a layer output."""
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=TEXT_DIM,
