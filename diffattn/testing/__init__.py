@@ -2,10 +2,31 @@
 
 They back the test suite, ``diffattn demo`` and the docs. Each family mirrors diffusers' own fast-test
 configs with 2 attention heads of 16 channels, and text prompts work offline through tokenizers built
-at run time. Families: ``FAMILIES``; per-family latent sizes: ``tiny_denoiser_inputs``.
+at run time (:mod:`diffattn.testing.text`).
 
 >>> pipe = tiny_pipeline("wan")
 >>> video = pipe(**tiny_call_kwargs("wan")).frames  # [1, 9, 3, 32, 32]
+
+What :func:`tiny_call_kwargs` produces (latent and token grids are frames x height x width; L is the
+text length the denoiser sees):
+
+============== ============ ============== ========== ============= ==== ============================
+family         pixels       VAE (t, s)     latent     token grid    L    denoiser blocks
+============== ============ ============== ========== ============= ==== ============================
+wan            9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2
+cogvideox      9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2 (joint text + video)
+hunyuanvideo   9 x 16 x 16  4, 8           3 x 2 x 2  3 x 2 x 2     16   1 dual + 1 single stream
+ltx            9 x 32 x 32  4, 4           3 x 8 x 8  3 x 8 x 8     16   2
+mochi          7 x 32 x 32  6, 8           2 x 4 x 4  2 x 2 x 2     16   2
+sd             64 x 64      1, 8           8 x 8      8 x 8         77   UNet, 2 levels
+sd-controlnet  64 x 64      1, 8           8 x 8      8 x 8         77   UNet + ControlNet
+animatediff    8 x 64 x 64  1, 8           8 x 8 x 8  8 x 8 x 8     77   UNet + motion modules
+============== ============ ============== ========== ============= ==== ============================
+
+Reproducibility: building never touches the global RNG, and a fixed seed gives bitwise-equal weights
+and outputs. Weights that ``from_pretrained`` loads from safetensors are not 64-byte aligned, and MKL's
+default CPU matmul then rounds differently (~1e-7); set ``MKL_CBWR=AUTO,STRICT`` before the process's
+first matmul for bitwise-equal save/load round trips (the tests do).
 """
 
 from __future__ import annotations
