@@ -1,0 +1,103 @@
+"""`freeswim`: inward sliding-window attention with a cached full-attention cross-attention override."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import AttentionConfig, check, check_range
+from ..registry import register_method
+
+__all__ = ["FreeSwimConfig"]
+
+_BACKENDS = ("auto", "triton", "flex", "reference")
+
+
+@register_method
+@dataclass(frozen=True)
+class FreeSwimConfig(AttentionConfig):
+    """FreeSwim (arXiv 2511.14712): ultra-high-resolution video from a Wan model trained at a lower resolution.
+
+    Self-attention is restricted to an inward sliding window the size of the model's native token grid (all
+    frames, the window centre clamped inside the frame so every query keeps a full window), with a slightly
+    sharper softmax. A second, full-attention branch runs on a copy of the latent in the same batch; its
+    cross-attention output replaces the window branch's, which keeps global semantics coherent. That output is
+    recomputed every `cache_steps` steps on the conditional pass and reused in between; the unconditional pass
+    is window-only. `diffattn generate --method freeswim` runs the paper's two stages (native resolution,
+    upscale, SDEdit at the target size; see `diffattn.FreeSwimPipeline`). Defaults follow the released code
+    (WillWu111/FreeSwim): base 480x832 for Wan2.1-1.3B (720x1280 for 14B), strength 0.7, flow shift 9.
+
+    Args:
+        base_height (`int`, *optional*):
+            Native height in pixels that sets the window (radius = base_height / 16 / 2 tokens) and the
+            temperature; by default 480 for Wan2.1-1.3B and 720 for Wan2.1-14B. Set it (with `base_width`) for
+            other Wan models, e.g. 32 for the built-in tiny one.
+        base_width (`int`, *optional*):
+            Native width in pixels; by default 832 (1.3B) or 1280 (14B).
+        window_radius (`tuple[int, int]`, *optional*):
+            Window radii `(rows, columns)` in tokens, overriding the ones derived from the base size; a query sees
+            a `(2 * rows + 1) x (2 * columns + 1)` window.
+        inward (`bool`, defaults to `True`):
+            Clamp the window centre inside the frame (the paper); `False` truncates border windows (its ablation).
+        scale_factor (`float`, *optional*):
+            Multiplier of the softmax scale `1/sqrt(head_dim)` in both self-attention branches; by default the
+            paper's `sqrt(log(2N) / log(N))` with `N` the native grid's tokens per frame (~1.046 for 30x52).
+        cache_steps (`int`, *optional*, defaults to `2`):
+            The full branch and its cross-attention run on the conditional pass every `cache_steps` steps and the
+            cached cross-attention is reused in between; `None` runs both branches on every pass, conditional and
+            unconditional (the paper's no-cache mode).
+        offload_cache (`bool`, defaults to `False`):
+            Keep the cached cross-attention outputs in CPU memory (one `tokens x dim` tensor per block).
+        block_size (`int`, defaults to `128`):
+            Kernel block size (64 or 128); tokens are grouped into spatio-temporal tiles of this many tokens.
+        backend (`str`, defaults to `"auto"`):
+            Kernel backend of the window branch: `"auto"`, `"triton"`, `"flex"` or `"reference"`.
+        strength (`float`, defaults to `0.7`):
+            SDEdit strength of the high-resolution stage (two-stage runs only): the last 70% of the steps run.
+        flow_shift (`float`, defaults to `9.0`):
+            Flow-matching shift of the high-resolution stage's scheduler (two-stage runs only).
+    """
+
+    name = "freeswim"
+    description = "inward sliding-window self-attention + cached full-branch cross-attention override (Wan, high resolution)"
+    implementation = "diffattn.processors.freeswim:FreeSwimMethod"
+    runner = "diffattn.pipelines.freeswim:run_freeswim"
+
+    base_height: int | None = None
+    base_width: int | None = None
+    window_radius: tuple[int, ...] | None = None
+    inward: bool = True
+    scale_factor: float | None = None
+    cache_steps: int | None = 2
+    offload_cache: bool = False
+    block_size: int = 128
+    backend: str = "auto"
+    strength: float = 0.7
+    flow_shift: float = 9.0
+
+    def validate(self) -> None:
+        super().validate()
+        check(
+            (self.base_height is None) == (self.base_width is None),
+            f"give both base_height and base_width or neither; got {self.base_height} and {self.base_width}",
+        )
+        for name in ("base_height", "base_width"):
+            value = getattr(self, name)
+            check(
+                value is None or (isinstance(value, int) and value > 0 and value % 16 == 0),
+                f"{name} must be a positive multiple of 16 pixels (Wan's VAE x8 and patch x2); got {value!r}",
+            )
+        check(
+            self.window_radius is None
+            or (len(self.window_radius) == 2 and all(isinstance(r, int) and r >= 0 for r in self.window_radius)),
+            f"window_radius must be two non-negative token counts (rows, columns); got {self.window_radius!r}",
+        )
+        if self.scale_factor is not None:
+            check(self.scale_factor > 0, f"scale_factor must be positive; got {self.scale_factor}")
+        if self.cache_steps is not None:
+            check(isinstance(self.cache_steps, int) and self.cache_steps >= 1,
+                  f"cache_steps must be a whole number >= 1, or None for no cache; got {self.cache_steps!r}")
+        check(self.block_size in (64, 128), f"block_size must be 64 or 128; got {self.block_size}")
+        check(self.backend in _BACKENDS, f"backend must be one of {_BACKENDS}; got {self.backend!r}")
+        check_range("strength", self.strength, 0.0, 1.0)
+        check(self.strength > 0, "strength must be > 0: with 0 the high-resolution stage runs no step")
+        check(self.flow_shift > 0, f"flow_shift must be positive; got {self.flow_shift}")

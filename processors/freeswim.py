@@ -1,0 +1,347 @@
+"""FreeSwim attention for Wan transformers: window branch, full branch, cross-attention override and its cache.
+
+What one denoiser call does is decided just before it by the `FreeSwimController`, from the run context the
+root hook publishes (step index, CFG branch, phase); the denoising loop drives it simply by calling the model:
+
+- **window only**: every self-attention is the inward window (`diffattn.windows`) at the FreeSwim temperature,
+  on tile-permuted q/k/v through `diffattn.kernels.block_sparse_attention`; cross-attention is the model's own
+  (unconditional pass) or the full branch's cached output (conditional pass between two refreshes);
+- **dual**: the block stack runs on a doubled batch `[window rows; full rows]`: the residual stream is copied
+  before the first block and only the window rows leave the last one, so callers see their usual batch and the
+  latent the scheduler steps is the window branch's, as in the paper. Full rows use dense self-attention at the
+  same temperature; cross-attention is computed on the full rows' queries only and given to both halves (and
+  stored when it is to be reused).
+
+Faithfulness: this follows the released code (WillWu111/FreeSwim, cache and no-cache modes). Two deliberate
+differences, neither changing the output: in cache mode the batch is doubled only on the calls that compute the
+full branch (the paper doubles it on every call, but on the others both rows are provably identical), and the
+window is evaluated in spatio-temporal tile order with exact token edges instead of a raster FlexAttention mask.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.hooks import HookRegistry, ModelHook
+
+from diffattn.config import Phase
+from diffattn.configs.freeswim import FreeSwimConfig
+from diffattn.context import LayerInfo, RunContext
+from diffattn.errors import ConfigError, GridError, UnsupportedModelError
+from diffattn.geometry import Grid, TileOrder, bind_forward_args
+from diffattn.plan import BlockPlan
+from diffattn.windows import attention_temperature, window_plan, window_radius_from_base, window_tile_order
+
+from .base import AttentionCall, AttentionMethod, Proceed
+
+__all__ = [
+    "FreeSwimMethod",
+    "FreeSwimController",
+    "CallMode",
+    "NATIVE_BASE_SIZES",
+    "native_base_size",
+    "pixels_per_token",
+    "check_wan_text_to_video",
+]
+
+NATIVE_BASE_SIZES: dict[int, tuple[int, int]] = {1536: (480, 832), 5120: (720, 1280)}
+"""Native (height, width) in pixels of Wan2.1 text-to-video models, keyed by the transformer's inner dim
+(1536: 1.3B, 5120: 14B)."""
+
+_WAN_VAE_SCALE = 8
+_DOUBLE_HOOK = "diffattn::freeswim::double-batch"
+_KEEP_HOOK = "diffattn::freeswim::keep-window-rows"
+_PER_BLOCK_ARGS = ("encoder_hidden_states", "temb")
+
+
+# ------------------------------------------------------------------------------------------ model facts
+def check_wan_text_to_video(model: torch.nn.Module) -> None:
+    """Raise `UnsupportedModelError` unless `model` is a Wan text-to-video transformer with a block stack."""
+    if "WanTransformer3DModel" not in {cls.__name__ for cls in type(model).__mro__}:
+        raise UnsupportedModelError(
+            f"FreeSwim needs a Wan text-to-video transformer (WanTransformer3DModel); got {type(model).__name__}. "
+            "Load a Wan2.1 T2V pipeline, e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+        )
+    if getattr(model.config, "added_kv_proj_dim", None) is not None or getattr(model.config, "image_dim", None):
+        raise UnsupportedModelError(
+            "FreeSwim supports Wan text-to-video transformers; this one takes image conditioning (image-to-video)"
+        )
+    if not isinstance(getattr(model, "blocks", None), torch.nn.ModuleList) or len(model.blocks) == 0:
+        raise UnsupportedModelError(f"{type(model).__name__} has no transformer blocks to run the dual path on")
+
+
+def native_base_size(model: torch.nn.Module) -> tuple[int, int]:
+    """The native (height, width) in pixels of a Wan2.1 transformer; other sizes must be given explicitly."""
+    inner = model.config.num_attention_heads * model.config.attention_head_dim
+    if inner not in NATIVE_BASE_SIZES:
+        raise ConfigError(
+            f"FreeSwim does not know the native resolution of this Wan transformer (inner dim {inner}); set "
+            "base_height and base_width in pixels, e.g. FreeSwimConfig(base_height=480, base_width=832)"
+        )
+    return NATIVE_BASE_SIZES[inner]
+
+
+def pixels_per_token(model: torch.nn.Module, pipeline: Any | None = None) -> tuple[int, int]:
+    """Pixels per latent token (rows, columns): the VAE's spatial factor times the transformer's patch."""
+    scale = int(getattr(pipeline, "vae_scale_factor_spatial", _WAN_VAE_SCALE))
+    _, patch_h, patch_w = model.config.patch_size
+    return scale * patch_h, scale * patch_w
+
+
+# ------------------------------------------------------------------------------------------ controller
+@dataclass(frozen=True)
+class CallMode:
+    """What FreeSwim does in one denoiser call.
+
+    Args:
+        active (`bool`): FreeSwim acts at all (False in the config's dense steps).
+        dual (`bool`): the block stack runs on `[window rows; full rows]`.
+        store (`bool`): the full branch's cross-attention outputs are cached for the next calls.
+        reuse (`bool`): cross-attention is replaced by the cached full-branch outputs.
+    """
+
+    active: bool = False
+    dual: bool = False
+    store: bool = False
+    reuse: bool = False
+
+
+def is_conditional(ctx: RunContext) -> bool:
+    """Whether this call is the conditional pass: the named CFG branch, else the first call of the step
+    (diffusers' Wan pipelines always run the conditional pass first)."""
+    if ctx.cfg_branch in ("cond", "uncond"):
+        return ctx.cfg_branch == "cond"
+    return ctx.call_in_step == 0
+
+
+class FreeSwimController:
+    """Per-call state shared by one transformer's FreeSwim processors, and the cross-attention cache.
+
+    `begin_call(ctx, active)` runs before every denoiser call (a listener of the root hook): a new run clears the
+    cache; with `cache_steps` set, the conditional pass refreshes the full branch when `cache_steps` steps have
+    passed since the last refresh (steps 0, k, 2k, ... from the first active step) and reuses it otherwise, and
+    the unconditional pass is window-only; with `cache_steps=None` every call is dual. `counts` tallies what ran.
+    """
+
+    def __init__(self, cache_steps: int | None, offload_cache: bool = False) -> None:
+        self.cache_steps = cache_steps
+        self.offload_cache = offload_cache
+        self.mode = CallMode()
+        self.batch = 0
+        self.counts: Counter[str] = Counter()
+        self._cache: dict[tuple[str, int], torch.Tensor] = {}
+        self._run: int | None = None
+        self._last_refresh: int | None = None
+
+    def begin_call(self, ctx: RunContext, active: bool) -> CallMode:
+        """Decide and publish the mode of the denoiser call described by `ctx`."""
+        if ctx.run_index != self._run:
+            self.reset()
+            self._run = ctx.run_index
+        self.batch = int(ctx.batch or 0)
+        if not active:
+            mode = CallMode()
+        elif self.cache_steps is None:
+            mode = CallMode(active=True, dual=True)
+        elif not is_conditional(ctx):
+            mode = CallMode(active=True)
+        elif self._last_refresh is None or ctx.step_index - self._last_refresh >= self.cache_steps:
+            self._last_refresh = ctx.step_index
+            mode = CallMode(active=True, dual=True, store=self.cache_steps > 1)
+        else:
+            mode = CallMode(active=True, reuse=True)
+        self.mode = mode
+        return mode
+
+    def store(self, key: tuple[str, int], output: torch.Tensor) -> None:
+        """Keep a full-branch cross-attention output `[B, H, tokens, D]` for the following calls."""
+        self._cache[key] = output.detach().to("cpu") if self.offload_cache else output.detach()
+
+    def cached(self, key: tuple[str, int], shape: torch.Size, device: torch.device) -> torch.Tensor:
+        """The stored output for `key` on `device`; it must have the `shape` the current call produces."""
+        if key not in self._cache:
+            raise GridError(
+                f"no cached FreeSwim cross-attention for {key[0]}: the conditional pass reuses the output of the last "
+                "refresh step, which did not run in this denoising run; start a new run (e.g. call the pipeline again)"
+            )
+        output = self._cache[key]
+        if output.shape != shape:
+            raise GridError(
+                f"cached cross-attention of {key[0]} has shape {tuple(output.shape)} but this call needs "
+                f"{tuple(shape)}: the latent size or batch changed within one denoising run"
+            )
+        return output.to(device)
+
+    def reset(self) -> None:
+        """Forget the cache and the refresh schedule (a new run starts)."""
+        self._cache.clear()
+        self._last_refresh = None
+        self.mode = CallMode()
+
+
+class _DoubleBatch(ModelHook):
+    """Before each block of a dual call, the text and time embeddings it gets become `[x; x]` (the model passes
+    every block the same batch-`B` tensors); before the first block the residual stream does too."""
+
+    def __init__(self, controller: FreeSwimController, first: bool) -> None:
+        super().__init__()
+        self.controller = controller
+        self.names = ("hidden_states", *_PER_BLOCK_ARGS) if first else _PER_BLOCK_ARGS
+
+    def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
+        if not self.controller.mode.dual:
+            return args, kwargs
+        bound = bind_forward_args(module, args, kwargs)
+        for name in self.names:
+            bound[name] = torch.cat([bound[name], bound[name]])
+        return (), bound
+
+
+class _KeepWindowRows(ModelHook):
+    """After the last block of a dual call: only the window rows go on (the latent the scheduler steps)."""
+
+    def __init__(self, controller: FreeSwimController) -> None:
+        super().__init__()
+        self.controller = controller
+
+    def post_forward(self, module: torch.nn.Module, output: torch.Tensor) -> torch.Tensor:
+        return output[: self.controller.batch] if self.controller.mode.dual else output
+
+
+# -------------------------------------------------------------------------------------------- method
+class FreeSwimMethod(AttentionMethod):
+    """Inward window self-attention, dual-path cross-attention override and its cache (see the module docstring).
+
+    Composes with plan-based methods (Sparge, LiteAttention) inside the window: listed after FreeSwim they
+    receive the window call with q/k/v already in tile order and `call.plan` set, and intersect their plan with
+    it; listed before, their raster-order plan is intersected with a raster-order window plan (exact, with more
+    kv blocks touched). The full branch stays dense, as in the paper.
+    """
+
+    def __init__(self, config: FreeSwimConfig, target: Any) -> None:
+        super().__init__(config, target)
+        model = target.model
+        check_wan_text_to_video(model)
+        self.radius: tuple[int, int]
+        self.temperature: float
+        if config.window_radius is not None and config.scale_factor is not None:
+            self.radius, self.temperature = (config.window_radius[0], config.window_radius[1]), config.scale_factor
+        else:
+            base = (config.base_height, config.base_width) if config.base_height else native_base_size(model)
+            per_token = pixels_per_token(model, target.pipeline)
+            radius = config.window_radius if config.window_radius is not None else window_radius_from_base(*base, per_token)
+            self.radius = (radius[0], radius[1])
+            base_tokens = (base[0] // per_token[0]) * (base[1] // per_token[1])
+            self.temperature = config.scale_factor if config.scale_factor is not None else attention_temperature(base_tokens)
+        self.controller = FreeSwimController(config.cache_steps, config.offload_cache)
+        self._orders: dict[tuple[Grid, torch.device], TileOrder] = {}
+        self._plans: dict[tuple, tuple[BlockPlan, float]] = {}
+        self._hooked: list[tuple[torch.nn.Module, str]] = []
+
+    # ---------------------------------------------------------------------------------- lifecycle
+    def on_install(self, layers: list[LayerInfo]) -> None:
+        blocks = self.target.model.blocks
+        hooks = [(block, _DOUBLE_HOOK, _DoubleBatch(self.controller, first=i == 0)) for i, block in enumerate(blocks)]
+        hooks.append((blocks[-1], _KEEP_HOOK, _KeepWindowRows(self.controller)))
+        for module, name, hook in hooks:
+            HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
+            self._hooked.append((module, name))
+        self.target.listeners.append(self._begin_call)
+
+    def on_remove(self) -> None:
+        if self._begin_call in self.target.listeners:
+            self.target.listeners.remove(self._begin_call)
+        for module, name in reversed(self._hooked):
+            module._diffusers_hook.remove_hook(name, recurse=False)
+        self._hooked.clear()
+        self._orders.clear()
+        self._plans.clear()
+        self.controller.reset()
+
+    def _begin_call(self, ctx: RunContext) -> None:
+        self.controller.begin_call(ctx, active=ctx.phase(self.name) is Phase.ACTIVE)
+
+    # ---------------------------------------------------------------------------------- attention
+    def attend(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
+        mode = self.controller.mode
+        if not mode.active:
+            return proceed(call)
+        if call.layer.role == "cross":
+            return self._cross_attention(call, proceed, mode)
+        if call.layout.kind == "self" and call.layout.grid is not None:
+            return self._self_attention(call, proceed, mode)
+        return proceed(call)
+
+    def _rows(self, call: AttentionCall, mode: CallMode) -> int:
+        """How many leading rows of the call are window rows (all of them unless the call is dual)."""
+        if not mode.dual:
+            return call.query.shape[0]
+        if call.query.shape[0] != 2 * self.controller.batch:
+            raise GridError(
+                f"{call.layer.name}: a dual FreeSwim call should hold 2 x {self.controller.batch} rows, got "
+                f"{call.query.shape[0]}; another hook changed the batch between the model input and its blocks"
+            )
+        return self.controller.batch
+
+    def _self_attention(self, call: AttentionCall, proceed: Proceed, mode: CallMode) -> torch.Tensor:
+        scale = (call.scale if call.scale is not None else call.query.shape[-1] ** -0.5) * self.temperature
+        rows = self._rows(call, mode)
+        q, k, v = call.query, call.key, call.value
+        window = self._window_attention(call.replace(query=q[:rows], key=k[:rows], value=v[:rows], scale=scale), proceed)
+        if not mode.dual:
+            return window
+        full = call.replace(scale=scale).dense(q[rows:], k[rows:], v[rows:])
+        self.controller.counts["full_self_attention"] += 1
+        call.record(full_branch_calls=1)
+        return torch.cat([window, full])
+
+    def _window_attention(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
+        grid, device = call.layout.grid, call.query.device
+        options = {"backend": self.config.backend, **call.kernel_options}
+        self.controller.counts["window_attention"] += 1
+        if call.plan is not None:  # a method before FreeSwim planned on raster tokens: intersect in raster order
+            mine, density = self._plan(grid, device, call.plan.block_q, call.plan.block_k, tiled=False)
+            out = proceed(call.replace(plan=mine & call.plan, kernel_options=options))
+            call.record(density=density)
+            return out
+        order = self._order(grid, device)
+        plan, density = self._plan(grid, device, self.config.block_size, self.config.block_size, tiled=True)
+        tiled = call.replace(
+            query=order.to_tiles(call.query), key=order.to_tiles(call.key), value=order.to_tiles(call.value),
+            plan=plan, kernel_options=options,
+        )
+        call.record(density=density)
+        return order.to_raster(proceed(tiled))
+
+    def _order(self, grid: Grid, device: torch.device) -> TileOrder:
+        key = (grid, device)
+        if key not in self._orders:
+            self._orders[key] = window_tile_order(grid, self.config.block_size, device)
+        return self._orders[key]
+
+    def _plan(self, grid: Grid, device: torch.device, block_q: int, block_k: int, *, tiled: bool) -> tuple[BlockPlan, float]:
+        """The window plan for this grid (built once, on the device) and its block density."""
+        key = (grid, device, block_q, block_k, tiled)
+        if key not in self._plans:
+            order = self._order(grid, device) if tiled else None
+            plan = window_plan(grid, self.radius, inward=self.config.inward, block_q=block_q, block_k=block_k, order=order)
+            self._plans[key] = (plan, plan.density())
+        return self._plans[key]
+
+    def _cross_attention(self, call: AttentionCall, proceed: Proceed, mode: CallMode) -> torch.Tensor:
+        key = (call.layer.name, call.index)
+        if mode.dual:
+            rows = self._rows(call, mode)
+            full = proceed(call.replace(query=call.query[rows:], key=call.key[rows:], value=call.value[rows:]))
+            self.controller.counts["cross_attention_computed"] += 1
+            if mode.store:
+                self.controller.store(key, full)
+            return torch.cat([full, full])
+        if mode.reuse:
+            self.controller.counts["cross_attention_reused"] += 1
+            call.record(cross_reused=1)
+            return self.controller.cached(key, call.query.shape[:-1] + call.value.shape[-1:], call.query.device)
+        return proceed(call)
