@@ -55,7 +55,7 @@ def load_pipeline(spec: str, *, device: torch.device | str = "cpu", dtype: torch
         from diffusers import DiffusionPipeline
 
         try:
-            pipe = DiffusionPipeline.from_pretrained(spec, torch_dtype=dtype, use_safetensors=True, trust_remote_code=False)
+            pipe = DiffusionPipeline.from_pretrained(spec, dtype=dtype, use_safetensors=True, trust_remote_code=False)
         except (OSError, ValueError) as exc:
             raise UnsupportedModelError(
                 f"could not load a diffusers pipeline from {spec!r} (a hub id or a local folder with model_index.json "

@@ -61,3 +61,19 @@ def test_generate_bad_input_gives_one_clear_line(args, message, capsys, tmp_path
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_generate_loads_real_weights_from_a_local_folder(tmp_path):
+    """The real loading path (`from_pretrained`, safetensors only) on a saved tiny pipeline."""
+    from diffattn.testing import tiny_pipeline
+
+    folder = tmp_path / "tiny-sd"
+    tiny_pipeline("sd").save_pretrained(folder, safe_serialization=True)
+    assert main(["generate", "--model", str(folder), "--method", "observe", "--steps", "2", "--height", "32",
+                 "--width", "32", "--out", str(tmp_path / "img.mp4")]) == 0
+    assert read_video(tmp_path / "img.mp4").shape[0] == 1  # an image pipeline gives one frame
+
+
+def test_generate_refuses_a_folder_without_a_pipeline(tmp_path, capsys):
+    assert main(["generate", "--model", str(tmp_path), "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "could not load a diffusers pipeline" in capsys.readouterr().err
