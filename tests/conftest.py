@@ -3,6 +3,9 @@
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+# MKL rounds differently for weights whose buffers are not 64-byte aligned (as loaded from safetensors);
+# strict mode makes save -> load round trips bitwise. Must be set before torch's first matrix product.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
