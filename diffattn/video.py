@@ -1,4 +1,5 @@
-"""Video I/O: read MP4/AVI/GIF/a folder of frames, write browser-playable MP4 (H.264, yuv420p).
+"""Video I/O: read MP4/AVI/GIF/a folder of frames, write browser-playable MP4 (H.264, yuv420p), and prepare
+frames for a diffusion model (frame sampling, resize, crop to multiples of 8).
 
 Frames travel as float tensors `[frames, 3, height, width]` in `[0, 1]`. Writing goes to a temporary file
 that is renamed into place only when complete, so a failure never leaves a half-written video behind.
@@ -13,9 +14,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import VideoReadError
+from .errors import ConfigError, VideoReadError
 
-__all__ = ["read_video", "write_video", "to_uint8_frames", "IMAGE_SUFFIXES", "VIDEO_SUFFIXES"]
+__all__ = [
+    "read_video",
+    "write_video",
+    "to_uint8_frames",
+    "sample_frames",
+    "resize_video",
+    "crop_to_multiple",
+    "prepare_video",
+    "IMAGE_SUFFIXES",
+    "VIDEO_SUFFIXES",
+]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".gif")
@@ -119,3 +130,69 @@ def _read_file(path: Path, max_frames: int | None) -> list[np.ndarray]:
             if max_frames is not None and len(frames) >= max_frames:
                 break
     return frames
+
+
+# ------------------------------------------------------------------------------------- preparation
+def sample_frames(video: torch.Tensor, num_frames: int | None = None, stride: int = 1, start: int = 0) -> torch.Tensor:
+    """Frames `start, start + stride, ...` (at most `num_frames` of them; all that exist when `None`)."""
+    if stride < 1 or start < 0:
+        raise ConfigError(f"frame sampling needs stride >= 1 and start >= 0; got stride={stride}, start={start}")
+    if start >= video.shape[0]:
+        raise VideoReadError(f"the video has {video.shape[0]} frames; cannot start at frame {start}")
+    picked = video[start::stride]
+    return picked if num_frames is None else picked[:num_frames]
+
+
+def resize_video(video: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Scale to cover `height x width` (keeping the aspect ratio), then centre-crop to exactly that size."""
+    in_h, in_w = video.shape[-2:]
+    scale = max(height / in_h, width / in_w)
+    scaled_h, scaled_w = max(height, round(in_h * scale)), max(width, round(in_w * scale))
+    if (scaled_h, scaled_w) != (in_h, in_w):
+        video = torch.nn.functional.interpolate(
+            video.float(), size=(scaled_h, scaled_w), mode="bilinear", align_corners=False, antialias=True
+        ).clamp(0, 1)
+    top, left = (scaled_h - height) // 2, (scaled_w - width) // 2
+    return video[..., top : top + height, left : left + width].contiguous()
+
+
+def crop_to_multiple(video: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """Centre-crop height and width down to multiples of `multiple` (latent diffusion needs multiples of 8)."""
+    height, width = video.shape[-2:]
+    new_h, new_w = height - height % multiple, width - width % multiple
+    if new_h == 0 or new_w == 0:
+        raise VideoReadError(f"frames of {height}x{width} are smaller than {multiple} pixels; use a larger video")
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    return video[..., top : top + new_h, left : left + new_w].contiguous()
+
+
+def prepare_video(
+    video: torch.Tensor | str | os.PathLike,
+    *,
+    num_frames: int | None = None,
+    stride: int = 1,
+    start: int = 0,
+    height: int | None = None,
+    width: int | None = None,
+    multiple: int = 8,
+) -> torch.Tensor:
+    """Read (if a path), sample frames, resize and crop: frames `[F, 3, H, W]` in [0, 1] with H, W multiples of `multiple`.
+
+    With `height` and `width` the frames are scaled to cover that size and centre-cropped; with one of them the
+    other follows the aspect ratio; with neither the size is kept and cropped down to multiples of `multiple`.
+    """
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and (value <= 0 or value % multiple):
+            raise ConfigError(f"{name} must be a positive multiple of {multiple}; got {value}")
+    if not isinstance(video, torch.Tensor):
+        limit = None if num_frames is None else start + stride * (num_frames - 1) + 1
+        video = read_video(video, max_frames=limit)
+    if video.ndim != 4 or video.shape[1] != 3 or video.shape[0] == 0:
+        raise VideoReadError(f"expected frames [F, 3, H, W] with at least one frame; got shape {tuple(video.shape)}")
+    video = sample_frames(video.float(), num_frames, stride, start)
+    in_h, in_w = video.shape[-2:]
+    if height is not None or width is not None:
+        height = height or max(multiple, round(in_h * width / in_w / multiple) * multiple)
+        width = width or max(multiple, round(in_w * height / in_h / multiple) * multiple)
+        video = resize_video(video, height, width)
+    return crop_to_multiple(video, multiple)

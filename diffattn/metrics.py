@@ -1,0 +1,113 @@
+"""Video-editing metrics: warp error under the source's flow, PSNR outside the edit mask, CLIP-F and CLIP-T.
+
+Videos are float tensors `[F, 3, H, W]` in [0, 1]. Warp error follows TokenFlow / Pix2Video: the edited frame
+`t` is warped to `t + 1` with the flow estimated on the *source* video and compared, outside occlusions, on a
+0-255 scale. CLIP scores need a CLIP model the caller provides (nothing is downloaded): CLIP-F is the mean cosine
+similarity of consecutive frames' image embeddings (FateZero's Tem-Con), CLIP-T the mean frame-to-prompt cosine
+similarity (edit fidelity).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError
+from .flow import FlowEstimator, VideoFlow, video_flow, warp
+
+__all__ = ["warp_error", "psnr", "psnr_outside", "clip_scores", "CLIP_MEAN", "CLIP_STD"]
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _check_video(video: torch.Tensor, name: str) -> None:
+    if video.ndim != 4 or video.shape[1] != 3:
+        raise ConfigError(f"{name} must be a video [frames, 3, height, width]; got shape {tuple(video.shape)}")
+
+
+def warp_error(video: torch.Tensor, flow: VideoFlow | None = None, *, source: torch.Tensor | None = None,
+               estimator: FlowEstimator | None = None) -> float:
+    """Mean occlusion-masked error `|video[t+1] - warp(video[t], backward flow)|` on a 0-255 scale.
+
+    Args:
+        video: the video to score (e.g. an edit).
+        flow: consecutive-frame flow of the source video; estimated from `source` (or `video`) when `None`.
+        source: the source video, used to estimate the flow when `flow` is not given.
+        estimator: the flow estimator for that (OpenCV DIS by default).
+    """
+    _check_video(video, "video")
+    if video.shape[0] < 2:
+        return 0.0
+    if flow is None:
+        flow = video_flow(source if source is not None else video, estimator)
+    flow = flow.consecutive()
+    video = video.detach().float().cpu()
+    if flow.forward.shape[-2:] != video.shape[-2:]:
+        raise ConfigError(f"flow size {tuple(flow.forward.shape[-2:])} does not match the video's {tuple(video.shape[-2:])}")
+    warped = warp(video[:-1], flow.backward.float())
+    valid = 1 - flow.backward_occlusion.float()
+    error = (video[1:] - warped).abs().mean(1) * valid
+    return float(error.sum() / valid.sum().clamp_min(1) * 255)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    """PSNR in dB of two videos/images in [0, 1], over the pixels where `mask` (broadcastable `[..., H, W]`) is 1."""
+    if a.shape != b.shape:
+        raise ConfigError(f"PSNR needs equal shapes; got {tuple(a.shape)} and {tuple(b.shape)}")
+    squared = (a.detach().float() - b.detach().float()).pow(2)
+    if mask is None:
+        mse = squared.mean()
+    else:
+        weight = torch.broadcast_to(mask.float().unsqueeze(-3) if mask.ndim == a.ndim - 1 else mask.float(), squared.shape)
+        mse = (squared * weight).sum() / weight.sum().clamp_min(1)
+    return math.inf if float(mse) == 0 else float(10 * torch.log10(1 / mse))
+
+
+def psnr_outside(edited: torch.Tensor, source: torch.Tensor, edit_mask: torch.Tensor) -> float:
+    """Preservation: PSNR to the source over the pixels outside the edit mask (`edit_mask` 1 = edited region).
+
+    `edit_mask` is `[F, H, W]` or `[F, 1, h, w]` at any resolution (resized to the video's, nearest).
+    """
+    mask = edit_mask.detach().float()
+    if mask.ndim == 3:
+        mask = mask.unsqueeze(1)
+    mask = F.interpolate(mask, size=edited.shape[-2:], mode="nearest")[:, 0]
+    return psnr(edited, source, 1 - mask)
+
+
+def _clip_pixels(video: torch.Tensor, size: int) -> torch.Tensor:
+    pixels = F.interpolate(video.float(), size=(size, size), mode="bicubic", align_corners=False).clamp(0, 1)
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def _embedding(output: Any) -> torch.Tensor:
+    """Projected embeddings from `get_*_features` (a tensor in transformers 4, an output object in 5)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+@torch.no_grad()
+def clip_scores(video: torch.Tensor, prompt: str | None, model: Any, tokenizer: Any = None) -> dict[str, float]:
+    """CLIP-F (mean cosine of consecutive frames) and, with a prompt and tokenizer, CLIP-T (mean frame-to-prompt cosine).
+
+    Args:
+        video: frames `[F, 3, H, W]` in [0, 1].
+        prompt: the target prompt for CLIP-T (skipped when `None`).
+        model: a `transformers.CLIPModel` (any size; pass one you have locally).
+        tokenizer: its tokenizer, needed for CLIP-T.
+    """
+    _check_video(video, "video")
+    device = next(model.parameters()).device
+    size = model.config.vision_config.image_size
+    images = F.normalize(_embedding(model.get_image_features(pixel_values=_clip_pixels(video.cpu(), size).to(device))).float(), dim=-1)
+    scores = {"clip_frame": float((images[1:] * images[:-1]).sum(-1).mean()) if len(images) > 1 else 1.0}
+    if prompt is not None and tokenizer is not None:
+        tokens = tokenizer([prompt], padding=True, truncation=True, return_tensors="pt").to(device)
+        text = F.normalize(_embedding(model.get_text_features(**tokens)).float(), dim=-1)
+        scores["clip_text"] = float((images @ text.T).mean())
+    return scores
