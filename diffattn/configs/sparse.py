@@ -1,0 +1,368 @@
+"""Sparse attention methods for video diffusion transformers: SpargeAttn, Radial, PSA, LiteAttention and PAB.
+
+The first four make self-attention block-sparse: each builds a `BlockPlan` over the video tokens (text rows and
+columns of joint attention always stay dense) and the block-sparse kernels skip the rest; they compose by
+intersecting their plans (e.g. Radial or Sparge + LiteAttention). PAB instead reuses attention outputs across
+denoising steps and composes with any of them. Defaults are the papers' published ones; where this implementation
+departs from a paper, the config's docstring says so.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from ..config import AttentionConfig, check, check_range
+from ..registry import register_method
+
+__all__ = [
+    "BlockSparseConfig",
+    "SpargeConfig",
+    "RadialConfig",
+    "PSAConfig",
+    "LiteAttentionConfig",
+    "PABConfig",
+    "SPARSE_FAMILIES",
+    "PABPreset",
+    "PAB_PRESETS",
+]
+
+SPARSE_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
+"""Denoiser families the block-sparse methods support (video diffusion transformers)."""
+
+_BACKENDS = ("auto", "triton", "flex", "reference")
+_TOKEN_ORDERS = ("tiles", "raster")
+
+
+@dataclass(frozen=True)
+class BlockSparseConfig(AttentionConfig):
+    """Settings every block-sparse method shares (not a method by itself).
+
+    Args:
+        backend (`str`, defaults to `"auto"`):
+            Kernel backend of `diffattn.kernels.block_sparse_attention`: `"auto"` (Triton on CUDA, else the PyTorch
+            reference), `"triton"`, `"flex"` or `"reference"`.
+        min_tokens (`int`, defaults to `512`):
+            Calls with fewer video tokens stay dense (logged once): too few blocks to gain anything.
+        token_order (`str`):
+            Token order the kernels see: `"tiles"` (2x8x8 spatio-temporal tiles of 128 tokens, so compact patterns
+            fill whole blocks) or `"raster"` (the model's frame-by-frame, row-by-row order). When methods compose,
+            the first active one in the chain picks the order and block sizes; the others adopt them.
+    """
+
+    backend: str = "auto"
+    min_tokens: int = 512
+    token_order: str = "tiles"
+
+    block_q: ClassVar[int] = 128
+    """Query tokens per plan block."""
+    block_k: ClassVar[int] = 128
+    """Key tokens per plan block."""
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.backend in _BACKENDS, f"backend must be one of {_BACKENDS}; got {self.backend!r}")
+        check(self.token_order in _TOKEN_ORDERS, f"token_order must be one of {_TOKEN_ORDERS}; got {self.token_order!r}")
+        check_range("min_tokens", self.min_tokens, 1)
+
+
+@register_method
+@dataclass(frozen=True)
+class SpargeConfig(BlockSparseConfig):
+    """SpargeAttn (Zhang et al., ICML'25): predict the important (query block, key block) pairs from pooled q/k.
+
+    Per block, the mean token and the mean pairwise cosine of its tokens are computed; blocks whose tokens are not
+    self-similar (cosine <= `sim_threshold`) are always computed, the rest are chosen per query block by top-k or
+    TopCdf on the softmax of the pooled scores; the P.V product of a block is skipped when its logits stay more
+    than `pv_threshold` (log2 units) below the running row max. Blocks are 64 queries x 128 keys, as SpargeAttn
+    uses on Hopper. `diffattn.tune_sparge` calibrates threshold, TopCdf and P.V threshold per layer and head
+    against dense attention; pass its JSON as `tuned`.
+
+    Partly faithful: attention is in the model's dtype (SpargeAttn quantises Q/K to INT8 and V to FP8); text rows
+    and columns of joint attention stay dense (SpargeAttn treats every token alike); `pv_threshold` defaults to
+    off (the reference's 50 almost never skips, and the check costs kernel time).
+
+    Args:
+        topk (`float`, *optional*, defaults to `0.5`):
+            Fraction of key blocks each query block keeps (the recommended `spas_sage2_attn_meansim_topk_cuda`
+            setting). Set to `None` to select by `cdf_threshold` instead.
+        cdf_threshold (`float`, *optional*):
+            TopCdf: keep the fewest blocks whose probability mass reaches this (SpargeAttn's other API uses 0.98).
+        sim_threshold (`float`, defaults to `-0.1`):
+            Self-similarity threshold in [-1, 1]; -0.1 (the top-k API's default) effectively disables the check.
+        pv_threshold (`float`, *optional*):
+            Skip P.V for blocks more than this many log2 units below the running max (SpargeAttn's `pvthreshd`).
+        attention_sink (`bool`, defaults to `True`):
+            Always keep key block 0 (SpargeAttn sets it for tuned inference).
+        tuned (`str`, *optional*):
+            Path of a `diffattn.tune_sparge` JSON file; its per-layer, per-head settings replace the four above for
+            the layers it lists.
+    """
+
+    name = "sparge"
+    description = "SpargeAttn: block-sparse attention predicted from pooled q/k (top-k or TopCdf), with P.V skipping"
+    implementation = "diffattn.processors.sparse.sparge:SpargeMethod"
+    block_q = 64
+    block_k = 128
+
+    topk: float | None = 0.5
+    cdf_threshold: float | None = None
+    sim_threshold: float = -0.1
+    pv_threshold: float | None = None
+    attention_sink: bool = True
+    tuned: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        check(
+            (self.topk is None) != (self.cdf_threshold is None),
+            f"give exactly one of topk and cdf_threshold; got topk={self.topk}, cdf_threshold={self.cdf_threshold}",
+        )
+        if self.topk is not None:
+            check(0.0 < self.topk <= 1.0, f"topk is a fraction of key blocks in (0, 1]; got {self.topk}")
+        if self.cdf_threshold is not None:
+            check_range("cdf_threshold", self.cdf_threshold, 0.0, 1.0)
+        check_range("sim_threshold", self.sim_threshold, -1.0, 1.0)
+        if self.pv_threshold is not None:
+            check_range("pv_threshold", self.pv_threshold, 0.0)
+        if self.tuned is not None:
+            check(Path(self.tuned).is_file(), f"tuned settings file {self.tuned!r} does not exist; write it with diffattn.tune_sparge")
+
+
+@register_method
+@dataclass(frozen=True)
+class RadialConfig(BlockSparseConfig):
+    """Radial attention (Li et al., NeurIPS'25): a static O(n log n) mask whose spatial band halves as the
+    temporal distance doubles.
+
+    Frames at distance 0 see each other entirely; adjacent frames too (Wan: half a frame's band); farther frames
+    see a band of `max(2^bit_length(s) / 2^bit_length(dist) * decay_factor, 128)` tokens around the same position
+    (s = tokens per frame), and frame pairs too far apart for a 128-token band keep only every few frames. Key
+    frame 0 is an attention sink. The token mask is reduced to 128x128 blocks by the paper's rule (a block is kept
+    when more than 60% of its touched key columns are seen by more than a third of its queries), built once per grid
+    and cached. Defaults are the shipped Wan2.1 setting (first 12 steps and block 0 dense, decay 0.2); HunyuanVideo's
+    is `dense_layers=(), decay_factor=0.95`.
+
+    Partly faithful: the block rule is applied to whole blocks rather than per frame pair; tokens stay in raster
+    order by default because the paper's band is contiguous in raster order (at Wan2.1 480p, 81 frames: 32% block
+    density in raster order against 44% in 2x8x8 tiles, 29% token density).
+
+    Args:
+        decay_factor (`float`, defaults to `0.2`):
+            Band width multiplier in (0, 1].
+        attention_sink (`bool`, defaults to `True`):
+            Every frame sees key frame 0.
+    """
+
+    name = "radial"
+    description = "Radial attention: static O(n log n) mask, spatial band halving as temporal distance doubles"
+    implementation = "diffattn.processors.sparse.radial:RadialMethod"
+
+    dense_layers: tuple[int, ...] = (0,)
+    dense_steps: int = 12
+    token_order: str = "raster"
+    decay_factor: float = 0.2
+    attention_sink: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        check(0.0 < self.decay_factor <= 1.0, f"decay_factor must lie in (0, 1]; got {self.decay_factor}")
+
+
+@register_method
+@dataclass(frozen=True)
+class PSAConfig(BlockSparseConfig):
+    """PSA, pyramid sparse attention (ziplab, arXiv 2512.04025): each (query block, key block) pair is computed at
+    full resolution, through keys/values mean-pooled by 2, 4 or 8, or skipped, by its estimated importance.
+
+    Importance is attention between a quarter of each block's queries and a quarter of each block's keys,
+    summed per block pair. Each query block sorts its key blocks by importance; `cutoffs` are the cumulative ends
+    of the level 1 / 2 / 4 / 8 segments, as importance mass (`mode="threshold"`) or as a fraction of key blocks
+    (`mode="topk"`); blocks past the last cut-off are skipped, and at least `min_full` of the blocks stay at full
+    resolution. Defaults are the Wan2.1-14B preset (first 15 of 50 steps dense).
+
+    Partly faithful: the sampled tokens are every 4th token of each block instead of random ones (deterministic
+    runs); tokens are in 2x8x8 tiles in tile raster order instead of along a Gilbert curve; segment lengths are
+    not rounded to the hardware tile (our kernel pads pooled blocks instead); the optional similarity cap on
+    pooling levels is not implemented.
+
+    Args:
+        mode (`str`, defaults to `"threshold"`):
+            `"threshold"` (cumulative importance mass) or `"topk"` (fractions of the key blocks).
+        cutoffs (`tuple[float, float, float, float]`, defaults to `(0.4, 0.5, 0.6, 0.8)`):
+            Ascending cumulative ends of the level 1, 2, 4 and 8 segments, each in [0, 1].
+        min_full (`float`, defaults to `0.06`):
+            Minimum fraction of key blocks each query block computes at full resolution.
+    """
+
+    name = "psa"
+    description = "PSA: per block pair, full / 2x / 4x / 8x pooled keys or skipped, by sampled importance"
+    implementation = "diffattn.processors.sparse.psa:PSAMethod"
+
+    dense_steps: int = 15
+    mode: str = "threshold"
+    cutoffs: tuple[float, float, float, float] = (0.4, 0.5, 0.6, 0.8)
+    min_full: float = 0.06
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.mode in ("threshold", "topk"), f"mode must be 'threshold' or 'topk'; got {self.mode!r}")
+        check(len(self.cutoffs) == 4, f"cutoffs needs 4 values (levels 1, 2, 4, 8); got {self.cutoffs!r}")
+        check(
+            all(0.0 <= c <= 1.0 for c in self.cutoffs) and list(self.cutoffs) == sorted(self.cutoffs),
+            f"cutoffs must be ascending values in [0, 1]; got {self.cutoffs!r}",
+        )
+        check_range("min_full", self.min_full, 0.0, 1.0)
+
+
+@register_method
+@dataclass(frozen=True)
+class LiteAttentionConfig(BlockSparseConfig):
+    """LiteAttention (moonmath.ai, arXiv 2511.11062): tiles found negligible at one step stay skipped at later steps.
+
+    Each computed tile is marked when no query row's max inside it comes within `threshold` (log2 units) of the
+    row's final max; marked tiles are skipped at every later step of the run, so sparsity only grows. Marks are
+    kept per layer and CFG branch and start empty at each run; text columns are always computed. Composes with
+    Radial, Sparge and PSA: the marks intersect their plans.
+
+    Partly faithful: marks are tested against the row's final max (independent of traversal order, where the
+    FA3 fork tests against the running max walking tiles backwards); tiles are the plan's blocks (128 x 128 by
+    default) rather than the fork's 128 x 176.
+
+    Args:
+        threshold (`float`, defaults to `-10.0`):
+            Mark threshold in log2 units, at most 0 (the README's examples use -3 to 0; lower skips less).
+        layer_thresholds (`tuple[float, ...]`, defaults to `()`):
+            Per transformer block thresholds, overriding `threshold` for the blocks they cover.
+        early_threshold (`float`, *optional*):
+            Threshold for the first `early_steps` steps (stricter early, as moonmath's calibration suggests).
+        early_steps (`int`, defaults to `0`):
+            How many steps use `early_threshold`.
+    """
+
+    name = "lite"
+    description = "LiteAttention: tiles negligible at one step stay skipped at later steps (composes by intersection)"
+    implementation = "diffattn.processors.sparse.lite:LiteAttentionMethod"
+
+    threshold: float = -10.0
+    layer_thresholds: tuple[float, ...] = ()
+    early_threshold: float | None = None
+    early_steps: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        check_range("threshold", self.threshold, None, 0.0)
+        for value in self.layer_thresholds:
+            check_range("layer_thresholds", value, None, 0.0)
+        if self.early_threshold is not None:
+            check_range("early_threshold", self.early_threshold, None, 0.0)
+        check_range("early_steps", self.early_steps, 0)
+        check(
+            self.early_threshold is not None or self.early_steps == 0,
+            "early_steps needs early_threshold (the threshold those steps use)",
+        )
+
+    def threshold_for(self, block: int | None, *, early: bool) -> float:
+        """The mark threshold of a transformer block, in the early steps (`early`) or after them."""
+        if early and self.early_threshold is not None:
+            return self.early_threshold
+        if block is not None and block < len(self.layer_thresholds):
+            return self.layer_thresholds[block]
+        return self.threshold
+
+
+@dataclass(frozen=True)
+class PABPreset:
+    """Published PAB settings: recompute every N-th call per attention type (0 = off) inside a timestep window."""
+
+    spatial: int
+    temporal: int
+    cross: int
+    window: tuple[float, float]
+
+
+PAB_PRESETS: dict[str, PABPreset] = {
+    "cogvideox": PABPreset(spatial=2, temporal=0, cross=0, window=(100.0, 850.0)),
+    "wan": PABPreset(spatial=2, temporal=0, cross=6, window=(603.0, 976.0)),
+}
+"""Published PAB settings per family (VideoSys); other families use diffusers' fallback, `_PAB_FALLBACK`."""
+_PAB_FALLBACK = PABPreset(spatial=2, temporal=0, cross=0, window=(100.0, 800.0))
+_PAB_FIELDS_ONLY = PABPreset(spatial=0, temporal=0, cross=0, window=(100.0, 800.0))
+_PAB_TYPES = ("spatial", "temporal", "cross")
+
+
+@register_method
+@dataclass(frozen=True)
+class PABConfig(AttentionConfig):
+    """Pyramid Attention Broadcast (Zhao et al., ICLR'25): reuse attention outputs across denoising steps.
+
+    Inside a timestep window, an attention layer recomputes its output only every `N`-th call and otherwise returns
+    the output it computed last; `N` is set per attention type (spatial, temporal, cross; cross attention changes
+    least). Layers are classified, calls counted and the window tested exactly as diffusers'
+    `apply_pyramid_attention_broadcast` does, so equivalent settings give the same output: one counter per layer
+    over every call of the denoiser (CFG branches included), recompute when `count % N == 0`, and reuse only when
+    `low < timestep < high` (the pipeline's `current_timestep`). Unlike diffusers, counters and caches restart at
+    every run.
+
+    `preset="auto"` takes the published values for the model (VideoSys): CogVideoX spatial 2 in (100, 850); Wan
+    spatial 2 and cross 6 in (603, 976); other models diffusers' fallback, spatial 2 in (100, 800). Any field set
+    below overrides the preset; `preset="none"` uses the fields alone (unset ranges off, windows (100, 800)).
+
+    Partly faithful: the projections around the attention still run (the cache sits above the kernel, in the
+    method chain), so a reused call saves the attention itself but not q/k/v/out projections.
+
+    Args:
+        preset (`str`, defaults to `"auto"`): `"auto"` or `"none"`.
+        spatial_skip_range (`int`, *optional*): recompute spatial (self / joint) attention every N-th call; 0 = off.
+        temporal_skip_range (`int`, *optional*): the same for temporal attention.
+        cross_skip_range (`int`, *optional*): the same for cross-attention.
+        spatial_timestep_range (`tuple[float, float]`, *optional*): exclusive timestep window of spatial reuse.
+        temporal_timestep_range (`tuple[float, float]`, *optional*): the same for temporal attention.
+        cross_timestep_range (`tuple[float, float]`, *optional*): the same for cross-attention.
+    """
+
+    name = "pab"
+    description = "Pyramid Attention Broadcast: reuse attention outputs across steps per attention type (as diffusers)"
+    implementation = "diffattn.processors.sparse.pab:PABMethod"
+
+    preset: str = "auto"
+    spatial_skip_range: int | None = None
+    temporal_skip_range: int | None = None
+    cross_skip_range: int | None = None
+    spatial_timestep_range: tuple[float, float] | None = None
+    temporal_timestep_range: tuple[float, float] | None = None
+    cross_timestep_range: tuple[float, float] | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.preset in ("auto", "none"), f"preset must be 'auto' or 'none'; got {self.preset!r}")
+        for kind in _PAB_TYPES:
+            skip = getattr(self, f"{kind}_skip_range")
+            if skip is not None:
+                check(isinstance(skip, int) and skip >= 0, f"{kind}_skip_range must be an integer >= 0; got {skip!r}")
+            window = getattr(self, f"{kind}_timestep_range")
+            if window is not None:
+                check(
+                    len(window) == 2 and all(math.isfinite(float(t)) for t in window) and window[0] < window[1],
+                    f"{kind}_timestep_range must be (low, high) with low < high; got {window!r}",
+                )
+        if self.preset == "none":
+            check(
+                any(getattr(self, f"{kind}_skip_range") for kind in _PAB_TYPES),
+                "preset='none' needs at least one of spatial/temporal/cross_skip_range >= 1",
+            )
+
+    def resolve(self, family: str) -> dict[str, tuple[int, tuple[float, float]]]:
+        """Per attention type, `(skip range (0 = off), timestep window)` for a model family."""
+        preset = PAB_PRESETS.get(family, _PAB_FALLBACK) if self.preset == "auto" else _PAB_FIELDS_ONLY
+        resolved = {}
+        for kind in _PAB_TYPES:
+            skip = getattr(self, f"{kind}_skip_range")
+            window = getattr(self, f"{kind}_timestep_range")
+            resolved[kind] = (
+                getattr(preset, kind) if skip is None else skip,
+                tuple(float(t) for t in (preset.window if window is None else window)),
+            )
+        return resolved

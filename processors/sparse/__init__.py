@@ -1,0 +1,29 @@
+"""Sparse attention methods for video diffusion transformers: one module per method plus the shared view.
+
+- `common`: the sparse view of a call (token order, joint text handling, key padding), plan algebra, stats.
+- `sparge`: SpargeAttn and its calibration; `radial`: Radial attention; `psa`: pyramid sparse attention;
+  `lite`: LiteAttention; `pab`: Pyramid Attention Broadcast.
+"""
+
+from .common import BlockSparseMethod, SparseLayout, attach_plan, intersect_plans, joint_plan, plan_from_level_map, sparse_attend
+from .lite import LiteAttentionMethod
+from .pab import PABMethod
+from .psa import PSAMethod
+from .radial import RadialMethod
+from .sparge import SpargeCalibration, SpargeMethod
+
+__all__ = [
+    "BlockSparseMethod",
+    "SparseLayout",
+    "sparse_attend",
+    "attach_plan",
+    "intersect_plans",
+    "joint_plan",
+    "plan_from_level_map",
+    "SpargeMethod",
+    "SpargeCalibration",
+    "RadialMethod",
+    "PSAMethod",
+    "LiteAttentionMethod",
+    "PABMethod",
+]

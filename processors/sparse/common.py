@@ -1,0 +1,342 @@
+"""What every block-sparse method shares: the sparse view of an attention call, plan algebra, stats, fallbacks.
+
+The sparse view. A self-attention or joint text+video call is rearranged once per call for the kernels:
+
+- queries are the video tokens only, in the chosen token order (2x8x8 tiles by default, so that compact patterns
+  fill whole blocks; see DESIGN.md "Token order");
+- keys/values are the same video tokens followed by the call's text tokens (joint attention), with padded text
+  tokens dropped (HunyuanVideo's key padding mask), so the block-sparse call needs no mask;
+- text query rows (joint attention) are computed by the model's own SDPA call over all keys, so they are exactly
+  the stock rows; text key columns are always kept in the plan. Text is a few hundred tokens against tens of
+  thousands of video tokens, so keeping it dense costs little and keeps prompt conditioning intact.
+
+The first active sparse method of a layer's chain builds the view (with its own token order and block sizes),
+attaches its plan and proceeds; later methods see a call whose layout is a `SparseLayout` and intersect their plan
+with the one attached (composition). After the chain has run, the view maps the output back to the model's token
+order and records the density of the plan that ran. A batch whose samples have different text padding is split
+into one view per sample.
+
+Calls that cannot be made sparse run dense through the model's own path: cross-attention silently (by design),
+and, with a one-time log line, sequences shorter than `min_tokens`, causal or masked calls other than a text key
+padding mask, and calls already carrying a plan in another token order.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import torch
+
+from diffattn.configs.sparse import SPARSE_FAMILIES, BlockSparseConfig
+from diffattn.errors import PlanError, UnsupportedModelError
+from diffattn.geometry import Grid, TileOrder
+from diffattn.plan import BlockPlan
+
+from ..base import AttentionCall, AttentionMethod, Proceed, TokenLayout
+
+__all__ = [
+    "SparseLayout",
+    "BlockSparseMethod",
+    "sparse_attend",
+    "sparse_views",
+    "attach_plan",
+    "plan_from_level_map",
+    "intersect_plans",
+    "joint_plan",
+    "force_text_columns",
+    "dense_plan",
+    "tile_order",
+]
+
+logger = logging.getLogger("diffattn.sparse")
+
+_VIDEO_KINDS = ("self", "joint")
+
+
+# ------------------------------------------------------------------------------------------------ layout
+@dataclass(frozen=True)
+class SparseLayout(TokenLayout):
+    """Layout of a call rearranged for block-sparse attention (kind `"sparse"`).
+
+    Queries are the `grid.tokens` video tokens in `order` (raster when `None`); keys/values are the same video
+    tokens followed by `text_keys` text tokens. `plans` collects, in chain order, the plans methods attached (the
+    last one is what the kernel runs).
+    """
+
+    order: TileOrder | None = None
+    text_keys: int = 0
+    part: int | None = None
+    """Sample index when a batch was split into one view per sample, else `None`."""
+    block_q: int = 128
+    block_k: int = 128
+    plans: list[BlockPlan] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def video_tokens(self) -> int:
+        return self.grid.tokens
+
+    @property
+    def q_blocks(self) -> int:
+        return math.ceil(self.video_tokens / self.block_q)
+
+    @property
+    def kv_blocks(self) -> int:
+        return math.ceil((self.video_tokens + self.text_keys) / self.block_k)
+
+    @property
+    def video_kv_blocks(self) -> int:
+        """Key blocks holding video tokens (the last may also hold text)."""
+        return math.ceil(self.video_tokens / self.block_k)
+
+    @property
+    def first_text_block(self) -> int:
+        """First key block that holds a text token (`kv_blocks` when there is no text)."""
+        return self.video_tokens // self.block_k if self.text_keys else self.kv_blocks
+
+
+@functools.lru_cache(maxsize=64)
+def tile_order(grid: Grid, tile: tuple[int, int, int], device: torch.device) -> TileOrder:
+    """The (cached) tile permutation of a grid."""
+    return TileOrder(grid, tile, device)
+
+
+def _tile_shape(block_q: int) -> tuple[int, int, int]:
+    """Tiles as large as a query block: 2x8x8 for 128 tokens, 1x8x8 for 64."""
+    return (2, 8, 8) if block_q >= 128 else (1, 8, 8)
+
+
+# ------------------------------------------------------------------------------------------- plan algebra
+def plan_from_level_map(level_map: torch.Tensor, block_q: int, block_k: int, levels: tuple[int, ...] = (1,)) -> BlockPlan:
+    """A plan from a level map `[B|1, H|1, q_blocks, kv_blocks]` (0 = skip), without a host synchronisation.
+
+    Like `BlockPlan.from_level_map` but with the row capacity fixed to `kv_blocks` and the levels given, so it
+    never reads the map back to the host (plans are rebuilt per call and layer on the GPU). Rows must be non-empty.
+    """
+    level_map = level_map.to(torch.int32)
+    kv_blocks = level_map.shape[-1]
+    rank = torch.full_like(level_map, len(levels))
+    for position, level in enumerate(levels):
+        rank = torch.where(level_map == level, position, rank)
+    column = torch.arange(kv_blocks, device=level_map.device, dtype=torch.int32)
+    order = (rank * kv_blocks + column).argsort(dim=-1).to(torch.int32)
+    counts = torch.stack([(level_map == level).sum(-1, dtype=torch.int32) for level in levels], dim=-1)
+    indices = torch.where(column < counts.sum(-1, keepdim=True), order, -1)
+    return BlockPlan(indices, counts, block_q, block_k, kv_blocks, tuple(levels))
+
+
+def intersect_plans(first: BlockPlan, second: BlockPlan) -> BlockPlan:
+    """`first & second` (blocks both compute, at the coarser level; a row left empty keeps `first`'s), sync-free."""
+    geometry = (first.block_q, first.block_k, first.num_q_blocks, first.num_kv_blocks)
+    if geometry != (second.block_q, second.block_k, second.num_q_blocks, second.num_kv_blocks):
+        raise PlanError(
+            f"cannot intersect plans of different geometry: {geometry} vs "
+            f"{(second.block_q, second.block_k, second.num_q_blocks, second.num_kv_blocks)}"
+        )
+    mine, theirs = first.to_level_map(), second.to_level_map()
+    both = torch.where((mine > 0) & (theirs > 0), torch.maximum(mine, theirs), 0)
+    mine, both = torch.broadcast_tensors(mine, both)
+    empty = ~(both > 0).any(-1, keepdim=True)
+    levels = tuple(sorted(set(first.levels) | set(second.levels)))
+    return plan_from_level_map(torch.where(empty, mine, both), first.block_q, first.block_k, levels)
+
+
+def force_text_columns(level_map: torch.Tensor, layout: SparseLayout) -> torch.Tensor:
+    """Set every key block holding text to level 1 (text columns are always computed, at full resolution)."""
+    if not layout.text_keys:
+        return level_map
+    text = torch.arange(level_map.shape[-1], device=level_map.device) >= layout.first_text_block
+    return torch.where(text, 1, level_map)
+
+
+def joint_plan(video_levels: torch.Tensor, layout: SparseLayout, levels: tuple[int, ...] = (1,)) -> BlockPlan:
+    """The view's plan from a video x video level map (or bool mask) `[B|1, H|1, q_blocks, video_kv_blocks]`."""
+    level_map = torch.nn.functional.pad(video_levels.to(torch.int32), (0, layout.kv_blocks - video_levels.shape[-1]))
+    return plan_from_level_map(force_text_columns(level_map, layout), layout.block_q, layout.block_k, levels)
+
+
+@functools.lru_cache(maxsize=64)
+def dense_plan(q_blocks: int, kv_blocks: int, block_q: int, block_k: int, device: torch.device) -> BlockPlan:
+    """Every block, broadcast over batch and heads (cached: static)."""
+    return BlockPlan.dense(q_blocks * block_q, kv_blocks * block_k, block_q, block_k, device=device)
+
+
+def attach_plan(call: AttentionCall, plan: BlockPlan, **kernel_options: Any) -> AttentionCall:
+    """The call with `plan` attached (intersected with a plan already there) and extra kernel keywords."""
+    if call.plan is not None:
+        plan = intersect_plans(call.plan, plan)
+    call.layout.plans.append(plan)
+    return call.replace(plan=plan, kernel_options={**call.kernel_options, **kernel_options})
+
+
+# -------------------------------------------------------------------------------------------------- view
+class _View(NamedTuple):
+    call: AttentionCall
+    restore: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _key_padding(call: AttentionCall) -> torch.Tensor | str | None:
+    """The call's valid keys, bool `[B|1, S]`, from a key padding mask; `None` without a mask; else why not usable."""
+    mask = call.attn_mask
+    if mask is None:
+        return None
+    seq = call.key.shape[-2]
+    if mask.dtype != torch.bool or mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[2] != 1 or mask.shape[3] != seq:
+        return f"attention mask of shape {tuple(mask.shape)} and dtype {mask.dtype} is not a key padding mask"
+    valid = mask[:, 0, 0, :]
+    if call.layout.kind != "joint" or not bool(valid[:, call.layout.video].all()):
+        return "the attention mask hides video tokens"
+    return valid
+
+
+def _dense_reason(call: AttentionCall, config: BlockSparseConfig) -> str | None:
+    """Why this call stays dense: `None` if it can be made sparse, `""` when that is by design (no log line)."""
+    layout = call.layout
+    if layout.kind not in _VIDEO_KINDS or layout.grid is None or layout.frames_in_batch:
+        return ""
+    if call.plan is not None:
+        return "a call already carries a block plan in another token order"
+    if call.is_causal or call.dropout_p:
+        return "causal or dropout attention is not supported by the block-sparse kernels"
+    if layout.grid.tokens < config.min_tokens:
+        return f"{layout.grid.tokens} video tokens are fewer than min_tokens={config.min_tokens}"
+    return None
+
+
+def _split_samples(call: AttentionCall, valid: torch.Tensor) -> list[AttentionCall] | None:
+    """One call per sample when samples pad their text differently, else `None`."""
+    if valid.shape[0] == 1 or bool((valid == valid[:1]).all()):
+        return None
+    return [
+        call.replace(
+            query=call.query[b : b + 1],
+            key=call.key[b : b + 1],
+            value=call.value[b : b + 1],
+            attn_mask=call.attn_mask[b : b + 1],
+        )
+        for b in range(valid.shape[0])
+    ]
+
+
+def _build_view(call: AttentionCall, config: BlockSparseConfig, valid: torch.Tensor | None, part: int | None) -> _View:
+    """The sparse view of `call`; `valid` marks its valid keys (key padding mask) or is `None`."""
+    layout = call.layout
+    grid, video, text = layout.grid, layout.video, layout.text
+    device = call.query.device
+    order = None if config.token_order == "raster" else tile_order(grid, _tile_shape(config.block_q), device)
+
+    def video_part(x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, video]
+        return order.to_tiles(x) if order is not None else x
+
+    key, value = video_part(call.key), video_part(call.value)
+    text_keys = 0
+    if text is not None:
+        positions = torch.arange(call.key.shape[-2], device=device)[text]
+        if valid is not None:
+            positions = positions[valid[0, text]]
+        text_keys = positions.numel()
+        key = torch.cat([key, call.key.index_select(2, positions)], 2)
+        value = torch.cat([value, call.value.index_select(2, positions)], 2)
+    sparse_layout = SparseLayout(
+        "sparse", slice(0, grid.tokens), grid, order=order, text_keys=text_keys, part=part,
+        block_q=config.block_q, block_k=config.block_k,
+    )
+    sparse_call = call.replace(query=video_part(call.query), key=key, value=value, attn_mask=None, layout=sparse_layout)
+
+    def restore(out: torch.Tensor) -> torch.Tensor:
+        out = order.to_raster(out) if order is not None else out
+        if text is None:
+            return out
+        text_out = call.dense(query=call.query[:, :, text])
+        return torch.cat([text_out, out] if video.start > 0 else [out, text_out], 2)
+
+    return _View(sparse_call, restore)
+
+
+def _record(call: AttentionCall) -> None:
+    """Stats of the plan that ran: density, tiles and skipped tiles over batch x heads x blocks."""
+    plans = call.layout.plans
+    if not plans or not call.stats.enabled or torch.compiler.is_compiling():
+        return
+    plan = plans[-1]
+    batch, heads = call.query.shape[:2]
+    pb, ph = plan.kv_counts.shape[:2]
+    tiles = batch * heads * plan.num_q_blocks * plan.num_kv_blocks
+    computed = int(plan.block_counts().sum()) * (batch // pb) * (heads // ph)
+    call.record(density=computed / tiles, tiles=tiles, skipped_tiles=tiles - computed)
+
+
+def sparse_views(call: AttentionCall, config: BlockSparseConfig) -> list[_View] | str:
+    """The sparse views of a call (one per sample when samples pad their text differently), or the reason it
+    stays dense (`""` when that is by design, e.g. cross-attention)."""
+    reason = _dense_reason(call, config)
+    if reason is not None:
+        return reason
+    valid = _key_padding(call)
+    if isinstance(valid, str):
+        return valid
+    samples = _split_samples(call, valid) if valid is not None else None
+    if samples is None:
+        return [_build_view(call, config, valid, None)]
+    return [_build_view(sample, config, valid[b : b + 1], b) for b, sample in enumerate(samples)]
+
+
+def sparse_attend(method: BlockSparseMethod, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
+    """Run `call` through `method` on its sparse view (see the module docstring), or dense when it cannot be sparse."""
+    if isinstance(call.layout, SparseLayout):
+        return proceed(method.refine(call))
+    views = sparse_views(call, method.config)
+    if isinstance(views, str):
+        if views:
+            method.log_once(f"{views}; such calls stay dense")
+        return proceed(call)
+    outputs = []
+    for view in views:
+        out = proceed(method.refine(view.call))
+        _record(view.call)
+        outputs.append(view.restore(out))
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, 0)
+
+
+# ------------------------------------------------------------------------------------------------ method
+class BlockSparseMethod(AttentionMethod):
+    """Base of the block-sparse methods: dense steps pass through; active calls go through `sparse_attend`.
+
+    Subclasses implement `refine(call)`, which receives a call on the sparse view and returns it with their plan
+    attached (`attach_plan`), building the plan with the view's block sizes (`call.layout.block_q/block_k`).
+    """
+
+    config: BlockSparseConfig
+
+    def __init__(self, config: BlockSparseConfig, target: Any) -> None:
+        super().__init__(config, target)
+        if target.family.name not in SPARSE_FAMILIES:
+            raise UnsupportedModelError(
+                f"{config.name} is for video diffusion transformers ({', '.join(SPARSE_FAMILIES)}); "
+                f"{type(target.model).__name__} is a {target.family.name} model. Use it on one of those families"
+            )
+        self._logged: set[str] = set()
+
+    def attend(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
+        if not self.active(call):
+            return proceed(call)
+        return sparse_attend(self, call, proceed)
+
+    def refine(self, call: AttentionCall) -> AttentionCall:
+        """Attach this method's plan to a call on the sparse view."""
+        raise NotImplementedError
+
+    def kernel_options(self) -> dict[str, Any]:
+        """Keywords for `block_sparse_attention` common to every call (the backend when one is named)."""
+        return {} if self.config.backend == "auto" else {"backend": self.config.backend}
+
+    def log_once(self, message: str) -> None:
+        """Log a fallback once per method instance and message."""
+        if message not in self._logged:
+            self._logged.add(message)
+            logger.warning("diffattn %s: %s", self.name, message)

@@ -1,0 +1,97 @@
+"""Pyramid Attention Broadcast: an attention-output cache above the kernels, counted and windowed as diffusers does."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from diffusers.hooks._common import (
+    _CROSS_TRANSFORMER_BLOCK_IDENTIFIERS,
+    _SPATIAL_TRANSFORMER_BLOCK_IDENTIFIERS,
+    _TEMPORAL_TRANSFORMER_BLOCK_IDENTIFIERS,
+)
+
+from diffattn.configs.sparse import PABConfig
+from diffattn.context import LayerInfo, RunContext
+
+from ..base import AttentionCall, AttentionMethod, Proceed
+
+__all__ = ["PABMethod", "attention_type"]
+
+_IDENTIFIERS = {
+    "spatial": _SPATIAL_TRANSFORMER_BLOCK_IDENTIFIERS,
+    "temporal": _TEMPORAL_TRANSFORMER_BLOCK_IDENTIFIERS,
+    "cross": _CROSS_TRANSFORMER_BLOCK_IDENTIFIERS,
+}
+
+
+def attention_type(name: str, module: torch.nn.Module, enabled: dict[str, bool]) -> str | None:
+    """PAB's type of an attention module exactly as diffusers decides it: by name identifiers (regex search) and
+    `is_cross_attention`, spatial first, then temporal, then cross, among the types `enabled`; `None` if none."""
+    cross = bool(getattr(module, "is_cross_attention", False))
+    for kind in ("spatial", "temporal", "cross"):
+        wants_cross = kind == "cross"
+        if enabled[kind] and cross == wants_cross and any(re.search(i, name) for i in _IDENTIFIERS[kind]):
+            return kind
+    return None
+
+
+class PABMethod(AttentionMethod):
+    """Returns a layer's cached attention output on broadcast calls, recomputes (and caches) it otherwise.
+
+    Whether a call may reuse is decided once per denoiser call, before the layers run (`_on_forward`): one counter
+    per run over every denoiser call, as diffusers' per-module counters (each attention module runs once per call).
+    """
+
+    config: PABConfig
+
+    def __init__(self, config: PABConfig, target: Any) -> None:
+        super().__init__(config, target)
+        self._settings = config.resolve(target.family.name)
+        self._types: dict[str, str] = {}
+        self._cache: dict[tuple[str, int, int | None], torch.Tensor] = {}
+        self._reuse = dict.fromkeys(self._settings, False)
+        self._run = -1
+        self._iteration = 0
+        target.listeners.append(self._on_forward)
+
+    def applies_to(self, layer: LayerInfo) -> bool:
+        if not self.config.runs_in_block(layer.block):
+            return False
+        module = self.target.model.get_submodule(layer.name)
+        kind = attention_type(layer.name, module, {k: skip > 0 for k, (skip, _) in self._settings.items()})
+        if kind is not None:
+            self._types[layer.name] = kind
+        return kind is not None
+
+    def _timestep(self, ctx: RunContext) -> float | None:
+        """The pipeline's `current_timestep` (what diffusers' PAB reads), else the denoiser's timestep argument."""
+        value = getattr(self.target.pipeline, "current_timestep", None)
+        value = ctx.timestep if value is None else value
+        return None if value is None else float(value)
+
+    def _on_forward(self, ctx: RunContext) -> None:
+        if ctx.run_index != self._run:
+            self._run, self._iteration = ctx.run_index, 0
+            self._cache.clear()
+        timestep = self._timestep(ctx)
+        iteration = self._iteration
+        self._iteration += 1
+        for kind, (skip, (low, high)) in self._settings.items():
+            within = timestep is not None and low < timestep < high
+            self._reuse[kind] = skip > 0 and iteration > 0 and within and iteration % skip != 0
+
+    def attend(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
+        key = (call.layer.name, call.index, getattr(call.layout, "part", None))
+        if self._reuse[self._types[call.layer.name]] and self.active(call):
+            cached = self._cache.get(key)
+            if cached is not None and cached.shape == (*call.query.shape[:-1], call.value.shape[-1]):
+                call.record(reused=1.0)
+                return cached
+        out = proceed(call)
+        self._cache[key] = out
+        return out
+
+    def on_remove(self) -> None:
+        self._cache.clear()

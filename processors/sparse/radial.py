@@ -1,0 +1,59 @@
+"""Radial attention: a static block plan from the latent grid, built once per grid and cached."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from diffattn.configs.sparse import RadialConfig
+from diffattn.masks import block_mask_by_density, radial_mask_mod
+from diffattn.plan import BlockPlan
+
+from ..base import AttentionCall
+from .common import BlockSparseMethod, SparseLayout, attach_plan, joint_plan
+
+__all__ = ["RadialMethod", "radial_video_mask"]
+
+
+def radial_video_mask(layout: SparseLayout, config: RadialConfig, *, half_band_next_frame: bool, device: torch.device) -> torch.Tensor:
+    """bool `[q_blocks, video_kv_blocks]`: Radial attention's block mask over the view's video tokens.
+
+    Each query block also keeps the key block holding its own first token, so no row is ever empty.
+    """
+    grid, n = layout.grid, layout.video_tokens
+    coords = layout.order.coords() if layout.order is not None else grid.coords(device)
+    mask_mod = radial_mask_mod(
+        grid, coords.to(device), decay_factor=config.decay_factor, attention_sink=config.attention_sink,
+        half_band_next_frame=half_band_next_frame,
+    )
+    blocks = block_mask_by_density(mask_mod, n, n, layout.block_q, layout.block_k, device=device)
+    own = torch.arange(layout.q_blocks, device=device) * layout.block_q // layout.block_k
+    return blocks | (torch.arange(layout.video_kv_blocks, device=device) == own[:, None])
+
+
+class RadialMethod(BlockSparseMethod):
+    """Attaches Radial attention's static plan; one plan per (grid, token order, blocks, text length, device)."""
+
+    config: RadialConfig
+
+    def __init__(self, config: RadialConfig, target: Any) -> None:
+        super().__init__(config, target)
+        self._half_band_next_frame = target.family.name == "wan"  # the reference's Wan rule for adjacent frames
+        self._plans: dict[tuple, BlockPlan] = {}
+
+    def refine(self, call: AttentionCall) -> AttentionCall:
+        return attach_plan(call, self.plan_for(call.layout, call.query.device), **self.kernel_options())
+
+    def plan_for(self, layout: SparseLayout, device: torch.device) -> BlockPlan:
+        """The cached plan of a sparse view."""
+        tile = layout.order.tile if layout.order is not None else None
+        key = (layout.grid, tile, layout.block_q, layout.block_k, layout.text_keys, device)
+        plan = self._plans.get(key)
+        if plan is None:
+            video = radial_video_mask(layout, self.config, half_band_next_frame=self._half_band_next_frame, device=device)
+            plan = self._plans[key] = joint_plan(video[None, None], layout)
+        return plan
+
+    def on_remove(self) -> None:
+        self._plans.clear()
