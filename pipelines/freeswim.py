@@ -124,7 +124,7 @@ class FreeSwimPipeline(DiffusionPipeline):
             warnings.warn(
                 f"FreeSwim: {height}x{width} is not a multiple of {step_h}x{step_w} pixels (one latent token); "
                 f"generating {target[0]}x{target[1]} instead",
-                stacklevel=3,
+                stacklevel=2,
             )
         base = (config.base_height, config.base_width) if config.base_height else native_base_size(self.transformer)
         if target[0] < base[0] or target[1] < base[1]:
@@ -160,6 +160,7 @@ class FreeSwimPipeline(DiffusionPipeline):
         return_dict: bool = True,
         freeswim: FreeSwimConfig | None = None,
         methods: Sequence[MethodConfig] = (),
+        use_freeswim: bool = True,
     ) -> FreeSwimPipelineOutput | tuple:
         """Generate at the native size, upscale, and refine at `height` x `width` with FreeSwim.
 
@@ -178,6 +179,8 @@ class FreeSwimPipeline(DiffusionPipeline):
                 shift); defaults to `FreeSwimConfig()`.
             methods (`Sequence[MethodConfig]`): other attention methods to compose with FreeSwim in stage 2
                 (e.g. Sparge inside the window).
+            use_freeswim (`bool`, defaults to `True`): `False` runs the same two stages with the model's own
+                attention in stage 2 (plain SDEdit upscaling, the baseline FreeSwim is compared against).
 
         Returns:
             `FreeSwimPipelineOutput` (or `(frames,)` when `return_dict=False`).
@@ -203,15 +206,17 @@ class FreeSwimPipeline(DiffusionPipeline):
                 "guidance_scale": guidance_scale, "num_inference_steps": num_inference_steps, "generator": generator}
         base_frames = base(height=base_height, width=base_width, num_frames=num_frames, output_type="pt", **text).frames
         video = upscale_video(base_frames, height, width)
-        handle = apply(refine, config, *methods)
+        installed = (config, *methods) if use_freeswim else tuple(methods)
+        handle = apply(refine, *installed) if installed else None
         try:
             frames = refine(video=video, height=height, width=width, strength=config.strength, output_type=output_type, **text).frames
         finally:
-            handle.remove()
+            if handle is not None:
+                handle.remove()
         self.maybe_free_model_hooks()
         if not return_dict:
             return (frames,)
-        return FreeSwimPipelineOutput(frames=frames, base_frames=base_frames, stats=handle.stats)
+        return FreeSwimPipelineOutput(frames=frames, base_frames=base_frames, stats=handle.stats if handle is not None else AttentionStats())
 
 
 def run_freeswim(pipe: Any, methods: list[MethodConfig], call_kwargs: dict[str, Any]) -> tuple[FreeSwimPipelineOutput, AttentionStats]:
