@@ -1,0 +1,170 @@
+"""The app's event handlers: widget values in, checked specs to the runners, videos, figures and files out.
+
+Each `*_handler` factory returns the function one button calls. Their parameter names are the API's parameter
+names (`gradio_client` callers use them), method settings arrive as `<method>__<field>` keyword arguments, and
+every deliberate diffattn error reaches the user as a `gr.Error` carrying its message.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import torch
+
+from diffattn.config import field_parser
+from diffattn.errors import ConfigError, DiffAttnError
+from diffattn.generation import GenerationSpec
+
+from .catalog import EntryPoint
+from .kernel_bench import KernelBenchSpec, run_kernel_benchmark
+from .limits import AppLimits, check_kernel_tokens, check_model, check_sampling, check_upload
+from .plots import density_heatmap, kernel_plot, timing_plot
+from .runs import PipelineCache, RunFolders, run_generation, summary_markdown
+from .settings import MethodPanel
+
+__all__ = ["AppContext", "shown_to_user", "generate_handler", "edit_handler", "high_resolution_handler", "kernels_handler"]
+
+
+@dataclass
+class AppContext:
+    """What every handler shares: the limits, the loaded pipeline, the run folders."""
+
+    limits: AppLimits
+    pipes: PipelineCache
+    folders: RunFolders
+
+
+def _title(exc: Exception) -> str:
+    """'UnsupportedModelError' -> 'Unsupported model'."""
+    words = re.findall(r"[A-Z][a-z]+", type(exc).__name__.removesuffix("Error")) or ["Invalid input"]
+    return " ".join([words[0], *(w.lower() for w in words[1:])])
+
+
+def shown_to_user(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn diffattn's errors (and invalid values) into `gr.Error` popups with their message."""
+
+    @functools.wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        except (DiffAttnError, ValueError) as exc:
+            raise gr.Error(str(exc), title=_title(exc)) from exc
+
+    return wrapper
+
+
+def _optional_int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def _require(entry: EntryPoint) -> None:
+    if entry.missing:
+        raise ConfigError(entry.missing)
+
+
+def _run_outputs(ctx: AppContext, spec: GenerationSpec, progress: gr.Progress, kind: str) -> tuple[Any, ...]:
+    if not ctx.pipes.is_loaded(spec):
+        progress(0, desc=f"loading {spec.model}")
+    run = run_generation(spec, ctx.pipes, ctx.folders, kind=kind)
+    stats = run.result.stats
+    return str(run.video), density_heatmap(stats), timing_plot(stats), summary_markdown(run), str(run.config)
+
+
+def generate_handler(ctx: AppContext, attention: MethodPanel, noise: MethodPanel) -> Callable[..., Any]:
+    """`/generate`: text-to-video (or image) with the chosen attention and noise-initialisation methods."""
+    @shown_to_user
+    def generate(model: str, prompt: str, negative_prompt: str | None = None, attention_methods: Sequence[str] = (),
+                 noise_methods: Sequence[str] = (), frames: float | None = None, height: float | None = None,
+                 width: float | None = None, steps: float | None = None, guidance: float | None = None,
+                 seed: float = 0, fps: float = 8, progress: gr.Progress = gr.Progress(track_tqdm=True), **method_settings: Any):
+        """Generate a video; returns the video, density heatmap, timing plot, summary and reproducing config."""
+        sizes = {"frames": _optional_int(frames), "height": _optional_int(height), "width": _optional_int(width),
+                 "steps": _optional_int(steps)}
+        check_sampling(ctx.limits, **sizes)
+        if not prompt.strip():
+            raise ConfigError("write a prompt first")
+        spec = GenerationSpec(
+            model=check_model(model, ctx.limits),
+            methods=[*attention.configs(attention_methods, method_settings), *noise.configs(noise_methods, method_settings)],
+            prompt=prompt, negative_prompt=(negative_prompt or "").strip() or None, guidance=guidance,
+            seed=int(seed), fps=int(fps), **sizes,
+        )
+        return _run_outputs(ctx, spec, progress, "generate")
+
+    return generate
+
+
+def edit_handler(ctx: AppContext, editors: MethodPanel, entry: EntryPoint) -> Callable[..., Any]:
+    """`/edit`: zero-shot editing of an uploaded video with FateZero, RealCraft or FRESCO."""
+
+    @shown_to_user
+    def edit(video: str | None, editor: str, model: str, source_prompt: str, target_prompt: str, frames: float,
+             seed: float, fps: float, progress: gr.Progress = gr.Progress(track_tqdm=True), **editor_settings: Any):
+        """Edit the video; returns the edited video and a summary."""
+        _require(entry)
+        source = check_upload(video, ctx.limits, upload_root())
+        check_sampling(ctx.limits, frames=int(frames))
+        config = editors.configs([editor], editor_settings)[0]
+        raise NotImplementedError(source, config, model, source_prompt, target_prompt, seed, fps, progress)
+
+    return edit
+
+
+def high_resolution_handler(ctx: AppContext, freeswim: MethodPanel, entry: EntryPoint) -> Callable[..., Any]:
+    """`/high_resolution`: FreeSwim's two-stage generation at a size beyond the model's native one."""
+
+    @shown_to_user
+    def high_resolution(model: str, prompt: str, height: float, width: float, frames: float | None = None,
+                        steps: float | None = None, seed: float = 0, fps: float = 8,
+                        progress: gr.Progress = gr.Progress(track_tqdm=True), **freeswim_settings: Any):
+        """Generate at height x width with FreeSwim; returns the video, heatmap, timing plot, summary and config."""
+        _require(entry)
+        sizes = {"frames": _optional_int(frames), "height": _optional_int(height), "width": _optional_int(width),
+                 "steps": _optional_int(steps)}
+        check_sampling(ctx.limits, **sizes)
+        if sizes["height"] is None or sizes["width"] is None:
+            raise ConfigError("give the target height and width in pixels")
+        spec = GenerationSpec(
+            model=check_model(model, ctx.limits),
+            methods=freeswim.configs(list(freeswim.registry), freeswim_settings),
+            prompt=prompt, seed=int(seed), fps=int(fps), **sizes,
+        )
+        return _run_outputs(ctx, spec, progress, "freeswim")
+
+    return high_resolution
+
+
+def kernels_handler(ctx: AppContext) -> Callable[..., Any]:
+    """`/kernels`: time against density for diffattn's kernel, FlexAttention and dense SDPA on this device."""
+
+    @shown_to_user
+    def kernels(tokens: float, heads: float, head_dim: float, block: float, densities: str, repeats: float,
+                progress: gr.Progress = gr.Progress(track_tqdm=True)):
+        """Run the kernel benchmark; returns the plot and a Markdown table of the measurements."""
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        check_kernel_tokens(int(tokens), ctx.limits, device.type == "cuda")
+        spec = KernelBenchSpec(tokens=int(tokens), heads=int(heads), head_dim=int(head_dim), block=int(block),
+                               densities=field_parser(tuple[float, ...])(densities), repeats=int(repeats))
+        result = run_kernel_benchmark(spec, device)
+        title = (f"{result.device} · {result.dtype} · 1×{spec.heads} heads × {spec.tokens} tokens × {spec.head_dim}, "
+                 f"blocks of {spec.block}")
+        table = ["| implementation | density | median ms |", "|---|---:|---:|"]
+        table += [f"| {row['implementation']} | {row['density']:.3f} | {row['ms']:.2f} |" for row in result.rows]
+        notes = [f"Measured on **{result.device}** ({result.dtype})."]
+        notes += [f"{name} did not run here: {reason}" for name, reason in result.skipped.items()]
+        return kernel_plot(result.rows, title), "\n\n".join(notes) + "\n\n" + "\n".join(table)
+
+    return kernels
+
+
+def upload_root() -> Path:
+    """Gradio's upload folder: uploaded videos must come from here."""
+    from gradio.utils import get_upload_folder
+
+    return Path(get_upload_folder())

@@ -1,0 +1,181 @@
+"""Settings widgets generated from method config fields, and the way back from widget values to configs.
+
+Every registered method appears with one widget per dataclass field (checkbox, number, dropdown or text,
+chosen by the field's type; label and help text from the config's docstring), so a method a colleague adds
+shows up in the app without touching it. Widget values reach the event handler as keyword arguments named
+`<method>__<field>`, which is also how `gradio_client` callers set them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import textwrap
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gradio as gr
+
+from diffattn.config import MethodConfig, field_parser
+from diffattn.errors import ConfigError
+
+__all__ = ["SettingWidget", "MethodPanel", "method_chooser", "method_panel", "field_docs"]
+
+_ARG_LINE = re.compile(r"^(\s+)(\w+)(?:, \w+)* \(`.*?\):(?:\s+(.*))?$")
+
+
+@dataclass(frozen=True)
+class SettingWidget:
+    """One config field's widget: which method and field it sets, the field's type, the component."""
+
+    method: str
+    field: str
+    kind: Any
+    component: gr.components.Component
+
+    @property
+    def key(self) -> str:
+        """Keyword name of this widget's value in event handlers and API calls."""
+        return f"{self.method}__{self.field}".replace("-", "_")
+
+    def value(self, raw: Any) -> Any:
+        """The widget's value as the field's type (text is parsed like the CLI's `--<method>-<field>` flags)."""
+        optional = _optional_inner(self.kind) is not None
+        if raw is None or (optional and isinstance(raw, str) and not raw.strip()):
+            if optional:
+                return None
+            raise ConfigError(f"{self.method}: {self.field} needs a value")
+        try:
+            if isinstance(raw, str):
+                return field_parser(self.kind)(raw)
+            return self.kind(raw) if self.kind in (int, float, bool) else raw
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.method}: {self.field} cannot be {raw!r} ({exc})") from exc
+
+
+@dataclass
+class MethodPanel:
+    """Settings widgets of several methods: the chooser (which methods run; `None`: all) and one group each."""
+
+    registry: dict[str, type[MethodConfig]]
+    chooser: gr.CheckboxGroup | gr.Radio | None
+    groups: dict[str, gr.Accordion]
+    widgets: list[SettingWidget]
+
+    def inputs_kwargs(self) -> dict[str, gr.components.Component]:
+        return {w.key: w.component for w in self.widgets}
+
+    def configs(self, names: Iterable[str], values: Mapping[str, Any]) -> list[MethodConfig]:
+        """Configs of the chosen methods from the widget values (`values` keyed like `inputs_kwargs`)."""
+        configs = []
+        for name in names:
+            if name not in self.registry:
+                raise ConfigError(f"unknown method {name!r} here; available: {', '.join(self.registry) or 'none'}")
+            settings = {w.field: w.value(values[w.key]) for w in self.widgets if w.method == name and w.key in values}
+            configs.append(self.registry[name].from_dict(settings))
+        return configs
+
+
+def method_chooser(registry: Mapping[str, type[MethodConfig]], *, kind: Literal["checkboxes", "radio"], label: str,
+                   info: str = "", selected: tuple[str, ...] = (), labels: Mapping[str, str] | None = None,
+                   ) -> gr.CheckboxGroup | gr.Radio:
+    """Which methods run: checkboxes (any number) or a radio (exactly one); `labels` are display names."""
+    choices = [((labels or {}).get(name, name), name) for name in registry]
+    if kind == "checkboxes":
+        return gr.CheckboxGroup(choices=choices, value=list(selected), label=label, info=info)
+    return gr.Radio(choices=choices, value=selected[0] if selected else None, label=label, info=info)
+
+
+def method_panel(registry: Mapping[str, type[MethodConfig]], chooser: gr.CheckboxGroup | gr.Radio | None = None,
+                 initial: Mapping[str, Mapping[str, Any]] | None = None) -> MethodPanel:
+    """Build (inside the current Blocks context) each method's settings accordion.
+
+    With a `chooser` only the chosen methods' settings are shown (folded for checkboxes); without one every
+    method of `registry` runs and its settings are shown. `initial` replaces config defaults as the widgets'
+    starting values (`{method: {field: value}}`).
+    """
+    chosen = _as_set(chooser.value) if chooser is not None else set(registry)
+    groups, widgets = {}, []
+    for name, cls in registry.items():
+        folded = isinstance(chooser, gr.CheckboxGroup)
+        with gr.Accordion(f"{name} settings", open=not folded, visible=name in chosen) as group:
+            gr.Markdown(cls.description)
+            widgets.extend(_widgets(cls, (initial or {}).get(name, {})))
+        groups[name] = group
+    if chooser is not None:
+        chooser.change(
+            lambda value: [gr.Accordion(visible=name in _as_set(value)) for name in groups],
+            inputs=chooser, outputs=list(groups.values()),
+            api_name=f"show_{str(chooser.label).lower().replace(' ', '_')}_settings", api_visibility="private", queue=False,
+        )
+    return MethodPanel(dict(registry), chooser, groups, widgets)
+
+
+def _as_set(chosen: str | Iterable[str] | None) -> set[str]:
+    if chosen is None:
+        return set()
+    return {chosen} if isinstance(chosen, str) else set(chosen)
+
+
+def _widgets(cls: type[MethodConfig], initial: Mapping[str, Any]) -> list[SettingWidget]:
+    """One widget per field, the method's own fields first, then inherited ones (e.g. layer and step selectors)."""
+    docs = field_docs(cls)
+    types_ = cls.field_types()
+    defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+                for f in dataclasses.fields(cls)}
+    defaults.update(initial)
+    inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in dataclasses.fields(base)}
+    order = sorted(types_, key=lambda name: name in inherited)
+    return [SettingWidget(cls.name, name, types_[name], _component(name, types_[name], defaults[name], docs.get(name, "")))
+            for name in order]
+
+
+def _component(name: str, kind: Any, default: Any, info: str) -> gr.components.Component:
+    """Checkbox for booleans, number box for numbers, dropdown for literals, text for the rest.
+
+    Optional values use a text box (empty: automatic) so every widget has a value, which lets API callers
+    leave any setting out.
+    """
+    label = name.replace("_", " ")
+    if kind is bool:
+        return gr.Checkbox(value=default, label=label, info=info)
+    if kind in (int, float):
+        return gr.Number(value=default, label=label, info=info, precision=0 if kind is int else None)
+    if typing.get_origin(kind) is typing.Literal:
+        return gr.Dropdown(choices=list(typing.get_args(kind)), value=default, label=label, info=info)
+    inner = _optional_inner(kind)
+    text = "" if default is None else ", ".join(map(str, default)) if isinstance(default, tuple) else str(default)
+    hints = ["comma-separated" if typing.get_origin(inner or kind) is tuple else "", "empty: automatic" if inner else ""]
+    return gr.Textbox(value=text, label=label, info=info, placeholder="; ".join(h for h in hints if h) or None)
+
+
+def _optional_inner(kind: Any) -> Any | None:
+    """`X` for `X | None`, else None."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in typing.get_args(kind):
+        return next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    return None
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Each field's entry in the `Args:` sections of the class's (and its bases') docstrings, shortened to a help line."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        lines = (klass.__doc__ or "").splitlines()
+        for index, line in enumerate(lines):
+            match = _ARG_LINE.match(line)
+            if not match:
+                continue
+            indent = len(match.group(1))
+            body = [match.group(3) or ""]
+            for following in lines[index + 1:]:
+                if following.strip() and len(following) - len(following.lstrip()) <= indent:
+                    break
+                body.append(following.strip())
+            text = " ".join(part for part in body if part)
+            docs[match.group(2)] = textwrap.shorten(text, width=220, placeholder=" …")
+    return docs

@@ -1,0 +1,198 @@
+"""The app's layout: four tabs (Generate, Edit video, High resolution, Kernels) wired to their handlers.
+
+Every event has an `api_name` (`/generate`, `/edit`, `/high_resolution`, `/kernels`) so `gradio_client` can drive
+it; the jobs share one concurrency group, so one runs at a time on the device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import torch
+
+from diffattn.registry import methods
+from diffattn.testing import FAMILIES
+
+from . import catalog
+from .handlers import AppContext, edit_handler, generate_handler, high_resolution_handler, kernels_handler
+from .kernel_bench import device_label
+from .limits import AppLimits
+from .runs import PipelineCache, RunFolders
+from .settings import method_chooser, method_panel
+
+__all__ = ["build_demo"]
+
+DEVICE_JOBS = "device"
+"""Concurrency group of every job that uses the model device: one at a time."""
+
+_TINY_NOTE = ("Built-in `tiny:` models have random weights and need no download: their videos are coloured noise "
+              "that shows the pipeline and the methods run, not image quality.")
+
+
+def _model_box(default: str, tiny: tuple[str, ...]) -> gr.Dropdown:
+    return gr.Dropdown(
+        choices=[f"tiny:{family}" for family in tiny], value=default, allow_custom_value=True, label="Model",
+        info="tiny:<family> (built in), a hub id, or a local diffusers folder inside the allowed model folders "
+             "(safetensors only, no remote code)",
+    )
+
+
+def _results() -> tuple[gr.Video, gr.Markdown, gr.File, gr.Plot, gr.Plot]:
+    """Output column of a generation tab: video, summary, config download, then the stats figures."""
+    video = gr.Video(label="Result", autoplay=True, loop=True, height=360, interactive=False)
+    summary = gr.Markdown()
+    config = gr.File(label="Config that reproduces this run (diffattn generate --config FILE)", interactive=False)
+    with gr.Row():
+        density = gr.Plot(label="Attention density per layer and step")
+        timing = gr.Plot(label="Attention time")
+    return video, summary, config, density, timing
+
+
+def _generate_tab(ctx: AppContext, model: str) -> None:
+    attention, noise = catalog.generation_methods()
+    with gr.Row():
+        with gr.Column(scale=5):
+            model_box = _model_box(model, FAMILIES)
+            prompt = gr.Textbox(label="Prompt", value="a red fox running through fresh snow", lines=2)
+            negative = gr.Textbox(label="Negative prompt", placeholder="empty: the model's default")
+            attention_chooser = method_chooser(
+                attention, kind="checkboxes", label="Attention methods", selected=("observe",) if "observe" in attention else (),
+                info="sparse or observed attention; each chosen method's settings appear below")
+            attention_panel = method_panel(attention, attention_chooser)
+            noise_chooser = method_chooser(noise, kind="checkboxes", label="Noise initialisation",
+                                           info="better or longer initial noise (optional)")
+            noise_panel = method_panel(noise, noise_chooser)
+            with gr.Accordion("Sampling", open=False):
+                with gr.Row():
+                    frames = gr.Number(label="frames", precision=0, placeholder="model default")
+                    height = gr.Number(label="height", precision=0, placeholder="model default")
+                    width = gr.Number(label="width", precision=0, placeholder="model default")
+                with gr.Row():
+                    steps = gr.Number(label="steps", precision=0, placeholder="model default (2 for tiny)")
+                    guidance = gr.Number(label="guidance", placeholder="model default")
+                    seed = gr.Number(label="seed", value=0, precision=0)
+                    fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60)
+            button = gr.Button("Generate", variant="primary")
+        with gr.Column(scale=6):
+            video, summary, config, density, timing = _results()
+    button.click(
+        generate_handler(ctx, attention_panel, noise_panel),
+        inputs=[model_box, prompt, negative, attention_chooser, noise_chooser, frames, height, width,
+                steps, guidance, seed, fps],
+        inputs_kwargs={**attention_panel.inputs_kwargs(), **noise_panel.inputs_kwargs()},
+        outputs=[video, density, timing, summary, config], api_name="generate", concurrency_id=DEVICE_JOBS,
+    )
+
+
+def _unavailable(message: str) -> None:
+    gr.Markdown(f"⚠️ **Not available in this build.** {message}", elem_classes="unavailable")
+
+
+def _edit_tab(ctx: AppContext, model: str) -> None:
+    entry = catalog.edit_entry_point()
+    editors = catalog.editor_configs()
+    gr.Markdown("Zero-shot video editing: the video is inverted with the source prompt, then regenerated with the "
+                "target prompt while attention from the source keeps structure and motion. Stable Diffusion 1.x/2.x "
+                "models (FRESCO with a ControlNet: `tiny:sd-controlnet`).")
+    if entry.missing:
+        _unavailable(entry.missing)
+    with gr.Row():
+        with gr.Column(scale=5):
+            video = gr.Video(label="Input video", sources=["upload"], format=None, height=240)
+            editor = method_chooser(editors, kind="radio", label="Editor", labels=catalog.EDITORS, selected=tuple(editors)[:1])
+            model_box = _model_box("tiny:sd" if model.startswith("tiny:") else model, ("sd", "sd-controlnet"))
+            source_prompt = gr.Textbox(label="Source prompt (describes the video)", value="a ball rolling over stripes")
+            target_prompt = gr.Textbox(label="Target prompt (the edit)", value="a watercolor painting of a ball rolling over stripes")
+            with gr.Row():
+                frames = gr.Number(label="frames", value=8, precision=0)
+                seed = gr.Number(label="seed", value=0, precision=0)
+                fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60)
+            panel = method_panel(editors, editor)
+            button = gr.Button("Edit video", variant="primary", interactive=entry.missing is None)
+        with gr.Column(scale=6):
+            result = gr.Video(label="Edited video", autoplay=True, loop=True, height=360, interactive=False)
+            summary = gr.Markdown()
+    button.click(
+        edit_handler(ctx, panel, entry),
+        inputs=[video, editor, model_box, source_prompt, target_prompt, frames, seed, fps],
+        inputs_kwargs=panel.inputs_kwargs(),
+        outputs=[result, summary], api_name="edit", concurrency_id=DEVICE_JOBS,
+    )
+
+
+def _high_resolution_tab(ctx: AppContext, model: str) -> None:
+    entry = catalog.high_resolution_entry_point()
+    gr.Markdown("FreeSwim: generate at the model's native size, upscale, then refine at the target size with inward "
+                "sliding-window attention and a full-attention branch whose cross-attention keeps the layout coherent. "
+                "Wan text-to-video models only.")
+    if entry.missing:
+        _unavailable(entry.missing)
+    registry = {name: cls for name, cls in methods().items() if name == catalog.HIGH_RESOLUTION}
+    tiny = model.startswith("tiny:")
+    with gr.Row():
+        with gr.Column(scale=5):
+            model_box = _model_box("tiny:wan" if tiny else model, ("wan",))
+            prompt = gr.Textbox(label="Prompt", value="an old man's face, close-up", lines=2)
+            with gr.Row():
+                height = gr.Number(label="target height", value=64 if tiny else 1088, precision=0)
+                width = gr.Number(label="target width", value=96 if tiny else 1920, precision=0)
+                frames = gr.Number(label="frames", precision=0, placeholder="model default")
+            with gr.Row():
+                steps = gr.Number(label="steps", value=6 if tiny else 50, precision=0)
+                seed = gr.Number(label="seed", value=0, precision=0)
+                fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60)
+            panel = method_panel(registry,
+                                 initial={catalog.HIGH_RESOLUTION: {"base_height": 32, "base_width": 32}} if tiny else None)
+            button = gr.Button("Generate at high resolution", variant="primary", interactive=entry.missing is None)
+        with gr.Column(scale=6):
+            video, summary, config, density, timing = _results()
+    button.click(
+        high_resolution_handler(ctx, panel, entry),
+        inputs=[model_box, prompt, height, width, frames, steps, seed, fps], inputs_kwargs=panel.inputs_kwargs(),
+        outputs=[video, density, timing, summary, config], api_name="high_resolution", concurrency_id=DEVICE_JOBS,
+    )
+
+
+def _kernels_tab(ctx: AppContext) -> None:
+    on_gpu = torch.cuda.is_available()
+    device = torch.device("cuda" if on_gpu else "cpu")
+    gr.Markdown(f"Time of one attention call against the fraction of kv blocks kept, on **{device_label(device)}**: "
+                "diffattn's block-sparse kernel (Triton on CUDA, the PyTorch reference on a CPU), FlexAttention on the "
+                "same block plan, and dense SDPA. Random inputs and random plans; medians after a warm-up."
+                + ("" if on_gpu else " On a CPU keep the sizes small: the reference backend is slow there."))
+    with gr.Row():
+        with gr.Column(scale=4):
+            tokens = gr.Number(label="tokens", value=32768 if on_gpu else 1024, precision=0)
+            heads = gr.Number(label="heads", value=12 if on_gpu else 2, precision=0)
+            head_dim = gr.Dropdown(label="head dim", choices=[16, 32, 64, 128], value=128 if on_gpu else 64)
+            block = gr.Dropdown(label="block size", choices=[16, 32, 64, 128], value=128 if on_gpu else 64)
+            densities = gr.Textbox(label="densities", value="0.1, 0.25, 0.5, 1.0", info="kept kv-block fractions, comma-separated")
+            repeats = gr.Number(label="repeats", value=10 if on_gpu else 3, precision=0, minimum=1)
+            button = gr.Button("Run kernel benchmark", variant="primary")
+        with gr.Column(scale=6):
+            plot = gr.Plot(label="Time against density")
+            table = gr.Markdown()
+    button.click(kernels_handler(ctx), inputs=[tokens, heads, head_dim, block, densities, repeats],
+                 outputs=[plot, table], api_name="kernels", concurrency_id=DEVICE_JOBS)
+
+
+def build_demo(model: str = "tiny:wan", limits: AppLimits | None = None, work_dir: Path | str | None = None) -> gr.Blocks:
+    """The diffattn app as a `gr.Blocks` (not launched); `model` is the Generate tab's starting model."""
+    import tempfile
+
+    root = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="diffattn-app-"))
+    ctx = AppContext(limits=limits or AppLimits(), pipes=PipelineCache(), folders=RunFolders(root / "runs"))
+    with gr.Blocks(title="diffattn") as demo:
+        gr.Markdown("# diffattn\nTraining-free attention extensions for diffusers: sparse attention, noise "
+                    f"initialisation, zero-shot video editing and high resolution. {_TINY_NOTE}")
+        with gr.Tabs():
+            with gr.Tab("Generate"):
+                _generate_tab(ctx, model)
+            with gr.Tab("Edit video"):
+                _edit_tab(ctx, model)
+            with gr.Tab("High resolution"):
+                _high_resolution_tab(ctx, model)
+            with gr.Tab("Kernels"):
+                _kernels_tab(ctx)
+    return demo
