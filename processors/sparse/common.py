@@ -23,6 +23,7 @@ padding mask, and calls already carrying a plan in another token order.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -142,7 +143,9 @@ def intersect_plans(first: BlockPlan, second: BlockPlan) -> BlockPlan:
     mine, both = torch.broadcast_tensors(mine, both)
     empty = ~(both > 0).any(-1, keepdim=True)
     levels = tuple(sorted(set(first.levels) | set(second.levels)))
-    return plan_from_level_map(torch.where(empty, mine, both), first.block_q, first.block_k, levels)
+    plan = plan_from_level_map(torch.where(empty, mine, both), first.block_q, first.block_k, levels)
+    masks = [m for m in (first.token_mask, second.token_mask) if m is not None]  # exact edges (windows) survive
+    return plan if not masks else dataclasses.replace(plan, token_mask=masks[0] if len(masks) == 1 else masks[0] & masks[1])
 
 
 def force_text_columns(level_map: torch.Tensor, layout: SparseLayout) -> torch.Tensor:
