@@ -20,6 +20,7 @@ window is evaluated in spatio-temporal tile order with exact token edges instead
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +37,7 @@ from diffattn.plan import BlockPlan
 from diffattn.windows import attention_temperature, window_plan, window_radius_from_base, window_tile_order
 
 from .base import AttentionCall, AttentionMethod, Proceed
+from .sparse.common import SparseLayout
 
 __all__ = [
     "FreeSwimMethod",
@@ -211,14 +213,23 @@ class _KeepWindowRows(ModelHook):
         return output[: self.controller.batch] if self.controller.mode.dual else output
 
 
+def _first_rows(plan: BlockPlan, rows: int) -> BlockPlan:
+    """`plan` restricted to the first `rows` batch rows (a per-sample plan built over a dual call's whole batch)."""
+    if plan.kv_indices.shape[0] == 1:
+        return plan
+    return dataclasses.replace(plan, kv_indices=plan.kv_indices[:rows], kv_counts=plan.kv_counts[:rows])
+
+
 # -------------------------------------------------------------------------------------------- method
 class FreeSwimMethod(AttentionMethod):
     """Inward window self-attention, dual-path cross-attention override and its cache (see the module docstring).
 
-    Composes with plan-based methods (Sparge, LiteAttention) inside the window: listed after FreeSwim they
-    receive the window call with q/k/v already in tile order and `call.plan` set, and intersect their plan with
-    it; listed before, their raster-order plan is intersected with a raster-order window plan (exact, with more
-    kv blocks touched). The full branch stays dense, as in the paper.
+    Composes with block-sparse methods (Sparge, LiteAttention, ...) inside the window, by plan intersection on
+    the block-sparse view of `processors.sparse` (`SparseLayout`): listed after FreeSwim, they get the window call
+    with q/k/v in FreeSwim's tile order and the window plan attached; listed before, FreeSwim builds its window in
+    their view's token order and block sizes and intersects. A raster-order plan from any other method is
+    intersected with a raster-order window. Exact window edges (the plan's `BoxMask`) survive every intersection.
+    The full branch stays dense, as in the paper.
     """
 
     def __init__(self, config: FreeSwimConfig, target: Any) -> None:
@@ -237,6 +248,7 @@ class FreeSwimMethod(AttentionMethod):
             base_tokens = (base[0] // per_token[0]) * (base[1] // per_token[1])
             self.temperature = config.scale_factor if config.scale_factor is not None else attention_temperature(base_tokens)
         self.controller = FreeSwimController(config.cache_steps, config.offload_cache)
+        self._kernel_options = {} if config.backend == "auto" else {"backend": config.backend}
         self._orders: dict[tuple[Grid, torch.device], TileOrder] = {}
         self._plans: dict[tuple, tuple[BlockPlan, float]] = {}
         self._hooked: list[tuple[torch.nn.Module, str]] = []
@@ -271,7 +283,7 @@ class FreeSwimMethod(AttentionMethod):
             return proceed(call)
         if call.layer.role == "cross":
             return self._cross_attention(call, proceed, mode)
-        if call.layout.kind == "self" and call.layout.grid is not None:
+        if (call.layout.kind == "self" or isinstance(call.layout, SparseLayout)) and call.layout.grid is not None:
             return self._self_attention(call, proceed, mode)
         return proceed(call)
 
@@ -299,22 +311,34 @@ class FreeSwimMethod(AttentionMethod):
         return torch.cat([window, full])
 
     def _window_attention(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
-        grid, device = call.layout.grid, call.query.device
-        options = {"backend": self.config.backend, **call.kernel_options}
+        """The window branch; joins a block-sparse view built before FreeSwim, or builds one for later methods."""
+        device = call.query.device
+        options = {**self._kernel_options, **call.kernel_options}
         self.controller.counts["window_attention"] += 1
+        layout = call.layout
+        if isinstance(layout, SparseLayout):  # a block-sparse method ran first: its token order, its block sizes
+            if layout.text_keys:
+                raise GridError(f"{call.layer.name}: FreeSwim windows video-only self-attention; this call has text keys")
+            mine, _ = self._plan(layout.grid, device, layout.block_q, layout.block_k, layout.order)
+            plan = mine & _first_rows(call.plan, call.query.shape[0]) if call.plan is not None else mine
+            layout.plans.append(plan)
+            return proceed(call.replace(plan=plan, kernel_options=options))
+        grid = layout.grid
         if call.plan is not None:  # a method before FreeSwim planned on raster tokens: intersect in raster order
-            mine, density = self._plan(grid, device, call.plan.block_q, call.plan.block_k, tiled=False)
-            out = proceed(call.replace(plan=mine & call.plan, kernel_options=options))
+            mine, density = self._plan(grid, device, call.plan.block_q, call.plan.block_k, None)
             call.record(density=density)
-            return out
+            return proceed(call.replace(plan=mine & call.plan, kernel_options=options))
+        size = self.config.block_size
         order = self._order(grid, device)
-        plan, density = self._plan(grid, device, self.config.block_size, self.config.block_size, tiled=True)
+        plan, density = self._plan(grid, device, size, size, order)
+        view = SparseLayout("sparse", slice(0, grid.tokens), grid, order=order, block_q=size, block_k=size, plans=[plan])
         tiled = call.replace(
             query=order.to_tiles(call.query), key=order.to_tiles(call.key), value=order.to_tiles(call.value),
-            plan=plan, kernel_options=options,
+            layout=view, plan=plan, kernel_options=options,
         )
-        call.record(density=density)
-        return order.to_raster(proceed(tiled))
+        out = order.to_raster(proceed(tiled))
+        call.record(density=density if view.plans[-1] is plan else view.plans[-1].density())
+        return out
 
     def _order(self, grid: Grid, device: torch.device) -> TileOrder:
         key = (grid, device)
@@ -322,11 +346,12 @@ class FreeSwimMethod(AttentionMethod):
             self._orders[key] = window_tile_order(grid, self.config.block_size, device)
         return self._orders[key]
 
-    def _plan(self, grid: Grid, device: torch.device, block_q: int, block_k: int, *, tiled: bool) -> tuple[BlockPlan, float]:
-        """The window plan for this grid (built once, on the device) and its block density."""
-        key = (grid, device, block_q, block_k, tiled)
+    def _plan(
+        self, grid: Grid, device: torch.device, block_q: int, block_k: int, order: TileOrder | None
+    ) -> tuple[BlockPlan, float]:
+        """The window plan for tokens in `order` (raster when None), built once on the device, and its density."""
+        key = (grid, device, block_q, block_k, None if order is None else order.tile)
         if key not in self._plans:
-            order = self._order(grid, device) if tiled else None
             plan = window_plan(grid, self.radius, inward=self.config.inward, block_q=block_q, block_k=block_k, order=order)
             self._plans[key] = (plan, plan.density())
         return self._plans[key]

@@ -17,12 +17,12 @@ import diffattn
 from diffattn.config import AttentionConfig
 from diffattn.configs import FreeSwimConfig
 from diffattn.errors import ConfigError, UnsupportedModelError
-from diffattn.geometry import Grid
+from diffattn.geometry import Grid, TileOrder
 from diffattn.plan import BlockPlan
 from diffattn.processors.base import AttentionMethod
 from diffattn.processors.freeswim import FreeSwimMethod
 from diffattn.testing import tiny_call_kwargs, tiny_denoiser, tiny_denoiser_inputs, tiny_pipeline
-from diffattn.windows import attention_temperature, reference_window_mask, window_tile_order
+from diffattn.windows import attention_temperature, reference_window_mask, window_plan
 
 GRID = Grid(3, 8, 10)  # latent 3 x 16 x 20, patch 2: 240 tokens, with full 8x8 tiles
 RADIUS = (1, 1)
@@ -42,7 +42,7 @@ class InterceptSDPA(TorchFunctionMode):
 
     def __init__(self, mask=None, factor=1.0, inject=None):
         super().__init__()
-        self.mask, self.factor = mask, factor
+        self.mask, self.factor = mask, factor  # one mask for every self-attention, or a list: one per call
         self.inject = list(inject) if inject is not None else None
         self.captured = []
 
@@ -52,7 +52,8 @@ class InterceptSDPA(TorchFunctionMode):
             return func(*args, **kwargs)
         q, k, v = qkv(args, kwargs)
         if q.shape[-2] == k.shape[-2]:
-            return func(q, k, v, attn_mask=self.mask, scale=q.shape[-1] ** -0.5 * self.factor)
+            mask = self.mask.pop(0) if isinstance(self.mask, list) else self.mask
+            return func(q, k, v, attn_mask=mask, scale=q.shape[-1] ** -0.5 * self.factor)
         out = func(q, k, v) if self.inject is None else self.inject.pop(0)
         self.captured.append(out)
         return out
@@ -193,40 +194,66 @@ def test_remove_restores_the_stock_model_bitwise(model):
 
 # ----------------------------------------------------------------------------------------- composition
 @dataclass(frozen=True)
-class DiagonalBlocksConfig(AttentionConfig):
-    """A stand-in for a plan-based method (Sparge, LiteAttention): keeps the diagonal blocks of any plan."""
+class RasterBlocksConfig(AttentionConfig):
+    """A stand-in for a plan-based method that plans on raster tokens: keeps the diagonal 64-token blocks."""
 
-    name = "test-diagonal-blocks"
-    implementation = f"{__name__}:DiagonalBlocks"
+    name = "test-raster-blocks"
+    implementation = f"{__name__}:RasterBlocks"
 
 
-class DiagonalBlocks(AttentionMethod):
+class RasterBlocks(AttentionMethod):
     def attend(self, call, proceed):
         if call.layer.role == "cross":
             return proceed(call)
         blocks = math.ceil(call.query.shape[-2] / 64)
-        diagonal = BlockPlan.from_block_mask(torch.eye(blocks, dtype=torch.bool)[None, None], 64, 64)
-        return proceed(call.replace(plan=diagonal if call.plan is None else call.plan & diagonal))
+        return proceed(call.replace(plan=BlockPlan.from_block_mask(torch.eye(blocks, dtype=torch.bool)[None, None], 64, 64)))
 
 
-def block_diagonal(tokens, block=64):
-    ids = torch.arange(tokens) // block
-    return ids[:, None] == ids[None, :]
+def test_a_raster_plan_from_an_earlier_method_is_intersected_in_raster_order(model):
+    x = inputs(seed=6)
+    with diffattn.apply(model, RasterBlocksConfig(), FreeSwimConfig(**SETTINGS)):
+        out = forward(model, x, "uncond")
+    ids = torch.arange(GRID.tokens) // 64
+    expected, _ = reference(model, x, WINDOW & (ids[:, None] == ids[None, :]), FACTOR)
+    torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
+
+
+@pytest.fixture
+def kernel_plans(monkeypatch):
+    """The plans the block-sparse kernel receives."""
+    plans = []
+    kernel = diffattn.kernels.block_sparse_attention
+
+    def spy(q, k, v, plan, **options):
+        plans.append(plan)
+        return kernel(q, k, v, plan, **options)
+
+    monkeypatch.setattr(diffattn.kernels, "block_sparse_attention", spy)
+    return plans
 
 
 @pytest.mark.parametrize("freeswim_first", [True, False])
-def test_composes_with_another_plan_by_intersection(model, freeswim_first):
-    x = inputs(seed=6)
-    config = FreeSwimConfig(**SETTINGS, block_size=64)
-    methods = (config, DiagonalBlocksConfig()) if freeswim_first else (DiagonalBlocksConfig(), config)
+def test_composes_with_sparge_inside_the_window(model, kernel_plans, freeswim_first):
+    from diffattn.configs.sparse import SpargeConfig
+
+    x = inputs(seed=7)
+    sparge = SpargeConfig(min_tokens=1, topk=0.5, backend="reference")
+    methods = (FreeSwimConfig(**SETTINGS), sparge) if freeswim_first else (sparge, FreeSwimConfig(**SETTINGS))
     with diffattn.apply(model, *methods):
         out = forward(model, x, "uncond")
-    if freeswim_first:  # the other method saw tile-ordered tokens: its blocks are tiles
-        order = window_tile_order(GRID, 64)
-        other = block_diagonal(GRID.tokens)[order.inverse][:, order.inverse]
-    else:  # it planned on raster tokens
-        other = block_diagonal(GRID.tokens)
-    expected, _ = reference(model, x, WINDOW & other, FACTOR)
+    assert len(kernel_plans) == 2  # one window call per block
+    tile = (2, 8, 8) if freeswim_first else (1, 8, 8)  # the view's tiles: FreeSwim's 128-token or Sparge's 64-token
+    order = TileOrder(GRID, tile)
+    window_blocks = window_plan(GRID, RADIUS, block_q=kernel_plans[0].block_q, block_k=kernel_plans[0].block_k, order=order)
+    masks = []
+    for plan in kernel_plans:
+        assert plan.token_mask is not None  # exact window edges reach the kernel
+        blocks = plan.to_block_mask()
+        assert (blocks <= window_blocks.to_block_mask()).all()  # only blocks of the window
+        masks.append(plan.to_token_mask(GRID.tokens, GRID.tokens)[0][:, order.inverse][:, :, order.inverse])
+    assert all(((m & ~WINDOW) == 0).all() for m in masks)  # nothing outside the window
+    assert any((m != WINDOW).any() for m in masks)  # and Sparge dropped blocks inside it
+    expected, _ = reference(model, x, masks, FACTOR)
     torch.testing.assert_close(out, expected, atol=ATOL, rtol=0)
 
 
