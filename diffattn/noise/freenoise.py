@@ -105,7 +105,7 @@ def interpolate_keyframes(keyframes: dict[int, torch.Tensor], num_frames: int) -
     for (a, va), (b, vb) in zip(zip(frames, values), zip(frames[1:], values[1:])):
         alpha = torch.linspace(0.0, 1.0, b - a + 1, dtype=va.dtype, device=va.device)
         alpha = alpha.view(-1, *([1] * va.ndim))
-        out[a:b + 1] = (1 - alpha) * va + alpha * vb
+        out[a:b + 1] = torch.lerp(va.expand_as(out[a:b + 1]), vb.expand_as(out[a:b + 1]), alpha)  # exact at both ends
     return out
 
 
