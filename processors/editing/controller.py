@@ -33,6 +33,7 @@ import torch
 
 from diffattn.context import LayerInfo, RunContext
 from diffattn.errors import ConfigError, UnsupportedModelError
+from diffattn.geometry import Grid
 
 from ..base import AttentionCall, AttentionMethod, Proceed
 from .blend import BlendMask, word_map
@@ -177,10 +178,7 @@ class AttentionController:
         shapes = []
         for policy in self.policies.values():
             slot = policy.slot
-            height, width = latent_size
-            for _ in range(slot.level):
-                height, width = math.ceil(height / 2), math.ceil(width / 2)
-            tokens = height * width
+            tokens = Grid(1, *latent_size).downsampled(slot.level).frame_tokens
             if slot.role == "self" and policy.edit:
                 keys = policy.kv.key_count(frames, tokens)
                 shapes.append((1, slot.heads, frames * tokens, keys) if policy.kv.shared else (frames, slot.heads, tokens, keys))

@@ -283,7 +283,8 @@ class FeatureOptimizer:
         self.iterations, self.lr, self.spatial_weight = iterations, lr, spatial_weight
         self.mode = "off"
         self.grams: dict[int, torch.Tensor] = {}
-        self.losses: dict[int, list[float]] = {}
+        self.history: list[list[float]] = []
+        """Loss per iteration of every optimisation so far."""
         self._flows: dict[tuple[int, int], FlowAtResolution] = {}
         self._handles: list = []
 
@@ -323,7 +324,7 @@ class FeatureOptimizer:
             features, self.sections, self._flow_at(tuple(features.shape[-2:]), features.device), self.grams.get(index),
             iterations=self.iterations, lr=self.lr, spatial_weight=self.spatial_weight,
         )
-        self.losses[index] = losses
+        self.history.append(losses)
         if in_kwargs:
             return args, {**kwargs, "hidden_states": optimized}
         return (optimized, *args[1:]), kwargs

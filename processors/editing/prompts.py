@@ -25,6 +25,7 @@ __all__ = [
     "replacement_mapper",
     "refinement_mapper",
     "token_weights",
+    "word_indicator",
     "cross_attention_schedule",
     "changed_words",
 ]
@@ -140,6 +141,13 @@ def token_weights(tokenizer, prompt: str, word_values: Mapping[str, float], leng
     for word, value in word_values.items():
         weights[word_positions(tokenizer, prompt, [word], role=role)] = float(value)
     return weights
+
+
+def word_indicator(tokenizer, prompt: str, words: Iterable[str], length: int, *, role: str = "word") -> torch.Tensor:
+    """`[length]` zeros with 1 at the token positions of `words` in `prompt` (which tokens a blend mask sums)."""
+    indicator = torch.zeros(length)
+    indicator[word_positions(tokenizer, prompt, words, role=role)] = 1.0
+    return indicator
 
 
 def cross_attention_schedule(
