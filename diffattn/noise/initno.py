@@ -40,7 +40,8 @@ __all__ = [
     "subject_cross_maps",
     "response_score",
     "conflict_score",
-    "otsu_thresholds",
+    "otsu_levels",
+    "otsu_foreground",
     "peak_components",
     "clean_score",
     "attention_scores",
@@ -102,24 +103,36 @@ def conflict_score(self_maps: torch.Tensor, peaks: torch.Tensor, smooth: bool = 
     return (overlap / (total + 1e-6)).mean()
 
 
-def otsu_thresholds(maps: torch.Tensor) -> torch.Tensor:
-    """Otsu's threshold of each `[K, R, R]` map, on 8-bit levels `int(255·x)` as InitNO's OpenCV call; `[K]` in [0, 1].
+def _levels(maps: torch.Tensor) -> torch.Tensor:
+    """8-bit grey levels `int(255·x)` of `[K, R, R]` maps, flattened to `[K, R·R]` (InitNO's OpenCV input)."""
+    return (maps.detach().flatten(1) * 255).clamp(0, 255).to(torch.long)
 
-    The threshold `t` maximises the between-class variance of levels `≤ t` and `> t`; maps are split into
-    foreground `x ≥ t/255` and background, as in InitNO.
+
+def otsu_levels(maps: torch.Tensor) -> torch.Tensor:
+    """Otsu's threshold level `t` (as OpenCV's `THRESH_OTSU`) of each `[K, R, R]` map on 8-bit levels; `[K]` long.
+
+    `t` maximises the between-class variance of the levels `≤ t` and `> t`.
     """
-    levels = (maps.detach().flatten(1) * 255).clamp(0, 255).to(torch.long)
+    levels = _levels(maps)
     hist = torch.zeros(levels.shape[0], 256, dtype=torch.float64, device=maps.device)
     hist.scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float64))
     prob = hist / hist.sum(-1, keepdim=True)
     grey = torch.arange(256, dtype=torch.float64, device=maps.device)
     weight0 = prob.cumsum(-1)
     mass0 = (prob * grey).cumsum(-1)
-    mean_all = mass0[:, -1:]
     weight1 = 1.0 - weight0
-    between = (mean_all * weight0 - mass0) ** 2 / (weight0 * weight1).clamp_min(1e-12)
+    between = (mass0[:, -1:] * weight0 - mass0) ** 2 / (weight0 * weight1).clamp_min(1e-12)
     between = torch.where((weight0 > 0) & (weight1 > 0), between, torch.zeros_like(between))
-    return between.argmax(-1).to(maps.dtype) / 255.0
+    return between.argmax(-1)
+
+
+def otsu_foreground(maps: torch.Tensor) -> torch.Tensor:
+    """`[K, R, R]` bool: pixels whose 8-bit level is above the map's Otsu level.
+
+    InitNO compares the float map with `t/255` instead, which also counts the threshold's own 8-bit level as
+    foreground; with Otsu's classes that level belongs to the background, as here.
+    """
+    return (_levels(maps) > otsu_levels(maps)[:, None]).reshape(maps.shape)
 
 
 def peak_components(mask: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
@@ -138,7 +151,7 @@ def peak_components(mask: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
 
 def clean_score(maps: torch.Tensor, peaks: torch.Tensor) -> torch.Tensor:
     """InitNO's clean term: per token, the largest value outside the peak's blob when it beats the blob's smallest."""
-    foreground = peak_components(maps.detach() >= otsu_thresholds(maps)[:, None, None], peaks).to(maps.dtype)
+    foreground = peak_components(otsu_foreground(maps), peaks).to(maps.dtype)
     background_max = (maps * (1 - foreground)).flatten(1).amax(-1)
     foreground_min = (maps * foreground + (1 - foreground)).flatten(1).amin(-1)
     return torch.where(background_max > foreground_min, background_max, background_max * 0.0).sum()
