@@ -101,29 +101,43 @@ def estimate_flow(source: torch.Tensor, target: torch.Tensor, estimator: FlowEst
     return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous()
 
 
-def _sampling_grid(flow: torch.Tensor) -> torch.Tensor:
-    """`grid_sample` grid (normalised, align_corners=True) of the positions `p + flow(p)`."""
+def _positions(flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sampled positions `(x, y)` `[N, H, W]`: each pixel plus its flow."""
     _, _, height, width = flow.shape
     ys, xs = torch.meshgrid(
         torch.arange(height, device=flow.device, dtype=flow.dtype),
         torch.arange(width, device=flow.device, dtype=flow.dtype),
         indexing="ij",
     )
-    x = (xs + flow[:, 0]) * (2.0 / max(width - 1, 1)) - 1.0
-    y = (ys + flow[:, 1]) * (2.0 / max(height - 1, 1)) - 1.0
-    return torch.stack([x, y], dim=-1)
+    return xs + flow[:, 0], ys + flow[:, 1]
 
 
 def warp(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Backward warp: `out[p] = image[p + flow[p]]` (bilinear; zeros outside). `image [N, C, H, W]`, `flow [N, 2, H, W]`."""
-    grid = _sampling_grid(flow.to(image.dtype))
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    """Backward warp: `out[p] = image[p + flow[p]]`, bilinear, zeros outside. `image [N, C, H, W]`, `flow [N, 2, H, W]`.
+
+    Written as a gather of the four neighbours (not `grid_sample`), so integer flows, zero flow included, sample
+    exactly: FRESCO's optimisation must see no round-off where frames match.
+    """
+    batch, channels, height, width = image.shape
+    x, y = _positions(flow.to(image.dtype))
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    flat = image.flatten(2)
+    out = torch.zeros_like(image)
+    for dy, dx, weight in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)), (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        inside = (xi >= 0) & (xi <= width - 1) & (yi >= 0) & (yi <= height - 1)
+        index = (yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)).long().flatten(1)
+        values = flat.gather(2, index.unsqueeze(1).expand(batch, channels, -1)).view_as(image)
+        out = out + values * (weight * inside).unsqueeze(1)
+    return out
 
 
 def in_bounds(flow: torch.Tensor) -> torch.Tensor:
     """Float `[N, H, W]`: 1 where `p + flow[p]` lies inside the frame."""
-    grid = _sampling_grid(flow)
-    return ((grid.abs() <= 1.0).all(dim=-1)).to(flow.dtype)
+    _, _, height, width = flow.shape
+    x, y = _positions(flow)
+    return ((x >= 0) & (x <= width - 1) & (y >= 0) & (y <= height - 1)).to(flow.dtype)
 
 
 def forward_backward_occlusion(

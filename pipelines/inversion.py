@@ -80,10 +80,12 @@ def alpha_cumprod(scheduler: DDIMScheduler, timestep: int) -> torch.Tensor:
 
 def ddim_inversion_step(noise_pred: torch.Tensor, sample: torch.Tensor, alpha_from: torch.Tensor, alpha_to: torch.Tensor) -> torch.Tensor:
     """One deterministic DDIM step from noise level `alpha_from` up to `alpha_to` (the inverse of a sampling step)."""
-    alpha_from = alpha_from.to(sample.device, torch.float32)
-    alpha_to = alpha_to.to(sample.device, torch.float32)
-    x0 = (sample.float() - (1 - alpha_from).sqrt() * noise_pred.float()) / alpha_from.sqrt()
-    return (alpha_to.sqrt() * x0 + (1 - alpha_to).sqrt() * noise_pred.float()).to(sample.dtype)
+    dtype = torch.promote_types(sample.dtype, torch.float32)
+    alpha_from = alpha_from.to(sample.device, dtype)
+    alpha_to = alpha_to.to(sample.device, dtype)
+    noise_pred = noise_pred.to(dtype)
+    x0 = (sample.to(dtype) - (1 - alpha_from).sqrt() * noise_pred) / alpha_from.sqrt()
+    return (alpha_to.sqrt() * x0 + (1 - alpha_to).sqrt() * noise_pred).to(sample.dtype)
 
 
 @torch.no_grad()
