@@ -343,7 +343,7 @@ class FreeSwimMethod(AttentionMethod):
     def _order(self, grid: Grid, device: torch.device) -> TileOrder:
         key = (grid, device)
         if key not in self._orders:
-            self._orders[key] = window_tile_order(grid, self.config.block_size, device)
+            self._orders[key] = window_tile_order(grid, self.radius, self.config.block_size, inward=self.config.inward, device=device)
         return self._orders[key]
 
     def _plan(

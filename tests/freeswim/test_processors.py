@@ -22,7 +22,7 @@ from diffattn.plan import BlockPlan
 from diffattn.processors.base import AttentionMethod
 from diffattn.processors.freeswim import FreeSwimMethod
 from diffattn.testing import tiny_call_kwargs, tiny_denoiser, tiny_denoiser_inputs, tiny_pipeline
-from diffattn.windows import attention_temperature, reference_window_mask, window_plan
+from diffattn.windows import attention_temperature, reference_window_mask, window_plan, window_tile_order
 
 GRID = Grid(3, 8, 10)  # latent 3 x 16 x 20, patch 2: 240 tokens, with full 8x8 tiles
 RADIUS = (1, 1)
@@ -242,8 +242,8 @@ def test_composes_with_sparge_inside_the_window(model, kernel_plans, freeswim_fi
     with diffattn.apply(model, *methods):
         out = forward(model, x, "uncond")
     assert len(kernel_plans) == 2  # one window call per block
-    tile = (2, 8, 8) if freeswim_first else (1, 8, 8)  # the view's tiles: FreeSwim's 128-token or Sparge's 64-token
-    order = TileOrder(GRID, tile)
+    # the view's token order: FreeSwim's chosen 128-token tiles, or Sparge's 1x8x8 tiles (its query blocks are 64)
+    order = window_tile_order(GRID, RADIUS, 128) if freeswim_first else TileOrder(GRID, (1, 8, 8))
     window_blocks = window_plan(GRID, RADIUS, block_q=kernel_plans[0].block_q, block_k=kernel_plans[0].block_k, order=order)
     masks = []
     for plan in kernel_plans:

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from diffattn.errors import ConfigError
-from diffattn.geometry import Grid
+from diffattn.geometry import Grid, TileOrder
 from diffattn.plan import BoxMask
 from diffattn.windows import (
+    TILE_CANDIDATES,
     attention_temperature,
     box_block_mask,
     reference_window_mask,
@@ -23,7 +24,7 @@ from diffattn.windows import (
 
 def plan_tokens_in_raster(grid, radius, *, inward=True, block=128, tiled=True):
     """The plan's token mask `[tokens, tokens]`, brought back to raster order."""
-    order = window_tile_order(grid, block) if tiled else None
+    order = window_tile_order(grid, radius, block, inward=inward) if tiled else None
     plan = window_plan(grid, radius, inward=inward, block_q=block, block_k=block, order=order)
     mask = plan.to_token_mask(grid.tokens, grid.tokens)[0, 0]
     if order is not None:
@@ -62,6 +63,21 @@ def test_plan_equals_the_papers_token_mask(grid, radius, inward, block, tiled):
     assert torch.equal(mask, reference_window_mask(grid, radius, inward=inward))
 
 
+@pytest.mark.parametrize("block", sorted(TILE_CANDIDATES))
+def test_every_candidate_tile_gives_the_exact_window(block):
+    grid, radius = Grid(5, 11, 19), (2, 4)  # ragged for every candidate tile
+    reference = reference_window_mask(grid, radius)
+    for tile in TILE_CANDIDATES[block]:
+        order = TileOrder(grid, tile)
+        plan = window_plan(grid, radius, block_q=block, block_k=block, order=order)
+        mask = plan.to_token_mask(grid.tokens, grid.tokens)[0, 0][order.inverse][:, order.inverse]
+        assert torch.equal(mask, reference), tile
+    chosen = window_tile_order(grid, radius, block)
+    fewest = min(int(window_plan(grid, radius, block_q=block, block_k=block, order=TileOrder(grid, t)).block_counts().sum())
+                 for t in TILE_CANDIDATES[block])
+    assert int(window_plan(grid, radius, block_q=block, block_k=block, order=chosen).block_counts().sum()) == fewest
+
+
 def test_every_query_keeps_a_full_window_clamped_at_all_four_borders():
     grid, (dh, dw) = Grid(3, 11, 14), (2, 3)
     _, mask = plan_tokens_in_raster(grid, (dh, dw))
@@ -95,7 +111,7 @@ def test_non_inward_windows_shrink_at_borders():
 @pytest.mark.parametrize("tiled", [True, False])
 def test_block_lists_are_minimal(tiled):
     grid, block = Grid(3, 9, 13), 64
-    order = window_tile_order(grid, block) if tiled else None
+    order = window_tile_order(grid, (2, 3), block) if tiled else None
     plan = window_plan(grid, (2, 3), block_q=block, block_k=block, order=order)
     tokens = plan.token_mask.dense()
     blocks = math.ceil(grid.tokens / block)
@@ -125,8 +141,8 @@ def test_box_block_mask_matches_brute_force_on_random_boxes():
 def test_tile_order_makes_the_1088p_window_cheap():
     """Wan2.1-1.3B at 1088x1920, 81 frames: the design note's measured block densities, without a tokens^2 mask."""
     grid, radius = Grid(21, 68, 120), (15, 26)
-    order = window_tile_order(grid, 128)
-    tiled = window_plan(grid, radius, order=order)
+    tiled = window_plan(grid, radius, order=window_tile_order(grid, radius, 128))
+    square = window_plan(grid, radius, order=TileOrder(grid, (2, 8, 8)))
     raster = window_plan(grid, radius)
     box = tiled.token_mask
     assert box.q_lo.shape == (grid.tokens, 2)  # O(tokens) token edges
@@ -134,8 +150,9 @@ def test_tile_order_makes_the_1088p_window_cheap():
     assert (per_query == 21 * 31 * 53).all()
     token_density = 31 * 53 / (68 * 120)
     assert token_density == pytest.approx(0.2013, abs=1e-4)
-    assert tiled.density() < 0.31  # ~0.30: tiles hug the window
     assert raster.density() > 0.45  # ~0.48: raster blocks are slivers of rows
+    assert square.density() < 0.31  # ~0.30 with 2x8x8 tiles (the design note's ~28%)
+    assert tiled.density() < 0.25  # ~0.24: the chosen tall tiles, since the window spans every frame
 
 
 def test_radius_and_temperature_follow_the_paper():
@@ -148,13 +165,13 @@ def test_radius_and_temperature_follow_the_paper():
 
 def test_box_in_tile_order_is_the_raster_box_permuted():
     grid = Grid(3, 9, 11)
-    order = window_tile_order(grid, 128)
+    order = TileOrder(grid, (2, 8, 8))
     raster, tiled = window_box_mask(grid, (2, 3)), window_box_mask(grid, (2, 3), order=order)
     assert torch.equal(tiled.q_lo, raster.q_lo[order.perm]) and torch.equal(tiled.k_coord, raster.k_coord[order.perm])
 
 
 def test_bad_window_arguments_raise():
     with pytest.raises(ConfigError, match="block_size"):
-        window_tile_order(Grid(1, 4, 4), 96)
+        window_tile_order(Grid(1, 4, 4), (1, 1), 96)
     with pytest.raises(ConfigError, match="radius"):
         window_bounds(5, -1)

@@ -54,7 +54,7 @@ def freeswim_tiny_wan(out_dir: Path) -> dict[str, Any]:
     full_branch = sum(int(rec.get("full_branch_calls", 0)) for steps in stats.values() for rec in steps.values())
     reused = sum(int(rec.get("cross_reused", 0)) for steps in stats.values() for rec in steps.values())
     hd = Grid(21, 68, 120)  # Wan2.1-1.3B at 1088x1920, 81 frames: what the tile order buys at full size
-    tiled = window_plan(hd, (15, 26), order=window_tile_order(hd, 128)).density()
+    tiled = window_plan(hd, (15, 26), order=window_tile_order(hd, (15, 26), 128)).density()
     raster = window_plan(hd, (15, 26)).density()
     return {
         "ok": max_diff <= 1e-5,
