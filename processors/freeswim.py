@@ -337,7 +337,8 @@ class FreeSwimMethod(AttentionMethod):
             layout=view, plan=plan, kernel_options=options,
         )
         out = order.to_raster(proceed(tiled))
-        call.record(density=density if view.plans[-1] is plan else view.plans[-1].density())
+        if call.stats.enabled:  # a plan attached after FreeSwim's is dynamic: its density is read on the host
+            call.record(density=density if view.plans[-1] is plan else view.plans[-1].density())
         return out
 
     def _order(self, grid: Grid, device: torch.device) -> TileOrder:
