@@ -30,6 +30,8 @@ _EXPORTS: dict[str, str] = {
     "AttentionConfig": "diffattn.config",
     "Phase": "diffattn.config",
     "ObserveConfig": "diffattn.configs",
+    "FreeSwimConfig": "diffattn.configs",
+    "FreeSwimPipeline": "diffattn.pipelines.freeswim",
     # building blocks
     "BlockPlan": "diffattn.plan",
     "BoxMask": "diffattn.plan",
