@@ -40,6 +40,8 @@ __all__ = [
 ]
 
 NOISE_TYPES: tuple[str, ...] = ("shuffle", "repeat", "random")
+_NOT_NOISE = ("latents", "video", "image")
+"""`prepare_latents` arguments that make its result something other than fresh noise (left unrescheduled)."""
 WEIGHTINGS: tuple[str, ...] = ("pyramid", "flat")
 
 
@@ -177,8 +179,8 @@ class FreeNoiseSampling(PipelineExtension):
 
     def around_prepare_latents(self, pipe: Any, proceed: Proceed, arguments: dict[str, Any]) -> Any:
         prepared = proceed(arguments)
-        if arguments.get("latents") is not None:
-            return prepared  # the caller's own latents are used as given (diffusers does the same)
+        if any(arguments.get(name) is not None for name in _NOT_NOISE):
+            return prepared  # the caller's latents, or latents made from a video/image: not FreeNoise's to reorder
         family = self.target.family.name
         latents = first_latents(prepared)
         video = reschedule_noise(
