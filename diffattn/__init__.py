@@ -32,6 +32,10 @@ _EXPORTS: dict[str, str] = {
     "ObserveConfig": "diffattn.configs",
     "FreeSwimConfig": "diffattn.configs",
     "FreeSwimPipeline": "diffattn.pipelines.freeswim",
+    "FreeInitConfig": "diffattn.configs",
+    "FreeNoiseConfig": "diffattn.configs",
+    "InitNOConfig": "diffattn.configs",
+    "InitNOPipeline": "diffattn.pipelines.initno",
     # building blocks
     "BlockPlan": "diffattn.plan",
     "BoxMask": "diffattn.plan",

@@ -39,5 +39,6 @@ def load_entries() -> dict[str, DemoEntry]:
     """All demo entries, in the order their modules register them."""
     from . import core  # noqa: F401
     from . import freeswim  # noqa: F401
+    from . import noise  # noqa: F401
 
     return dict(_ENTRIES)
