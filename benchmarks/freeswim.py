@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import platform
 import time
 from collections.abc import Callable
@@ -103,7 +102,7 @@ def allocation_history(device: torch.device, result: dict[str, Any]):
         return
     try:
         torch.cuda.memory._record_memory_history(enabled="all", context=None, stacks="python", max_entries=2_000_000)
-    except Exception as exc:  # private API: report instead of failing the benchmark
+    except Exception as exc:  # noqa: BLE001 - private API: report instead of failing the benchmark
         result["largest_alloc_bytes"] = f"unavailable: {exc}"
         yield
         return
@@ -158,7 +157,7 @@ def attention_alone(grid: Grid, heads: int, head_dim: int, radius: tuple[int, in
         for name, fn in tqdm(cases.items(), desc="attention alone", leave=False):
             try:
                 results[f"{name}_ms"] = clock.bench_ms(fn, rep_ms)
-            except Exception as exc:  # a baseline that cannot run here is reported, not fatal
+            except Exception as exc:  # noqa: BLE001 - a baseline that cannot run here is reported, not fatal
                 results[f"{name}_ms"] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
     dense = results["dense_sdpa_ms"]
     for name in ("window_tiles", "window_tiles_with_permutation", "window_tiles_2x8x8", "window_raster", "window_tiles_flex"):
@@ -232,10 +231,10 @@ def forward_modes(model, inputs: dict[str, torch.Tensor], base: tuple[int, int],
             results["temperature"] = handle.methods[0].temperature
             for cycle, (t0, t1) in enumerate(((999.0, 998.0), (997.0, 996.0))):  # cycle 0 warms up, cycle 1 is timed
                 scan = cycle == 0
-                step("freeswim_refresh", lambda: run("cond", t0), handle.stats, track_alloc=scan)
-                step("freeswim_uncond", lambda: run("uncond", t0), handle.stats, track_alloc=scan)
-                step("freeswim_reuse", lambda: run("cond", t1), handle.stats, track_alloc=scan)
-                step("freeswim_uncond", lambda: run("uncond", t1), handle.stats)
+                step("freeswim_refresh", lambda t=t0: run("cond", t), handle.stats, track_alloc=scan)
+                step("freeswim_uncond", lambda t=t0: run("uncond", t), handle.stats, track_alloc=scan)
+                step("freeswim_reuse", lambda t=t1: run("cond", t), handle.stats, track_alloc=scan)
+                step("freeswim_uncond", lambda t=t1: run("uncond", t), handle.stats)
             results["freeswim_counts"] = dict(handle.methods[0].controller.counts)
         with diffattn.apply(model, FreeSwimConfig(base_height=base[0], base_width=base[1], backend=backend, cache_steps=None)) as handle:
             step("freeswim_nocache_dual", lambda: run("cond", 999.0), handle.stats, track_alloc=True)
@@ -348,9 +347,13 @@ def markdown_rows(report: dict[str, Any]) -> str:
     def gib(entry: dict[str, Any]) -> str:
         return f"{entry['peak_gib']:.1f}" if "peak_gib" in entry else "n/a"
 
-    lines = [
+    title = (
         f"FreeSwim, {report['model']}, grid {'x'.join(map(str, report['grid']))} ({report['tokens']} tokens), "
-        f"window {'x'.join(map(str, report['window']))}, {report['device']}, torch {report['torch']}, triton {report['triton']}, {report['date']}",
+        f"window {'x'.join(map(str, report['window']))}, {report['device']}, torch {report['torch']}, "
+        f"triton {report['triton']}, {report['date']}"
+    )
+    lines = [
+        title,
         "",
         "| attention alone (one layer) | ms | vs dense |",
         "|---|---|---|",
@@ -372,7 +375,7 @@ def _version(package: str) -> str:
         from importlib.metadata import version
 
         return version(package)
-    except Exception:  # not installed here
+    except Exception:  # noqa: BLE001 - not installed here
         return "n/a"
 
 

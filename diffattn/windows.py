@@ -30,14 +30,14 @@ from .plan import BlockPlan, BoxMask
 
 __all__ = [
     "TILE_CANDIDATES",
+    "attention_temperature",
+    "box_block_mask",
+    "reference_window_mask",
     "window_bounds",
     "window_box_mask",
-    "box_block_mask",
     "window_plan",
-    "window_tile_order",
     "window_radius_from_base",
-    "attention_temperature",
-    "reference_window_mask",
+    "window_tile_order",
 ]
 
 TILE_CANDIDATES: dict[int, tuple[tuple[int, int, int], ...]] = {

@@ -40,13 +40,13 @@ from .base import AttentionCall, AttentionMethod, Proceed
 from .sparse.common import SparseLayout
 
 __all__ = [
-    "FreeSwimMethod",
-    "FreeSwimController",
-    "CallMode",
     "NATIVE_BASE_SIZES",
+    "CallMode",
+    "FreeSwimController",
+    "FreeSwimMethod",
+    "check_wan_text_to_video",
     "native_base_size",
     "pixels_per_token",
-    "check_wan_text_to_video",
 ]
 
 NATIVE_BASE_SIZES: dict[int, tuple[int, int]] = {1536: (480, 832), 5120: (720, 1280)}

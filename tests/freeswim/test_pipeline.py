@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline, WanVideoToVideoPipeline
+from diffusers import FlowMatchEulerDiscreteScheduler, WanVideoToVideoPipeline
 
 from diffattn.cli import main
 from diffattn.configs import FreeSwimConfig

@@ -83,7 +83,10 @@ def test_every_query_keeps_a_full_window_clamped_at_all_four_borders():
     _, mask = plan_tokens_in_raster(grid, (dh, dw))
     assert (mask.sum(1) == grid.frames * (2 * dh + 1) * (2 * dw + 1)).all()
     coords = grid.coords().long()
-    keys = lambda t, h, w: coords[mask[(t * grid.height + h) * grid.width + w]]  # noqa: E731
+
+    def keys(t, h, w):
+        return coords[mask[(t * grid.height + h) * grid.width + w]]
+
     for (h, w), rows, cols in [
         ((0, 0), (0, 2 * dh), (0, 2 * dw)),  # top-left corner: window pushed down and right
         ((grid.height - 1, grid.width - 1), (grid.height - 1 - 2 * dh, grid.height - 1), (grid.width - 1 - 2 * dw, grid.width - 1)),
