@@ -236,18 +236,19 @@ class FrescoPipeline(DiffusionPipeline):
     def _policies(self, slots: dict[str, LayerSlot], config: FrescoConfig, frames: torch.Tensor, flow: VideoFlow | None,
                   latent_size: tuple[int, int]) -> list[LayerPolicy]:
         """FRESCO attention in the decoder's self-attention at levels <= `decoder_max_level`."""
-        policies = []
+        policies, per_level = [], {}
         for slot in slots.values():
             if slot.role != "self" or slot.place != "up" or slot.level > config.decoder_max_level:
                 continue
-            grid = Grid(1, *latent_size).downsampled(slot.level)
-            size = (grid.height, grid.width)
-            policies.append(LayerPolicy(
-                slot,
-                kv=OcclusionKV(occlusion_keep_mask(flow.backward_occlusion, size)) if flow is not None else SELF,
-                guided=config.num_intraattn_steps > 0,
-                trajectories=build_trajectories(flow, frames, size) if flow is not None else None,
-            ))
+            if slot.level not in per_level:  # one occlusion mask and one set of trajectories per resolution
+                grid = Grid(1, *latent_size).downsampled(slot.level)
+                size = (grid.height, grid.width)
+                per_level[slot.level] = (
+                    OcclusionKV(occlusion_keep_mask(flow.backward_occlusion, size)) if flow is not None else SELF,
+                    build_trajectories(flow, frames, size) if flow is not None else None,
+                )
+            kv, trajectories = per_level[slot.level]
+            policies.append(LayerPolicy(slot, kv=kv, guided=config.num_intraattn_steps > 0, trajectories=trajectories))
         if not policies:
             levels = sorted({s.level for s in slots.values() if s.place == "up" and s.role == "self"})
             raise ConfigError(f"decoder_max_level={config.decoder_max_level} selects no up-block self-attention; levels: {levels}")
