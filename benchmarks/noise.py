@@ -180,19 +180,25 @@ def architecture_freenoise(device: torch.device, scale: Scale) -> dict[str, Any]
     return result
 
 
-def architecture_freeinit(device: torch.device, scale: Scale) -> dict[str, Any]:
-    from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+def _wan_forward_ms(device: torch.device, scale: Scale) -> float:
+    """One Wan transformer forward at `scale.wan_latent` (the model is freed on return)."""
+    from diffusers import WanTransformer3DModel
 
     with torch.device(device):
         model = WanTransformer3DModel(**scale.wan)
     model = model.to(device, scale.wan_dtype).eval()
-    latent = scale.wan_latent
-    x = torch.randn(latent, device=device, dtype=scale.wan_dtype)
+    x = torch.randn(scale.wan_latent, device=device, dtype=scale.wan_dtype)
     text = torch.randn(1, scale.wan_text, scale.wan["text_dim"], device=device, dtype=scale.wan_dtype)
     t = torch.tensor([500.0], device=device)
     with torch.no_grad():
-        forward_ms = time_ms(lambda: model(hidden_states=x, timestep=t, encoder_hidden_states=text), device)
-    del model
+        return time_ms(lambda: model(hidden_states=x, timestep=t, encoder_hidden_states=text), device)
+
+
+def architecture_freeinit(device: torch.device, scale: Scale) -> dict[str, Any]:
+    from diffusers import DDIMScheduler, FlowMatchEulerDiscreteScheduler
+
+    latent = scale.wan_latent
+    forward_ms = _wan_forward_ms(device, scale)
     flow = FlowMatchEulerDiscreteScheduler(shift=3.0)
     mix_ms = bench_ms(mixing(latent, flow, device), device)
     animatediff_mix_ms = bench_ms(mixing((1, 4, scale.frames[0], scale.latent, scale.latent), DDIMScheduler(beta_schedule="linear"), device), device)
