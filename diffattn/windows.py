@@ -160,14 +160,18 @@ def box_block_mask(box: BoxMask, block_q: int, block_k: int) -> torch.Tensor:
     k_cell = _ravel(k_coord, extents)
     k_rep, k_group = _distinct_blocks(k_cell, block_k)
     k_cells = _blocks(k_cell, block_k)[k_rep]
-    footprint = torch.zeros(k_cells.shape[0], cells + 1, device=device)
-    footprint.scatter_(1, torch.where(k_cells < 0, cells, k_cells), 1.0)
-    footprint = footprint[:, :cells].T.contiguous()
+    listed = k_cells >= 0
+    footprint = torch.sparse_coo_tensor(  # [kv groups, cells]: which cells each group of kv blocks holds
+        torch.stack([torch.arange(k_cells.shape[0], device=device)[:, None].expand_as(k_cells)[listed], k_cells[listed]]),
+        torch.ones(int(listed.sum()), device=device),
+        (k_cells.shape[0], cells),
+        check_invariants=True,
+    ).coalesce()
 
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, cells))
     kept = torch.cat(
         [
-            (_union_coverage(q_low[i : i + rows_per_chunk], q_high[i : i + rows_per_chunk], extents).float() @ footprint) > 0
+            torch.sparse.mm(footprint, _union_coverage(q_low[i : i + rows_per_chunk], q_high[i : i + rows_per_chunk], extents).T.float()).T > 0
             for i in range(0, q_low.shape[0], rows_per_chunk)
         ]
     )
