@@ -110,3 +110,15 @@ def test_image_pipelines_and_bare_models_are_refused_and_left_untouched():
     assert type(sd) is cls and diffattn.handle_of(sd) is None
     with pytest.raises(UnsupportedModelError, match="apply it to the pipeline"):
         diffattn.apply(tiny_denoiser("animatediff"), FreeInitConfig())
+
+
+@pytest.mark.parametrize("family", ["cogvideox", "ltx", "hunyuanvideo", "mochi"])
+def test_runs_on_every_video_family(family):
+    """Zero-terminal-SNR DDIM (CogVideoX), packed latents (LTX), flow matching (HunyuanVideo, Mochi)."""
+    pipe = tiny_pipeline(family)
+    plain = _frames(pipe, family)
+    with diffattn.apply(pipe, FreeInitConfig(num_iters=2)) as handle:
+        first, again = _frames(pipe, family), _frames(pipe, family)
+        assert handle.context.run_index == 3  # two calls, two runs each
+    assert first.shape == plain.shape and torch.isfinite(first).all()
+    assert torch.equal(first, again) and not torch.equal(first, plain)
