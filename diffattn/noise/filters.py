@@ -12,15 +12,12 @@ exactly centred for odd ones such as Wan's 21 latent frames), and the box filter
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 from ..errors import ConfigError
 
-__all__ = ["FilterKind", "FILTER_KINDS", "check_filter_settings", "low_pass_filter", "frequency_mix"]
+__all__ = ["FILTER_KINDS", "check_filter_settings", "low_pass_filter", "frequency_mix"]
 
-FilterKind = Literal["butterworth", "gaussian", "ideal", "box"]
 FILTER_KINDS: tuple[str, ...] = ("butterworth", "gaussian", "ideal", "box")
 
 
