@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from diffattn.configs import FateZeroConfig, FrescoConfig, RealCraftConfig
 from diffattn.pipelines.fatezero import FateZeroPipeline
 from diffattn.pipelines.fresco import FrescoPipeline
 from diffattn.pipelines.realcraft import RealCraftPipeline
+
+from diffattn.configs import FateZeroConfig, FrescoConfig, RealCraftConfig
 from diffattn.testing import sample_clip
 
 SOURCE = "a silver jeep driving down a curvy road in the countryside"
@@ -66,7 +66,12 @@ SD15_SCHEDULER = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "sc
 # ------------------------------------------------------------------------------------------- models
 def full_size_components(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """SD 1.5 components with random weights (built directly on `device`), a ControlNet from the UNet."""
-    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        DDIMScheduler,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from diffattn.testing import write_clip_tokenizer

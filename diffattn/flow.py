@@ -22,14 +22,14 @@ from .errors import ConfigError
 __all__ = [
     "FlowEstimator",
     "OpenCVFlow",
-    "flow_estimator",
     "VideoFlow",
     "estimate_flow",
+    "flow_estimator",
+    "forward_backward_occlusion",
+    "in_bounds",
+    "resize_flow",
     "video_flow",
     "warp",
-    "in_bounds",
-    "forward_backward_occlusion",
-    "resize_flow",
 ]
 
 OCCLUSION_ALPHA = 0.01

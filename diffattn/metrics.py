@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .flow import FlowEstimator, VideoFlow, video_flow, warp
 
-__all__ = ["warp_error", "psnr", "psnr_outside", "clip_scores", "CLIP_MEAN", "CLIP_STD"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "clip_scores", "psnr", "psnr_outside", "warp_error"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

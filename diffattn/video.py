@@ -17,15 +17,15 @@ import torch
 from .errors import ConfigError, VideoReadError
 
 __all__ = [
-    "read_video",
-    "write_video",
-    "to_uint8_frames",
-    "sample_frames",
-    "resize_video",
-    "crop_to_multiple",
-    "prepare_video",
     "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
+    "crop_to_multiple",
+    "prepare_video",
+    "read_video",
+    "resize_video",
+    "sample_frames",
+    "to_uint8_frames",
+    "write_video",
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

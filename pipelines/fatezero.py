@@ -29,6 +29,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from diffattn.processors.editing import prompts as P
+from diffattn.processors.editing.blend import BlendMask, word_map
+from diffattn.processors.editing.controller import (
+    AttentionController,
+    EditMode,
+    LayerPolicy,
+    LayerSlot,
+    WordMapAccumulator,
+)
+from diffattn.processors.editing.editors import CrossAttentionEditor
+from diffattn.processors.editing.errors import MemoryBudgetError
+from diffattn.processors.editing.frames import SELF, BatchLayout, FrameKV
+from diffattn.processors.editing.source import (
+    CapturedSource,
+    SourceAttention,
+    StoredSource,
+)
+from diffattn.processors.editing.store import (
+    AttentionStore,
+    estimate_store_bytes,
+    format_bytes,
+)
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from tqdm.auto import tqdm
@@ -39,14 +61,6 @@ from diffattn.configs.editing import FateZeroConfig, parse_word_values
 from diffattn.context import RunContext
 from diffattn.errors import ConfigError
 from diffattn.geometry import Grid
-from diffattn.processors.editing import prompts as P
-from diffattn.processors.editing.blend import BlendMask, word_map
-from diffattn.processors.editing.controller import AttentionController, EditMode, LayerPolicy, LayerSlot, WordMapAccumulator
-from diffattn.processors.editing.editors import CrossAttentionEditor
-from diffattn.processors.editing.errors import MemoryBudgetError
-from diffattn.processors.editing.frames import SELF, BatchLayout, FrameKV
-from diffattn.processors.editing.source import CapturedSource, SourceAttention, StoredSource
-from diffattn.processors.editing.store import AttentionStore, estimate_store_bytes, format_bytes
 
 from .inversion import (
     Inversion,
@@ -60,7 +74,7 @@ from .inversion import (
     format_frames,
 )
 
-__all__ = ["FateZeroPipeline", "EditPlan", "default_blend_level", "check_levels"]
+__all__ = ["EditPlan", "FateZeroPipeline", "check_levels", "default_blend_level"]
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

@@ -24,12 +24,32 @@ simpler substitute.
 from __future__ import annotations
 
 import inspect
+import itertools
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, ControlNetModel, DiffusionPipeline, UNet2DConditionModel
+from diffattn.processors.editing.controller import (
+    AttentionController,
+    EditMode,
+    LayerPolicy,
+    LayerSlot,
+)
+from diffattn.processors.editing.frames import SELF, BatchLayout
+from diffattn.processors.editing.fresco import (
+    FeatureOptimizer,
+    OcclusionKV,
+    build_trajectories,
+    occlusion_keep_mask,
+)
+from diffattn.processors.editing.source import CapturedSource
+from diffusers import (
+    AutoencoderKL,
+    ControlNetModel,
+    DiffusionPipeline,
+    UNet2DConditionModel,
+)
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from tqdm.auto import tqdm
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -38,17 +58,28 @@ from diffattn.api import apply
 from diffattn.configs.editing import FrescoConfig
 from diffattn.context import RunContext
 from diffattn.errors import ConfigError
-from diffattn.flow import FlowEstimator, VideoFlow, estimate_flow, forward_backward_occlusion, in_bounds, video_flow, warp
+from diffattn.flow import (
+    FlowEstimator,
+    VideoFlow,
+    estimate_flow,
+    forward_backward_occlusion,
+    in_bounds,
+    video_flow,
+    warp,
+)
 from diffattn.flow import flow_estimator as builtin_flow_estimator
 from diffattn.geometry import Grid
-from diffattn.processors.editing.controller import AttentionController, EditMode, LayerPolicy, LayerSlot
-from diffattn.processors.editing.frames import SELF, BatchLayout
-from diffattn.processors.editing.fresco import FeatureOptimizer, OcclusionKV, build_trajectories, occlusion_keep_mask
-from diffattn.processors.editing.source import CapturedSource
 
-from .inversion import VideoEditPipelineOutput, check_video, decode_latents, encode_prompts, encode_video, format_frames
+from .inversion import (
+    VideoEditPipelineOutput,
+    check_video,
+    decode_latents,
+    encode_prompts,
+    encode_video,
+    format_frames,
+)
 
-__all__ = ["FrescoPipeline", "select_keyframes", "anchored_batches", "canny_control", "propagate_keyframes"]
+__all__ = ["FrescoPipeline", "anchored_batches", "canny_control", "propagate_keyframes", "select_keyframes"]
 
 
 def select_keyframes(frames: torch.Tensor, min_interval: int, max_interval: int) -> list[int]:
@@ -65,7 +96,7 @@ def select_keyframes(frames: torch.Tensor, min_interval: int, max_interval: int)
     change[:min_interval] = -1
     change[count - min_interval :] = -1
     keys = [0, count - 1]
-    while max(b - a for a, b in zip(keys, keys[1:])) > max_interval:
+    while max(b - a for a, b in itertools.pairwise(keys)) > max_interval:
         peak = int(change.argmax())
         if change[peak] < 0:
             break
@@ -104,7 +135,7 @@ def propagate_keyframes(source: torch.Tensor, keys: list[int], edited_keys: torc
     """
     out = torch.empty_like(source)
     out[keys] = edited_keys
-    for a, b, edit_a, edit_b in zip(keys, keys[1:], edited_keys, edited_keys[1:]):
+    for (a, b), (edit_a, edit_b) in zip(itertools.pairwise(keys), itertools.pairwise(edited_keys)):
         for t in range(a + 1, b):
             current = source[t : t + 1]
             warped, valid = [], []

@@ -28,13 +28,13 @@ __all__ = [
     "Inversion",
     "VideoEditPipelineOutput",
     "alpha_cumprod",
+    "as_ddim",
+    "check_video",
     "ddim_inversion_step",
     "ddim_invert",
-    "as_ddim",
+    "decode_latents",
     "encode_prompts",
     "encode_video",
-    "decode_latents",
-    "check_video",
     "format_frames",
 ]
 

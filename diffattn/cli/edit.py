@@ -27,8 +27,19 @@ import torch
 from ..config import MethodConfig, field_parser
 from ..errors import ConfigError, UnsupportedModelError, VideoReadError
 
-__all__ = ["add_parser", "run", "EditSpec", "EditResult", "edit_video", "build_edit_pipeline", "source_frames",
-           "edit_metrics", "load_edit_spec", "EDITORS", "EXAMPLE_CONFIGS"]
+__all__ = [
+    "EDITORS",
+    "EXAMPLE_CONFIGS",
+    "EditResult",
+    "EditSpec",
+    "add_parser",
+    "build_edit_pipeline",
+    "edit_metrics",
+    "edit_video",
+    "load_edit_spec",
+    "run",
+    "source_frames",
+]
 
 EDITORS: dict[str, tuple[str, str]] = {
     "fatezero": ("diffattn.pipelines.fatezero:FateZeroPipeline", "tiny:sd"),

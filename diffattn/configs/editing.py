@@ -16,7 +16,7 @@ from ..config import MethodConfig, check, check_range
 from ..errors import ConfigError
 from ..registry import register_method
 
-__all__ = ["FateZeroConfig", "RealCraftConfig", "FrescoConfig", "parse_word_values", "check_frame_refs", "requires_video"]
+__all__ = ["FateZeroConfig", "FrescoConfig", "RealCraftConfig", "check_frame_refs", "parse_word_values", "requires_video"]
 
 FRAME_NAMES = ("first", "mid", "middle", "last", "all", "self")
 """Named frame references of spatial-temporal attention (besides int offsets)."""
@@ -122,8 +122,8 @@ class FateZeroConfig(_EditingConfig):
             32x32 at 512 px, i.e. FateZero's `least_sc_channel: 640`); finer levels attend within the frame.
         edit_min_level (`int`, *optional*, defaults to `1`): attention is stored and fused at levels >= this (FateZero
             stores query lengths <= 32^2, i.e. level >= 1).
-        blend_level (`int`, *optional*, defaults to `2`): level of the cross-attention maps the blend mask is made from
-            (16x16 at 512 px).
+        blend_level (`int`, *optional*): level of the cross-attention maps the blend mask is made from; by default
+            the deepest level with cross-attention in the down and up blocks (16x16 at 512 px for SD 1.x, as FateZero).
         attention_store (`str`, *optional*, defaults to `"auto"`): `"ram"` (in RAM up to `ram_budget_gb`, the rest
             spilled to disk), `"disk"` (everything on disk, the original's `disk_store`), `"online"` (nothing
             stored: the source branch is recomputed from the inverted latents at each edit step, one step held),
@@ -152,7 +152,7 @@ class FateZeroConfig(_EditingConfig):
     kv_frames: tuple[str | int, ...] = ("mid",)
     kv_min_level: int = 1
     edit_min_level: int = 1
-    blend_level: int = 2
+    blend_level: int | None = None
     attention_store: str = "auto"
     ram_budget_gb: float = 16.0
     store_dtype: str = "float16"
@@ -191,8 +191,7 @@ class FateZeroConfig(_EditingConfig):
         check(self.attention_store in _STORE_MODES, f"attention_store must be one of {_STORE_MODES}; got {self.attention_store!r}")
         check(self.store_dtype in _STORE_DTYPES, f"store_dtype must be one of {_STORE_DTYPES}; got {self.store_dtype!r}")
         check_range("ram_budget_gb", self.ram_budget_gb, 0.0)
-        for name in ("kv_min_level", "edit_min_level", "blend_level"):
-            check_range(name, getattr(self, name), 0)
+        _check_levels(self)
         check(self.frames_per_chunk is None or self.frames_per_chunk >= 1,
               f"frames_per_chunk must be a positive number of frames or None; got {self.frames_per_chunk!r}")
         check_frame_refs("kv_frames", self.kv_frames)
@@ -221,7 +220,8 @@ class RealCraftConfig(_EditingConfig):
             wider frame access of the object's own attention inside its mask.
         kv_min_level (`int`, *optional*, defaults to `1`): level from which the K/V frames apply.
         edit_min_level (`int`, *optional*, defaults to `1`): levels at which attention is fused.
-        blend_level (`int`, *optional*, defaults to `2`): level of the cross-attention maps of the object mask.
+        blend_level (`int`, *optional*): level of the cross-attention maps of the object mask; by default the deepest
+            level with cross-attention in the down and up blocks (16x16 at 512 px).
     """
 
     name = "realcraft"
@@ -234,7 +234,7 @@ class RealCraftConfig(_EditingConfig):
     relaxed_kv_frames: tuple[str | int, ...] = ("first", -2, -1, 0, 1, 2)
     kv_min_level: int = 1
     edit_min_level: int = 1
-    blend_level: int = 2
+    blend_level: int | None = None
 
     def __post_init__(self) -> None:
         self._set("object_words", _words(self.object_words))
@@ -246,8 +246,7 @@ class RealCraftConfig(_EditingConfig):
         super().validate()
         check_range("cross_replace_steps", self.cross_replace_steps, 0.0, 1.0)
         check_range("self_preserve_steps", self.self_preserve_steps, 0.0, 1.0)
-        for name in ("kv_min_level", "edit_min_level", "blend_level"):
-            check_range(name, getattr(self, name), 0)
+        _check_levels(self)
         check_frame_refs("kv_frames", self.kv_frames)
         check_frame_refs("relaxed_kv_frames", self.relaxed_kv_frames)
 
@@ -327,6 +326,12 @@ class FrescoConfig(_EditingConfig):
         if self.keyframe_interval is not None:
             check(len(self.keyframe_interval) == 2 and 1 <= self.keyframe_interval[0] <= self.keyframe_interval[1],
                   f"keyframe_interval must be (min, max) with 1 <= min <= max; got {self.keyframe_interval!r}")
+
+
+def _check_levels(config: MethodConfig) -> None:
+    for name in ("kv_min_level", "edit_min_level", "blend_level"):
+        value = getattr(config, name)
+        check(value is None or (isinstance(value, int) and value >= 0), f"{name} must be a resolution level >= 0; got {value!r}")
 
 
 def _words_or_refs(value: Any) -> tuple:

@@ -11,15 +11,29 @@
 """
 
 from .blend import BlendMask, otsu_threshold, word_map
-from .controller import AttentionController, EditMode, LayerPolicy, LayerSlot, VideoEditingAttention, WordMapAccumulator
+from .controller import (
+    AttentionController,
+    EditMode,
+    LayerPolicy,
+    LayerSlot,
+    VideoEditingAttention,
+    WordMapAccumulator,
+)
 from .editors import CrossAttentionEditor
 from .errors import EditingStateError, MemoryBudgetError, PromptWordError
 from .frames import SELF, BatchLayout, FrameKV, frame_attention
-from .fresco import FeatureOptimizer, OcclusionKV, Trajectories, build_trajectories, occlusion_keep_mask
+from .fresco import (
+    FeatureOptimizer,
+    OcclusionKV,
+    Trajectories,
+    build_trajectories,
+    occlusion_keep_mask,
+)
 from .source import CapturedSource, StoredSource
 from .store import AttentionStore, estimate_store_bytes
 
 __all__ = [
+    "SELF",
     "AttentionController",
     "AttentionStore",
     "BatchLayout",
@@ -35,7 +49,6 @@ __all__ = [
     "MemoryBudgetError",
     "OcclusionKV",
     "PromptWordError",
-    "SELF",
     "StoredSource",
     "Trajectories",
     "VideoEditingAttention",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-__all__ = ["word_map", "BlendMask", "otsu_threshold"]
+__all__ = ["BlendMask", "otsu_threshold", "word_map"]
 
 _OTSU_BINS = 64
 

@@ -39,18 +39,27 @@ from ..base import AttentionCall, AttentionMethod, Proceed
 from .blend import BlendMask, word_map
 from .editors import CrossAttentionEditor
 from .errors import EditingStateError
-from .frames import SELF, BatchLayout, KVSource, attention_probs, frame_attention, group_kv, group_query, ungroup
+from .frames import (
+    SELF,
+    BatchLayout,
+    KVSource,
+    attention_probs,
+    frame_attention,
+    group_kv,
+    group_query,
+    ungroup,
+)
 from .fresco import Trajectories, spatial_guidance, trajectory_attention
 from .source import CapturedSource, SourceAttention
 from .store import AttentionStore
 
 __all__ = [
-    "EditMode",
-    "LayerSlot",
-    "LayerPolicy",
-    "WordMapAccumulator",
     "AttentionController",
+    "EditMode",
+    "LayerPolicy",
+    "LayerSlot",
     "VideoEditingAttention",
+    "WordMapAccumulator",
     "unet_place_level",
 ]
 

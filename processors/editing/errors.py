@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from diffattn.errors import ConfigError, DiffAttnError
 
-__all__ = ["PromptWordError", "MemoryBudgetError", "EditingStateError"]
+__all__ = ["EditingStateError", "MemoryBudgetError", "PromptWordError"]
 
 
 class PromptWordError(ConfigError):

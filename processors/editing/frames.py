@@ -26,15 +26,15 @@ from diffattn.configs.editing import check_frame_refs
 from .errors import EditingStateError
 
 __all__ = [
-    "BatchLayout",
-    "KVSource",
-    "FrameKV",
     "SELF",
-    "group_query",
-    "group_kv",
-    "ungroup",
+    "BatchLayout",
+    "FrameKV",
+    "KVSource",
     "attention_probs",
     "frame_attention",
+    "group_kv",
+    "group_query",
+    "ungroup",
 ]
 
 FrameRef = str | int

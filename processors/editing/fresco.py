@@ -29,19 +29,19 @@ import torch.nn.functional as F
 from diffattn.flow import VideoFlow, resize_flow, warp
 
 __all__ = [
-    "OcclusionKV",
-    "occlusion_keep_mask",
-    "spatial_guidance",
-    "Trajectories",
-    "build_trajectories",
-    "trajectory_attention",
-    "cosine_gram",
-    "temporal_loss",
-    "spatial_loss",
-    "adain",
-    "FlowAtResolution",
-    "optimize_features",
     "FeatureOptimizer",
+    "FlowAtResolution",
+    "OcclusionKV",
+    "Trajectories",
+    "adain",
+    "build_trajectories",
+    "cosine_gram",
+    "occlusion_keep_mask",
+    "optimize_features",
+    "spatial_guidance",
+    "spatial_loss",
+    "temporal_loss",
+    "trajectory_attention",
 ]
 
 

@@ -19,15 +19,15 @@ import torch
 from .errors import PromptWordError
 
 __all__ = [
+    "changed_words",
+    "cross_attention_schedule",
     "normalise_word",
-    "word_spans",
-    "word_positions",
-    "replacement_mapper",
     "refinement_mapper",
+    "replacement_mapper",
     "token_weights",
     "word_indicator",
-    "cross_attention_schedule",
-    "changed_words",
+    "word_positions",
+    "word_spans",
 ]
 
 _STRIP = string.punctuation + string.whitespace

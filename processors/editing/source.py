@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .errors import EditingStateError
 from .frames import KVSource, group_kv, group_query, ungroup
 
-__all__ = ["SourceAttention", "StoredSource", "CapturedSource"]
+__all__ = ["CapturedSource", "SourceAttention", "StoredSource"]
 
 
 class SourceAttention(Protocol):

@@ -54,7 +54,7 @@ def test_every_example_config_is_valid_and_one_runs(tmp_path, capsys):
         spec.config()
     shape = load_edit_spec("fatezero_shape.yaml").config()
     assert shape.blend_words == ("silver", "jeep") and shape.target_blend_words == ("Porsche", "car") and shape.is_replace_controller
-    code, out = _edit(tmp_path, "fatezero", "--config", "fatezero_shape.yaml", *FAST, "--height", "64", "--width", "64")
+    code, _ = _edit(tmp_path, "fatezero", "--config", "fatezero_shape.yaml", *FAST, "--height", "64", "--width", "64")
     assert code == 0, capsys.readouterr().err
 
 

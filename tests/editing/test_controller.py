@@ -2,18 +2,14 @@
 
 import pytest
 import torch
-
-import diffattn
-from diffattn.configs import FateZeroConfig
-from diffattn.errors import ConfigError
 from diffattn.pipelines.inversion import as_ddim, encode_prompts
 from diffattn.processors.editing import (
+    SELF,
     AttentionStore,
     BatchLayout,
     CapturedSource,
     CrossAttentionEditor,
     EditMode,
-    SELF,
     FrameKV,
     LayerPolicy,
     OcclusionKV,
@@ -22,6 +18,10 @@ from diffattn.processors.editing import (
     estimate_store_bytes,
     occlusion_keep_mask,
 )
+
+import diffattn
+from diffattn.configs import FateZeroConfig
+from diffattn.errors import ConfigError
 
 PROMPT = "a red sun moving over colorful waves"
 OTHER = "a green tree standing in the snow"
@@ -76,7 +76,7 @@ def test_controller_off_and_plain_identity_equal_stock(unet, embeds):
 
 @pytest.mark.parametrize("refs", KV_POLICIES)
 def test_kv_policies_equal_self_attention_for_one_or_identical_frames(unet, embeds, controlled, refs):
-    handle, controller = controlled
+    _, controller = controlled
     controller.set_policies(_policies(controller, kv=FrameKV(refs)))
     controller.mode = EditMode.PLAIN
     for latents in (_latents(1), _latents(3, identical=True)):
@@ -93,7 +93,7 @@ def test_kv_policies_equal_self_attention_for_one_or_identical_frames(unet, embe
 
 def test_occlusion_kv_and_trajectories_equal_plain_attention_for_identical_frames(unet, embeds, controlled):
     """Identical frames have zero flow and no occlusion: keys are frame 0's, trajectories stand still."""
-    handle, controller = controlled
+    _, controller = controlled
     policies = []
     for slot in controller.slots.values():
         size = (8 // 2**slot.level,) * 2

@@ -3,12 +3,24 @@
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from diffattn.errors import ConfigError, VideoReadError
-from diffattn.flow import OpenCVFlow, forward_backward_occlusion, in_bounds, video_flow, warp
+from diffattn.flow import (
+    OpenCVFlow,
+    forward_backward_occlusion,
+    in_bounds,
+    video_flow,
+    warp,
+)
 from diffattn.metrics import clip_scores, psnr, psnr_outside, warp_error
-from diffattn.video import crop_to_multiple, prepare_video, read_video, resize_video, sample_frames, write_video
+from diffattn.video import (
+    crop_to_multiple,
+    prepare_video,
+    read_video,
+    resize_video,
+    sample_frames,
+    write_video,
+)
 
 SHIFT = (5, 3)  # content moves 5 px right and 3 px down between the two frames
 
@@ -85,8 +97,9 @@ def test_static_video_has_zero_warp_error_and_clip_frame_score_one():
     video = _texture(64).unsqueeze(0).repeat(4, 1, 1, 1)
     assert warp_error(video) == pytest.approx(0.0, abs=1e-3)  # 0-255 scale; float round-off only
     torch.manual_seed(0)
-    text = dict(hidden_size=32, intermediate_size=37, num_attention_heads=2, num_hidden_layers=2, vocab_size=2000)
-    vision = dict(hidden_size=32, intermediate_size=37, num_attention_heads=2, num_hidden_layers=2, image_size=32, patch_size=8)
+    text = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 2, "num_hidden_layers": 2, "vocab_size": 2000}
+    vision = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 2, "num_hidden_layers": 2,
+              "image_size": 32, "patch_size": 8}
     model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16)).eval()
     import tempfile
 
