@@ -309,7 +309,7 @@ class FrescoPipeline(DiffusionPipeline):
         condition = torch.cat([e.expand(count, -1, -1) for e in (embeds if cfg else embeds[1:])])
         control_input = None if control is None else torch.cat([control] * len(layout.sections)).to(device, self.controlnet.dtype)
         controller.reset()
-        controller.set_policies(self._policies(controller.slots, config, frames, flow.consecutive() if flow else None, tuple(latents.shape[-2:])))
+        policies = self._policies(controller.slots, config, frames, flow.consecutive() if flow else None, tuple(latents.shape[-2:]))
         scheduler = type(self.scheduler).from_config(self.scheduler.config)
         scheduler.set_timesteps(steps, device=device)
         schedule = scheduler.timesteps
@@ -322,7 +322,9 @@ class FrescoPipeline(DiffusionPipeline):
                                      iterations=config.optimize_iterations, lr=config.optimize_lr,
                                      spatial_weight=config.spatial_weight)
         with optimizer:
-            # reference pass: input frames at the least noisy timestep (queries/keys and Gram matrices)
+            # reference pass with plain attention (as the original): the input frames at the least noisy timestep
+            # give the spatial guidance's queries/keys and the spatial loss's Gram matrices
+            controller.set_policies([LayerPolicy(p.slot, guided=p.guided) for p in policies])
             controller.mode, controller.layout = EditMode.CAPTURE, layout
             controller.capture = CapturedSource(count)
             optimizer.mode = "record"
@@ -330,6 +332,7 @@ class FrescoPipeline(DiffusionPipeline):
             self._denoiser(torch.cat([reference] * len(layout.sections)), schedule[-1], condition, control_input,
                            config.controlnet_conditioning_scale)
             controller.reference, controller.capture = controller.capture, None
+            controller.set_policies(policies)
             controller.guide_steps, controller.guide_key_scale = config.num_intraattn_steps, config.intraattn_scale
             controller.trajectory_min_timestep, controller.trajectory_key_scale = config.step_interattn_end, config.interattn_scale
             latent = scheduler.add_noise(latents, shared_noise, run[:1])

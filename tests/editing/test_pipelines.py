@@ -210,6 +210,9 @@ def test_fresco_pipeline_runs_and_optimises(fresco, clip):
     assert out.info["optimizations"] > 0 and out.info["optimization_loss_ratio"] < 1
     again = fresco(clip, TARGET, config, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out.frames, again.frames)  # same seed, same result
+    unguided = fresco(clip, TARGET, FrescoConfig(num_inference_steps=4, optimize_iterations=3, step_interattn_end=0,
+                                                 num_intraattn_steps=0), generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(out.frames, unguided.frames, atol=1e-4)  # spatial guidance acts
     with pytest.raises(ConfigError, match="control_frames"):
         fresco(clip, TARGET, config, control_frames=clip[:2])
 
