@@ -125,7 +125,7 @@ class Handle:
 
     # --------------------------------------------------------------------------------- lifecycle
     def _install(self) -> None:
-        hook = ContextHook(self.context, self.family, self._schedule, self._cfg_batched, self.target.listeners)
+        hook = ContextHook(self.context, self.family, self._schedule, self._cfg_enabled, self.target.listeners)
         install_context_hook(self.model, hook)
         setattr(self.model, _HANDLE_ATTR, self)
         groups: dict[type, list[Any]] = {}
@@ -175,8 +175,8 @@ class Handle:
         timesteps = getattr(scheduler, "timesteps", None)
         return timesteps if isinstance(timesteps, torch.Tensor) else None
 
-    def _cfg_batched(self) -> bool:
-        """Whether the pipeline runs CFG as one batched call (diffusers pipelines put [uncond, cond] in a batch)."""
+    def _cfg_enabled(self) -> bool:
+        """Whether the pipeline is running classifier-free guidance."""
         flag = getattr(self.pipeline, "do_classifier_free_guidance", None)
         if flag is None:
             flag = (getattr(self.pipeline, "guidance_scale", None) or 0) > 1

@@ -58,7 +58,7 @@ class RunContext:
     step_index: int = -1
     num_steps: int | None = None
     cfg_branch: str | None = None
-    """`"cond"`, `"uncond"`, `"batched"` (one call holds [uncond, cond]) or `None` when unknown."""
+    """`"cond"`, `"uncond"`, `"batched"` (one call holds [uncond, cond]) or `None` (no CFG, or unknown)."""
     call_in_step: int = 0
     run_index: int = -1
     phases: dict[str, Phase] = field(default_factory=dict)
@@ -116,14 +116,14 @@ class ContextHook(ModelHook):
         context: RunContext,
         family: Family,
         schedule: Callable[[], torch.Tensor | None] | None = None,
-        cfg_batched: Callable[[], bool] | None = None,
+        cfg_enabled: Callable[[], bool] | None = None,
         listeners: list[Callable[[RunContext], None]] | None = None,
     ) -> None:
         super().__init__()
         self.context = context
         self.family = family
         self.schedule = schedule or (lambda: None)
-        self.cfg_batched = cfg_batched or (lambda: False)
+        self.cfg_enabled = cfg_enabled or (lambda: False)
         self.listeners = listeners if listeners is not None else []
         self.branch_state = StateManager(_BranchState)
         self._schedule_seen: torch.Tensor | None = None
@@ -138,17 +138,24 @@ class ContextHook(ModelHook):
         first = next(v for v in bound.values() if isinstance(v, torch.Tensor))
         ctx.batch = int(first.shape[0])
         self._advance(_timestep_value(next((bound[k] for k in _TIMESTEP_ARGS if k in bound), None)))
-        named = self.branch_state._context
-        if named is not None and named.name in ("cond", "uncond"):
-            ctx.cfg_branch = named.name
-        elif (named is not None and named.name == "cond_uncond") or self.cfg_batched():
-            ctx.cfg_branch = "batched"
-        else:
-            ctx.cfg_branch = None
+        ctx.cfg_branch = self._branch()
         ctx.layer = None
         for listener in self.listeners:
             listener(ctx)
         return args, kwargs
+
+    def _branch(self) -> str | None:
+        """The CFG branch: the pipeline's `cache_context` name, else inferred from how the family runs CFG."""
+        named = self.branch_state._context
+        if named is not None and named.name in ("cond", "uncond"):
+            return named.name
+        if named is not None and named.name == "cond_uncond":
+            return "batched"
+        if not self.cfg_enabled():
+            return None
+        if self.family.separate_cfg:  # one call per branch, conditional first (diffusers' Wan/Hunyuan pipelines)
+            return "cond" if self.context.call_in_step == 0 else "uncond"
+        return "batched"
 
     def _advance(self, timestep: float | None) -> None:
         """Update run, step and call counters for a call at `timestep`."""

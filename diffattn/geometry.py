@@ -69,6 +69,7 @@ class Family:
         grid (`Callable`): `(model, bound_forward_args) -> Grid`, the video token grid of one forward call.
         text_first (`bool`): in joint text+video attention, whether text tokens come before video tokens.
         frames_in_batch (`bool`): UNet families fold frames into the batch of spatial attention.
+        separate_cfg (`bool`): the family's pipelines run CFG as two calls per step, conditional first.
     """
 
     name: str
@@ -76,6 +77,7 @@ class Family:
     grid: GridFn
     text_first: bool = False
     frames_in_batch: bool = False
+    separate_cfg: bool = False
 
 
 def _patch(config: Any, name: str, default: int = 1) -> tuple[int, ...]:
@@ -124,9 +126,9 @@ def _unet_grid(model: torch.nn.Module, args: Mapping[str, Any]) -> Grid:
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family("wan", ("WanTransformer3DModel",), _video_grid(frames_axis=2)),
+    Family("wan", ("WanTransformer3DModel",), _video_grid(frames_axis=2), separate_cfg=True),
     Family("cogvideox", ("CogVideoXTransformer3DModel",), _video_grid(frames_axis=1), text_first=True),
-    Family("hunyuanvideo", ("HunyuanVideoTransformer3DModel",), _video_grid(frames_axis=2)),
+    Family("hunyuanvideo", ("HunyuanVideoTransformer3DModel",), _video_grid(frames_axis=2), separate_cfg=True),
     Family("ltx", ("LTXVideoTransformer3DModel",), _ltx_grid),
     Family("mochi", ("MochiTransformer3DModel",), _video_grid(frames_axis=2)),
     Family("unet", ("UNet2DConditionModel",), _unet_grid, frames_in_batch=True),

@@ -100,3 +100,16 @@ def test_phases_follow_dense_steps():
         handle.target.listeners.append(lambda ctx: phases.append(ctx.phase("observe").value))
         pipe(**tiny_call_kwargs("wan", num_inference_steps=4))
     assert phases[::2] == ["dense", "active", "active", "dense"]
+
+
+def test_separate_cfg_calls_without_named_context_are_labelled_by_order():
+    """Wan pipelines that do not name their calls (I2V, V2V) run cond then uncond at each timestep."""
+    pipe = tiny_pipeline("wan")
+    pipe._guidance_scale = 5.0  # what the pipeline sets while it runs with CFG
+    inputs = tiny_denoiser_inputs("wan")
+    branches = []
+    with diffattn.apply(pipe, "observe") as handle, torch.no_grad():
+        handle.target.listeners.append(lambda ctx: branches.append(ctx.cfg_branch))
+        for t in (900.0, 900.0, 800.0, 800.0):
+            pipe.transformer(**{**inputs, "timestep": torch.tensor([t])})
+    assert branches == ["cond", "uncond", "cond", "uncond"]
