@@ -186,21 +186,11 @@ class VideoFlow:
     backward_occlusion: torch.Tensor
     cyclic: bool = False
 
-    @property
-    def pairs(self) -> int:
-        return self.forward.shape[0]
-
     def consecutive(self) -> VideoFlow:
         """Only the pairs `(i, i + 1)` (drops the wrap-around pair of a cyclic flow)."""
         if not self.cyclic:
             return self
         return VideoFlow(self.forward[:-1], self.backward[:-1], self.forward_occlusion[:-1], self.backward_occlusion[:-1])
-
-    def to(self, device: torch.device | str) -> VideoFlow:
-        return VideoFlow(
-            self.forward.to(device), self.backward.to(device), self.forward_occlusion.to(device),
-            self.backward_occlusion.to(device), self.cyclic,
-        )
 
 
 def video_flow(
