@@ -36,6 +36,12 @@ _EXPORTS: dict[str, str] = {
     "FreeNoiseConfig": "diffattn.configs",
     "InitNOConfig": "diffattn.configs",
     "InitNOPipeline": "diffattn.pipelines.initno",
+    "FateZeroConfig": "diffattn.configs",
+    "RealCraftConfig": "diffattn.configs",
+    "FrescoConfig": "diffattn.configs",
+    "FateZeroPipeline": "diffattn.pipelines.fatezero",
+    "RealCraftPipeline": "diffattn.pipelines.realcraft",
+    "FrescoPipeline": "diffattn.pipelines.fresco",
     # building blocks
     "BlockPlan": "diffattn.plan",
     "BoxMask": "diffattn.plan",

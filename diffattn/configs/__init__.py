@@ -1,7 +1,8 @@
 """Built-in method configs; importing this package registers them."""
 
+from .editing import FateZeroConfig, FrescoConfig, RealCraftConfig
 from .freeswim import FreeSwimConfig
 from .noise import FreeInitConfig, FreeNoiseConfig, InitNOConfig
 from .observe import ObserveConfig
 
-__all__ = ["FreeSwimConfig", "ObserveConfig", "FreeInitConfig", "FreeNoiseConfig", "InitNOConfig"]
+__all__ = ["FateZeroConfig", "RealCraftConfig", "FrescoConfig", "FreeSwimConfig", "ObserveConfig", "FreeInitConfig", "FreeNoiseConfig", "InitNOConfig"]

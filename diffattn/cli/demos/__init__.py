@@ -38,6 +38,7 @@ def demo_entry(name: str, description: str) -> Callable[[Callable[[Path], dict[s
 def load_entries() -> dict[str, DemoEntry]:
     """All demo entries, in the order their modules register them."""
     from . import core  # noqa: F401
+    from . import editing  # noqa: F401
     from . import freeswim  # noqa: F401
     from . import noise  # noqa: F401
 
