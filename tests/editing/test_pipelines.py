@@ -232,3 +232,11 @@ def test_fresco_keyframes_batches_and_propagation(fresco):
     out = fresco(long_clip, TARGET, config, generator=torch.Generator().manual_seed(0))
     assert out.frames.shape == (1, 7, 3, 32, 32) and len(out.info["batches"]) > 1
     assert out.info["batches"][1][:2] == [0, out.info["batches"][0][-1]]
+
+
+def test_save_and_load_round_trip(fatezero, clip, tmp_path):
+    fatezero.save_pretrained(tmp_path / "fatezero")
+    loaded = FateZeroPipeline.from_pretrained(tmp_path / "fatezero")
+    loaded.set_progress_bar_config(disable=True)
+    config = FateZeroConfig(num_inference_steps=1)
+    assert torch.allclose(loaded(clip, SOURCE, TARGET, config).frames, fatezero(clip, SOURCE, TARGET, config).frames, atol=1e-5)
