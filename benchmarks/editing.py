@@ -231,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (2 if args.tiny else 5)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    else:
+        torch.set_num_threads(1)  # tiny models: threads only add contention
     components = tiny_components() if args.tiny else full_size_components(device, torch.bfloat16)
     built = pipelines(components)
     for pipe in built.values():

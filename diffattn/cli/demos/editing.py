@@ -46,6 +46,17 @@ def _reconstruction(spec: Any, pipe: Any) -> dict[str, Any]:
 
 
 def _run(editor: str, out_dir: Path) -> dict[str, Any]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models gain nothing from threads and lose a lot to contention on a busy CPU
+    try:
+        return _edit(editor, out_dir)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _edit(editor: str, out_dir: Path) -> dict[str, Any]:
     from ...video import write_video
     from ..edit import EditSpec, build_edit_pipeline, edit_metrics, edit_video
 
