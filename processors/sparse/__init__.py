@@ -2,12 +2,13 @@
 
 - `common`: the sparse view of a call (token order, joint text handling, key padding), plan algebra, stats.
 - `sparge`: SpargeAttn and its calibration; `radial`: Radial attention; `psa`: pyramid sparse attention;
-  `lite`: LiteAttention; `pab`: Pyramid Attention Broadcast.
+  `lite`: LiteAttention; `pab`: Pyramid Attention Broadcast; `probe`: methods on raw q/k/v, outside a model.
 """
 
 from .common import BlockSparseMethod, SparseLayout, attach_plan, intersect_plans, joint_plan, plan_from_level_map, sparse_attend
 from .lite import LiteAttentionMethod
 from .pab import PABMethod
+from .probe import AttentionProbe
 from .psa import PSAMethod
 from .radial import RadialMethod
 from .sparge import SpargeCalibration, SpargeMethod
@@ -26,4 +27,5 @@ __all__ = [
     "PSAMethod",
     "LiteAttentionMethod",
     "PABMethod",
+    "AttentionProbe",
 ]

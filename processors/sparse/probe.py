@@ -1,0 +1,93 @@
+"""Run block-sparse methods on raw q/k/v tensors, outside any model: for benchmarks, tests and captured attention.
+
+    probe = AttentionProbe([RadialConfig(dense_steps=0), LiteAttentionConfig()], family="wan")
+    probe.start_step()
+    out = probe(q, k, v, Grid(21, 30, 52))      # q/k/v [B, H, tokens, head_dim], tokens in raster order
+    probe.stats.summary()
+
+The call goes through exactly the code a model's attention layer uses (sparse view, method chain, kernels); the
+probe stands in for the denoiser hook by publishing the grid and stepping the run context.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+import torch
+
+from diffattn.api import Target
+from diffattn.configs.sparse import BlockSparseConfig
+from diffattn.context import LayerInfo, RunContext
+from diffattn.errors import ConfigError
+from diffattn.geometry import FAMILIES, Grid
+from diffattn.stats import AttentionStats
+
+from ..base import AttentionCall, AttentionMethod, run_chain, token_layout
+
+__all__ = ["AttentionProbe"]
+
+
+class AttentionProbe:
+    """A chain of block-sparse methods applied to raw attention inputs laid out like one family's calls.
+
+    Args:
+        configs (`Sequence[BlockSparseConfig]`): the methods, in chain order (e.g. Radial then LiteAttention).
+        family (`str`, defaults to `"wan"`): whose conventions apply (text before video, per-model mask rules).
+    """
+
+    def __init__(self, configs: Sequence[BlockSparseConfig], family: str = "wan") -> None:
+        if not configs or not all(isinstance(c, BlockSparseConfig) for c in configs):
+            raise ConfigError("AttentionProbe takes one or more block-sparse method configs (sparge, radial, psa, lite)")
+        self.configs = tuple(configs)
+        self.family = next((f for f in FAMILIES if f.name == family), None)
+        if self.family is None:
+            raise ConfigError(f"unknown family {family!r}; choose one of {[f.name for f in FAMILIES]}")
+        self.context = RunContext(family=family)
+        self.stats = AttentionStats()
+        self.target = Target(None, self.family, None, self.context, self.stats, [])
+        self.methods: tuple[AttentionMethod, ...] = tuple(self._implementation(c)(c, self.target) for c in self.configs)
+        self.new_run()
+
+    @staticmethod
+    def _implementation(config: BlockSparseConfig) -> type:
+        module, _, name = config.implementation.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def new_run(self) -> None:
+        """Start a new run (LiteAttention's marks restart); the next `start_step` is step 0."""
+        self.context.start_run()
+
+    def start_step(self, timestep: float | None = None) -> None:
+        """Advance to the next denoising step (phases and per-step state follow, as before a denoiser call)."""
+        ctx = self.context
+        ctx.step_index += 1
+        ctx.timestep = timestep
+        ctx.phases = {c.name: c.phase(ctx.step_index, ctx.num_steps) for c in self.configs}
+        for listener in self.target.listeners:
+            listener(ctx)
+
+    def __call__(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        grid: Grid,
+        *,
+        attn_mask: torch.Tensor | None = None,
+        scale: float | None = None,
+        block: int = 0,
+        name: str | None = None,
+    ) -> torch.Tensor:
+        """Attention of `[B, H, S, D]` inputs through the chain: `S = grid.tokens` (self-attention) or the video
+        tokens plus text tokens in the family's order (joint attention, e.g. HunyuanVideo's key padding mask)."""
+        if self.context.step_index < 0:
+            self.start_step()
+        self.context.grid = grid
+        layer = LayerInfo(name or f"blocks.{block}.attn1", block, block, "self")
+        layout = token_layout(self.context, layer, query.shape[-2], key.shape[-2], self.family.text_first, False)
+        call = AttentionCall(
+            query, key, value, attn_mask, 0.0, False, scale, False, layer, self.context, layout, self.stats
+        )
+        chain = tuple(m for m in self.methods if m.applies_to(layer))
+        return run_chain(chain, call)
