@@ -64,9 +64,12 @@ def block_stats_reference(
 
 
 def _plan_keys(
-    k: torch.Tensor, v: torch.Tensor, plan: BlockPlan
+    k: torch.Tensor, v: torch.Tensor, plan: BlockPlan, storage: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """All keys/values of every level side by side, each key's logit bias and its column in the slot map."""
+    """All keys/values of every level side by side, each key's logit bias and its column in the slot map.
+
+    Pooled keys/values are rounded to `storage` (the inputs' dtype), as every backend materialises them.
+    """
     keys, values, biases, columns = [], [], [], []
     kv_len = k.shape[2]
     for i, lvl in enumerate(plan.levels):
@@ -76,6 +79,7 @@ def _plan_keys(
         else:
             kl, counts = pool_reference(k, lvl, plan.block_k)
             vl, _ = pool_reference(v, lvl, plan.block_k)
+            kl, vl = kl.to(storage).to(k.dtype), vl.to(storage).to(v.dtype)
         token = torch.arange(kl.shape[2], device=k.device) * lvl
         keys.append(kl)
         values.append(vl)
@@ -134,7 +138,7 @@ def reference_attention(
     batch, heads, q_len, _ = q.shape
     bq, width = plan.block_q, plan.width
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    keys, values, bias, columns = _plan_keys(k.to(dtype), v.to(dtype), plan)
+    keys, values, bias, columns = _plan_keys(k.to(dtype), v.to(dtype), plan, k.dtype)
     slot_map = _slot_map(plan)
     counts = plan.block_counts().long()
     q_pad = torch.nn.functional.pad(q.to(dtype), (0, 0, 0, plan.num_q_blocks * bq - q_len))

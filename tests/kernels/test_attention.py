@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from _kernel_testing import qkv, random_plan, rel_err, triton_or_skip
+from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip
 
 from diffattn.kernels import block_sparse_attention
 from diffattn.kernels import triton_attention

@@ -1,0 +1,116 @@
+"""pv_threshold (SpargeAttn stage 2) and skip_threshold (LiteAttention marks): exact behaviour and extremes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diffattn.kernels import block_sparse_attention
+from diffattn.plan import BlockPlan
+
+from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip
+
+LOG2E = 1.4426950408889634
+BACKENDS = ["reference", "triton"]
+
+
+def _run(q, k, v, plan, backend, **kwargs):
+    if backend == "triton":
+        triton_or_skip()
+        q, k, v = q.bfloat16(), k.bfloat16(), v.bfloat16()
+    return block_sparse_attention(q, k, v, plan, backend=backend, **kwargs)
+
+
+def _loud_and_quiet(batch: int, heads: int, q_len: int, kv_len: int, block: int = 64):
+    """bf16 q/k/v whose kv blocks alternate loud and quiet keys, so whole tiles fall far below a row's max."""
+    q, k, v = qkv(batch, heads, q_len, kv_len, 64, spread=2.0)
+    loudness = torch.tensor([3.0, 0.2, 0.2, 3.0, 0.2]).repeat_interleave(block)
+    loudness = loudness.repeat(-(-kv_len // loudness.numel()))[:kv_len]
+    return q.bfloat16(), (k * loudness[:, None]).bfloat16(), v.bfloat16()
+
+
+def _first_slot_plan(plan: BlockPlan) -> BlockPlan:
+    """The plan keeping only each row's first listed slot, at its level."""
+    first_level = (plan.kv_offsets[..., 1:] > 0).int().argmax(-1, keepdim=True)
+    counts = torch.zeros_like(plan.kv_counts).scatter(-1, first_level, 1)
+    return BlockPlan(plan.kv_indices[..., :1].contiguous(), counts, plan.block_q, plan.block_k,
+                     plan.num_kv_blocks, plan.levels)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pv_threshold_extremes(backend):
+    plan = random_plan(1, 2, 150, 260, 64, 128, (1, 2, 4))
+    q, k, v = qkv(1, 2, 150, 260, 64)
+    base = _run(q, k, v, plan, backend)
+    # +inf == no threshold; Triton then walks whole plan blocks per tile, so only bf16 rounding of P differs
+    assert rel_err(_run(q, k, v, plan, backend, pv_threshold=math.inf), base) < 5e-3
+    only_first = _run(q, k, v, plan, backend, pv_threshold=-math.inf)
+    expected = block_sparse_attention(q, k, v, _first_slot_plan(plan), backend="reference")
+    assert rel_err(only_first, expected) < 1e-2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pv_threshold_skips_blocks_far_below_the_running_max(backend):
+    """Block 0's keys align with the queries (logits ~+60 log2), the rest are noise: a threshold of 10 skips
+    exactly the rest, 200 skips nothing, and a per-head tensor applies per head."""
+    q, k, v = qkv(1, 2, 128, 512, 64)
+    k[:, :, :128] = q * 4.0
+    plan = BlockPlan.dense(128, 512, 128, 128)
+    first_only = block_sparse_attention(q, k, v, _first_slot_plan(plan), backend="reference")
+    full = block_sparse_attention(q, k, v, plan, backend="reference")
+    assert rel_err(_run(q, k, v, plan, backend, pv_threshold=10.0), first_only) < 1e-2
+    assert rel_err(_run(q, k, v, plan, backend, pv_threshold=200.0), full) < 1e-2
+    per_head = _run(q, k, v, plan, backend, pv_threshold=torch.tensor([10.0, 200.0]))
+    assert rel_err(per_head[:, :1], first_only[:, :1]) < 1e-2 and rel_err(per_head[:, 1:], full[:, 1:]) < 1e-2
+
+
+def test_pv_threshold_triton_matches_reference():
+    plan = random_plan(1, 2, 200, 300, 64, 64, (1, 2), keep=0.8)
+    q, k, v = _loud_and_quiet(1, 2, 200, 300)
+    ref = block_sparse_attention(q.float(), k.float(), v.float(), plan, backend="reference", pv_threshold=4.0)
+    dense = block_sparse_attention(q.float(), k.float(), v.float(), plan, backend="reference")
+    assert rel_err(ref, dense) > 1e-4  # the threshold really skips something here
+    triton_or_skip()
+    assert rel_err(block_sparse_attention(q, k, v, plan, backend="triton", pv_threshold=4.0), ref) < 1e-2
+
+
+def _row_max_plan(q, k, plan: BlockPlan) -> torch.Tensor:
+    """bool [B, H, q_blocks, kv_blocks]: the blocks holding some row's max logit (dense logits, listed keys)."""
+    mask = plan.to_token_mask(q.shape[2], k.shape[2])
+    logits = (q.float() @ k.float().transpose(-1, -2)).masked_fill(~mask, -math.inf)
+    block = logits.argmax(-1) // plan.block_k  # [B, H, Sq]
+    pad = plan.num_q_blocks * plan.block_q - q.shape[2]
+    block = torch.nn.functional.pad(block, (0, pad), value=-1).view(*block.shape[:2], plan.num_q_blocks, plan.block_q)
+    hits = torch.nn.functional.one_hot(block.clamp(min=0), plan.num_kv_blocks).bool() & (block >= 0)[..., None]
+    return hits.any(3)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_skip_threshold_extremes(backend):
+    plan = random_plan(1, 1, 140, 330, 64, 64, keep=0.7)
+    q, k, v = qkv(1, 2, 140, 330, 64)
+    base = _run(q, k, v, plan, backend)
+    keep_all = _run(q, k, v, plan, backend, skip_threshold=-math.inf)
+    assert torch.equal(keep_all.out, base) and keep_all.lse is None
+    assert torch.equal(keep_all.kept_plan.to_block_mask(), plan.to_block_mask().expand(1, 2, -1, -1))
+    only_max = _run(q, k, v, plan, backend, skip_threshold=0.0, return_lse=True)
+    q_used, k_used = (q.bfloat16(), k.bfloat16()) if backend == "triton" else (q, k)
+    assert torch.equal(only_max.kept_plan.to_block_mask(), _row_max_plan(q_used, k_used, plan))
+    assert (only_max.kept_plan.block_counts() > 0).all()
+
+
+def test_skip_threshold_marks_match_reference_and_keep_levels():
+    plan = random_plan(2, 1, 200, 300, 128, 64, (1, 2, 8), keep=0.8)
+    q, k, v = _loud_and_quiet(2, 2, 200, 300)
+    # bf16 inputs: the reference then rounds pooled K/V to bf16 too, exactly as the Triton path stores them
+    ref = block_sparse_attention(q, k, v, plan, backend="reference", skip_threshold=-3.0)
+    kept = ref.kept_plan
+    assert kept.levels == plan.levels and kept.width == plan.width
+    assert ((kept.to_level_map() == 0) | (kept.to_level_map() == plan.to_level_map())).all()
+    assert 0 < kept.density() < plan.density()
+    triton_or_skip()
+    tri = block_sparse_attention(q, k, v, plan, backend="triton", skip_threshold=-3.0, pv_threshold=0.0)
+    assert torch.equal(tri.kept_plan.to_level_map(), kept.to_level_map())
+    assert torch.equal(tri.kept_plan.kv_indices, kept.kv_indices)
