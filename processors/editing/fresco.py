@@ -223,7 +223,8 @@ def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torc
     """Adaptive instance normalisation: `content [B, C, h, w]` with `style`'s per-sample, per-channel mean and std."""
     def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         flat = x.flatten(2)
-        return flat.mean(-1)[..., None, None], (flat.var(-1, unbiased=True) + eps).sqrt()[..., None, None]
+        variance = flat.var(-1, unbiased=flat.shape[-1] > 1)  # a 1x1 map (tiny latents) has no sample variance
+        return flat.mean(-1)[..., None, None], (variance + eps).sqrt()[..., None, None]
 
     content_mean, content_std = stats(content)
     style_mean, style_std = stats(style)
