@@ -66,12 +66,14 @@ from .inversion import (
     Inversion,
     VideoEditPipelineOutput,
     as_ddim,
+    check_output_type,
     check_video,
     ddim_invert,
     decode_latents,
     encode_prompts,
     encode_video,
     format_frames,
+    vae_scale_factor,
 )
 
 __all__ = ["EditPlan", "FateZeroPipeline", "check_levels", "default_blend_level"]
@@ -172,6 +174,7 @@ class FateZeroPipeline(DiffusionPipeline):
         for name, prompt in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
             if not isinstance(prompt, str) or not prompt.strip():
                 raise ConfigError(f"{name} must be a non-empty string; got {prompt!r}")
+        check_output_type(output_type)
         frames = check_video(video, self.vae_scale_factor)
         steps = num_inference_steps or config.num_inference_steps
         guidance = config.guidance_scale if guidance_scale is None else guidance_scale
@@ -196,7 +199,7 @@ class FateZeroPipeline(DiffusionPipeline):
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_scale_factor(self.vae)
 
     # --------------------------------------------------------------------- method-specific parts
     def _chunk_size(self, config: FateZeroConfig) -> int | None:

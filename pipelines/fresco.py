@@ -72,11 +72,13 @@ from diffattn.geometry import Grid
 
 from .inversion import (
     VideoEditPipelineOutput,
+    check_output_type,
     check_video,
     decode_latents,
     encode_prompts,
     encode_video,
     format_frames,
+    vae_scale_factor,
 )
 
 __all__ = ["FrescoPipeline", "anchored_batches", "canny_control", "propagate_keyframes", "select_keyframes"]
@@ -173,7 +175,7 @@ class FrescoPipeline(DiffusionPipeline):
 
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return vae_scale_factor(self.vae)
 
     @torch.no_grad()
     def __call__(
@@ -208,6 +210,7 @@ class FrescoPipeline(DiffusionPipeline):
             raise ConfigError(f"FrescoPipeline takes a FrescoConfig; got {type(config).__name__}")
         if not isinstance(prompt, str) or not prompt.strip():
             raise ConfigError(f"prompt must be a non-empty string; got {prompt!r}")
+        check_output_type(output_type)
         frames = check_video(video, self.vae_scale_factor)
         control = self._control(frames, control_frames, config)
         estimator = flow_estimator or builtin_flow_estimator(config.flow)

@@ -29,6 +29,7 @@ __all__ = [
     "VideoEditPipelineOutput",
     "alpha_cumprod",
     "as_ddim",
+    "check_output_type",
     "check_video",
     "ddim_inversion_step",
     "ddim_invert",
@@ -36,7 +37,10 @@ __all__ = [
     "encode_prompts",
     "encode_video",
     "format_frames",
+    "vae_scale_factor",
 ]
+
+OUTPUT_TYPES = ("pt", "np", "latent")
 
 
 @dataclass
@@ -186,10 +190,20 @@ def check_video(video: Any, multiple: int = 8) -> torch.Tensor:
     return frames.clamp(0, 1)
 
 
+def check_output_type(output_type: str) -> None:
+    """Refuse an unknown `output_type` before any work is done."""
+    if output_type not in OUTPUT_TYPES:
+        raise ConfigError(f"output_type must be one of {OUTPUT_TYPES}; got {output_type!r}")
+
+
+def vae_scale_factor(vae: Any) -> int:
+    """Pixels per latent along each side (8 for Stable Diffusion's VAE)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
 def format_frames(frames: torch.Tensor, output_type: str) -> Any:
     """`[F, 3, H, W]` in [0, 1] as a batch of one video: `"pt"` `[1, F, 3, H, W]` or `"np"` `[1, F, H, W, 3]`."""
     if output_type == "pt":
         return frames.unsqueeze(0)
-    if output_type == "np":
-        return frames.permute(0, 2, 3, 1).unsqueeze(0).numpy()
-    raise ConfigError(f"output_type must be 'pt', 'np' or 'latent'; got {output_type!r}")
+    check_output_type(output_type)
+    return frames.permute(0, 2, 3, 1).unsqueeze(0).numpy()

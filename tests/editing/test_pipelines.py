@@ -134,6 +134,8 @@ def test_fatezero_bad_input(fatezero, clip, monkeypatch):
         fatezero(clip[:0], SOURCE, TARGET)
     with pytest.raises(ConfigError, match="source_prompt"):
         fatezero(clip, "  ", TARGET)
+    with pytest.raises(ConfigError, match="output_type"):
+        fatezero(clip, SOURCE, TARGET, output_type="pil")
     with pytest.raises(ConfigError, match="blend_level=5 selects no attention layer"):
         fatezero(clip, SOURCE, TARGET, FateZeroConfig(num_inference_steps=STEPS, blend_words=("red",), blend_level=5))
     Usage = namedtuple("Usage", "total used free")
