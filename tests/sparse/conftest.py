@@ -37,17 +37,21 @@ def forward(model: torch.nn.Module, kwargs: dict, timestep: float | None = None)
 
 
 @pytest.fixture
-def plan_spy(monkeypatch):
-    """Records `(layer name, plan)` of every call that reaches the kernels (the end of every method chain)."""
+def call_spy(monkeypatch):
+    """Every call that reaches the kernels with a plan (the end of every method chain), in order."""
     import diffattn.processors.base as base
 
-    seen: list[tuple[str, object]] = []
+    seen: list = []
     real = base.execute
 
     def spy(call):
         if call.plan is not None:
-            seen.append((call.layer.name, call.plan))
+            seen.append(call)
         return real(call)
 
     monkeypatch.setattr(base, "execute", spy)
     return seen
+
+
+def relative_error(out: torch.Tensor, reference: torch.Tensor) -> float:
+    return float((out - reference).abs().max() / reference.abs().max().clamp_min(1e-30))

@@ -35,21 +35,21 @@ TOL = 2e-5
 
 @pytest.mark.parametrize("family", VIDEO_FAMILIES)
 @pytest.mark.parametrize("method", sorted(DENSE_EQUIVALENT))
-def test_dense_equivalent_settings_equal_stock(method, family, plan_spy):
+def test_dense_equivalent_settings_equal_stock(method, family, call_spy):
     config, frames = DENSE_EQUIVALENT[method]
     model, kwargs = denoiser(family), inputs(family, frames=frames, side=16 if frames == 1 else 8)
     stock = forward(model, kwargs)
     with diffattn.apply(model, config) as handle:
         out = forward(model, kwargs)
         densities = [r["density"] for steps in handle.stats.to_dict().values() for r in steps.values() if r["density"] is not None]
-    assert plan_spy, "no call went through the block-sparse kernels"
+    assert call_spy, "no call went through the block-sparse kernels"
     assert densities and all(d == 1.0 for d in densities)
     assert (out - stock).abs().max() <= TOL * max(1.0, float(stock.abs().max()))
 
 
 @pytest.mark.parametrize("family", VIDEO_FAMILIES)
 @pytest.mark.parametrize("method", sorted(SPARSE))
-def test_sparse_settings_are_finite_deterministic_and_report_their_plans(method, family, plan_spy):
+def test_sparse_settings_are_finite_deterministic_and_report_their_plans(method, family, call_spy):
     model, kwargs = denoiser(family), inputs(family)
     with diffattn.apply(model, *SPARSE[method]) as handle:
         # two calls of one run (falling timestep), so LiteAttention's second call uses the first call's marks
@@ -61,10 +61,11 @@ def test_sparse_settings_are_finite_deterministic_and_report_their_plans(method,
         assert torch.isfinite(a).all()
         assert torch.equal(a, b)
     # the recorded density of each (layer, step) is the mean density of the plans the kernels ran there
-    calls = len(plan_spy) // 2  # two runs
+    plans = [(call.layer.name, call.plan) for call in call_spy]
+    calls = len(plans) // 2  # two runs
     ran: dict[tuple[str, int], list[float]] = {}
     per_step = calls // 2
-    for index, (layer, plan) in enumerate(plan_spy[:calls]):
+    for index, (layer, plan) in enumerate(plans[:calls]):
         ran.setdefault((layer, index // per_step), []).append(plan.density())
     assert ran
     for (layer, step), values in ran.items():
@@ -72,7 +73,7 @@ def test_sparse_settings_are_finite_deterministic_and_report_their_plans(method,
         assert math.isclose(recorded["density"], sum(values) / len(values), rel_tol=1e-6)
         assert recorded["skipped_tiles"] == round(recorded["tiles"] * (1 - recorded["density"]))
     # some block was skipped or (PSA) pooled: not every block ran at full resolution
-    assert any(bool((plan.to_level_map() != 1).any()) for _, plan in plan_spy), "every block ran at full resolution"
+    assert any(bool((plan.to_level_map() != 1).any()) for _, plan in plans), "every block ran at full resolution"
 
 
 def test_dense_steps_are_bitwise_stock():
