@@ -16,8 +16,8 @@ from typing import Any
 from diffattn.config import MethodConfig
 from diffattn.registry import methods
 
-__all__ = ["EDITORS", "HIGH_RESOLUTION", "EntryPoint", "generation_methods", "editor_configs", "edit_entry_point",
-           "high_resolution_entry_point"]
+__all__ = ["EDITORS", "EDITOR_TINY_MODELS", "HIGH_RESOLUTION", "EntryPoint", "generation_methods", "editor_configs",
+           "edit_entry_point", "high_resolution_entry_point"]
 
 EDITORS: dict[str, str] = {
     "fatezero": "FateZero",
@@ -26,11 +26,14 @@ EDITORS: dict[str, str] = {
 }
 """Editing method name -> display name (the Edit video tab)."""
 
+EDITOR_TINY_MODELS: dict[str, str] = {"fatezero": "tiny:sd", "realcraft": "tiny:sd", "fresco": "tiny:sd-controlnet"}
+"""The built-in model each editor runs on (FRESCO needs a ControlNet)."""
+
 HIGH_RESOLUTION = "freeswim"
 """The method of the High resolution tab."""
 
-_EDIT_FUNCTION = "diffattn.pipelines.editing:edit_video"
-"""Public entry point of zero-shot video editing (the one `diffattn edit` uses)."""
+_EDIT_FUNCTION = "diffattn.cli.edit:edit_video"
+"""Public entry point of zero-shot video editing: `edit_video(EditSpec, pipe=None)`, the run `diffattn edit` makes."""
 
 
 @dataclass(frozen=True)

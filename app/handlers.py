@@ -21,14 +21,31 @@ from diffattn.config import field_parser
 from diffattn.errors import ConfigError, DiffAttnError
 from diffattn.generation import GenerationSpec
 
+from . import catalog
 from .catalog import EntryPoint
 from .kernel_bench import KernelBenchSpec, run_kernel_benchmark
-from .limits import AppLimits, check_kernel_tokens, check_model, check_sampling, check_upload
+from .limits import (
+    AppLimits,
+    check_kernel_tokens,
+    check_model,
+    check_sampling,
+    check_upload,
+)
 from .plots import density_heatmap, kernel_plot, timing_plot
-from .runs import PipelineCache, RunFolders, run_generation, summary_markdown
+from .runs import (
+    PipelineCache,
+    RunFolders,
+    edit_key,
+    edit_summary_markdown,
+    generation_key,
+    run_edit,
+    run_generation,
+    summary_markdown,
+)
 from .settings import MethodPanel
 
-__all__ = ["AppContext", "shown_to_user", "generate_handler", "edit_handler", "high_resolution_handler", "kernels_handler"]
+__all__ = ["AppContext", "shown_to_user", "generate_handler", "edit_handler", "high_resolution_handler",
+           "kernels_handler", "upload_root"]
 
 
 @dataclass
@@ -59,8 +76,21 @@ def shown_to_user(handler: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _optional_int(value: float | None) -> int | None:
-    return None if value is None else int(value)
+def _optional_number(value: str | float | None, name: str, kind: type = int) -> Any:
+    """Empty -> None (the model's default); else the value as `kind`, or a `ConfigError` naming the setting."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, or empty for the model's default; got {value!r}") from None
+    if kind is int and not number.is_integer():
+        raise ConfigError(f"{name} must be a whole number; got {value!r}")
+    return kind(number)
+
+
+def _sizes(**values: str | float | None) -> dict[str, int | None]:
+    return {name: _optional_number(value, name) for name, value in values.items()}
 
 
 def _require(entry: EntryPoint) -> None:
@@ -69,7 +99,7 @@ def _require(entry: EntryPoint) -> None:
 
 
 def _run_outputs(ctx: AppContext, spec: GenerationSpec, progress: gr.Progress, kind: str) -> tuple[Any, ...]:
-    if not ctx.pipes.is_loaded(spec):
+    if not ctx.pipes.is_loaded(generation_key(spec)):
         progress(0, desc=f"loading {spec.model}")
     run = run_generation(spec, ctx.pipes, ctx.folders, kind=kind)
     stats = run.result.stats
@@ -80,19 +110,21 @@ def generate_handler(ctx: AppContext, attention: MethodPanel, noise: MethodPanel
     """`/generate`: text-to-video (or image) with the chosen attention and noise-initialisation methods."""
     @shown_to_user
     def generate(model: str, prompt: str, negative_prompt: str | None = None, attention_methods: Sequence[str] = (),
-                 noise_methods: Sequence[str] = (), frames: float | None = None, height: float | None = None,
-                 width: float | None = None, steps: float | None = None, guidance: float | None = None,
-                 seed: float = 0, fps: float = 8, progress: gr.Progress = gr.Progress(track_tqdm=True), **method_settings: Any):
+                 noise_methods: Sequence[str] = (), frames: str | None = None, height: str | None = None,
+                 width: str | None = None, steps: str | None = None, guidance: str | None = None,
+                 seed: float = 0, fps: float = 8, progress: gr.Progress = gr.Progress(track_tqdm=True),
+                 **method_settings: Any):
         """Generate a video; returns the video, density heatmap, timing plot, summary and reproducing config."""
-        sizes = {"frames": _optional_int(frames), "height": _optional_int(height), "width": _optional_int(width),
-                 "steps": _optional_int(steps)}
+        sizes = _sizes(frames=frames, height=height, width=width, steps=steps)
         check_sampling(ctx.limits, **sizes)
         if not prompt.strip():
             raise ConfigError("write a prompt first")
         spec = GenerationSpec(
             model=check_model(model, ctx.limits),
-            methods=[*attention.configs(attention_methods, method_settings), *noise.configs(noise_methods, method_settings)],
-            prompt=prompt, negative_prompt=(negative_prompt or "").strip() or None, guidance=guidance,
+            methods=[*attention.configs(attention_methods, method_settings),
+                     *noise.configs(noise_methods, method_settings)],
+            prompt=prompt, negative_prompt=(negative_prompt or "").strip() or None,
+            guidance=_optional_number(guidance, "guidance", float),
             seed=int(seed), fps=int(fps), **sizes,
         )
         return _run_outputs(ctx, spec, progress, "generate")
@@ -104,14 +136,28 @@ def edit_handler(ctx: AppContext, editors: MethodPanel, entry: EntryPoint) -> Ca
     """`/edit`: zero-shot editing of an uploaded video with FateZero, RealCraft or FRESCO."""
 
     @shown_to_user
-    def edit(video: str | None, editor: str, model: str, source_prompt: str, target_prompt: str, frames: float,
-             seed: float, fps: float, progress: gr.Progress = gr.Progress(track_tqdm=True), **editor_settings: Any):
-        """Edit the video; returns the edited video and a summary."""
+    def edit(video: str | None, editor: str, model: str, source_prompt: str, target_prompt: str, frames: float = 8,
+             height: str | None = None, width: str | None = None, seed: float = 0, fps: float = 8,
+             progress: gr.Progress = gr.Progress(track_tqdm=True), **editor_settings: Any):
+        """Edit the uploaded video; returns the edited video, a summary and the config that reproduces the edit."""
         _require(entry)
-        source = check_upload(video, ctx.limits, upload_root())
-        check_sampling(ctx.limits, frames=int(frames))
-        config = editors.configs([editor], editor_settings)[0]
-        raise NotImplementedError(source, config, model, source_prompt, target_prompt, seed, fps, progress)
+        from diffattn.cli.edit import EditSpec
+
+        sizes = _sizes(frames=frames, height=height, width=width)
+        check_sampling(ctx.limits, **sizes)
+        if not target_prompt.strip():
+            raise ConfigError("write a target prompt: it describes the edited video")
+        spec = EditSpec(
+            editor=editor, model=check_model(model, ctx.limits),
+            video=str(check_upload(video, ctx.limits, upload_root())), source_prompt=source_prompt,
+            target_prompt=target_prompt, settings=editors.settings(editor, editor_settings),
+            seed=int(seed), fps=int(fps), **sizes,
+        )
+        spec.config()  # invalid settings fail here, before a model is loaded
+        if not ctx.pipes.is_loaded(edit_key(spec)):
+            progress(0, desc=f"loading {spec.model_spec}")
+        run = run_edit(spec, ctx.pipes, ctx.folders)
+        return str(run.video), edit_summary_markdown(run, catalog.EDITORS.get(editor, editor)), str(run.config)
 
     return edit
 
@@ -120,16 +166,15 @@ def high_resolution_handler(ctx: AppContext, freeswim: MethodPanel, entry: Entry
     """`/high_resolution`: FreeSwim's two-stage generation at a size beyond the model's native one."""
 
     @shown_to_user
-    def high_resolution(model: str, prompt: str, height: float, width: float, frames: float | None = None,
-                        steps: float | None = None, seed: float = 0, fps: float = 8,
+    def high_resolution(model: str, prompt: str, height: float, width: float, frames: str | None = None,
+                        steps: float = 50, seed: float = 0, fps: float = 8,
                         progress: gr.Progress = gr.Progress(track_tqdm=True), **freeswim_settings: Any):
         """Generate at height x width with FreeSwim; returns the video, heatmap, timing plot, summary and config."""
         _require(entry)
-        sizes = {"frames": _optional_int(frames), "height": _optional_int(height), "width": _optional_int(width),
-                 "steps": _optional_int(steps)}
+        sizes = _sizes(frames=frames, height=height, width=width, steps=steps)
         check_sampling(ctx.limits, **sizes)
-        if sizes["height"] is None or sizes["width"] is None:
-            raise ConfigError("give the target height and width in pixels")
+        if sizes["height"] is None or sizes["width"] is None or sizes["steps"] is None:
+            raise ConfigError("give the target height and width in pixels and the number of steps")
         spec = GenerationSpec(
             model=check_model(model, ctx.limits),
             methods=freeswim.configs(list(freeswim.registry), freeswim_settings),

@@ -16,10 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from diffattn.kernels import available_backends, block_sparse_attention
 from tqdm.auto import tqdm
 
 from diffattn.errors import ConfigError
-from diffattn.kernels import available_backends, block_sparse_attention
 from diffattn.plan import BlockPlan
 
 __all__ = ["KernelBenchSpec", "KernelBenchResult", "run_kernel_benchmark", "device_label"]
@@ -43,7 +43,8 @@ class KernelBenchSpec:
         if self.tokens < self.block or self.tokens % self.block:
             raise ConfigError(f"tokens must be a positive multiple of the block size {self.block}; got {self.tokens}")
         if self.heads < 1 or self.head_dim not in (16, 32, 64, 128):
-            raise ConfigError(f"heads must be >= 1 and head_dim 16, 32, 64 or 128; got {self.heads} and {self.head_dim}")
+            raise ConfigError(f"heads must be >= 1 and head_dim 16, 32, 64 or 128; got {self.heads} and "
+                              f"{self.head_dim}")
         if not self.densities or not all(0 < d <= 1 for d in self.densities):
             raise ConfigError(f"densities must lie in (0, 1]; got {list(self.densities)}")
         if self.repeats < 1:
@@ -68,7 +69,8 @@ def device_label(device: torch.device) -> str:
     return f"CPU {platform.machine()}, {torch.get_num_threads()} threads"
 
 
-def _random_plan(blocks: int, density: float, block: int, generator: torch.Generator, device: torch.device) -> tuple[BlockPlan, float]:
+def _random_plan(blocks: int, density: float, block: int, generator: torch.Generator,
+                 device: torch.device) -> tuple[BlockPlan, float]:
     """Each query block keeps the same number of random kv blocks (at least one); returns the actual density."""
     keep = max(1, round(density * blocks))
     scores = torch.rand(blocks, blocks, generator=generator)
@@ -96,7 +98,8 @@ def run_kernel_benchmark(spec: KernelBenchSpec, device: torch.device | None = No
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     generator = torch.Generator().manual_seed(spec.seed)
-    q, k, v = (torch.randn(1, spec.heads, spec.tokens, spec.head_dim, generator=generator).to(device, dtype) for _ in range(3))
+    shape = (1, spec.heads, spec.tokens, spec.head_dim)
+    q, k, v = (torch.randn(shape, generator=generator).to(device, dtype) for _ in range(3))
     status = available_backends()
     ours = "triton" if device.type == "cuda" and status.get("triton") is True else "reference"
     sparse = {f"diffattn kernel ({ours})": ours, "FlexAttention": "flex"}
@@ -109,6 +112,8 @@ def run_kernel_benchmark(spec: KernelBenchSpec, device: torch.device | None = No
         plan, actual = _random_plan(blocks, density, spec.block, generator, device)
         rows.append({"implementation": "dense SDPA", "density": actual, "ms": dense_ms})
         for name, backend in sparse.items():
-            ms = _median_ms(lambda: block_sparse_attention(q, k, v, plan, backend=backend), spec.repeats, device)
+            ms = _median_ms(lambda plan=plan, backend=backend: block_sparse_attention(q, k, v, plan, backend=backend),
+                            spec.repeats, device)
             rows.append({"implementation": name, "density": actual, "ms": ms})
-    return KernelBenchResult(rows=rows, device=device_label(device), dtype=str(dtype).removeprefix("torch."), skipped=skipped)
+    return KernelBenchResult(rows=rows, device=device_label(device), dtype=str(dtype).removeprefix("torch."),
+                             skipped=skipped)

@@ -58,7 +58,8 @@ def _inside(path: Path, folders: tuple[Path, ...]) -> bool:
 
 def _looks_local(model: str) -> bool:
     """A string diffusers would read from disk: an existing path, or one written like a path."""
-    return model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1 or Path(model).expanduser().exists()
+    written_like_a_path = model.startswith(("/", ".", "~")) or "\\" in model or model.count("/") > 1
+    return written_like_a_path or Path(model).expanduser().exists()
 
 
 def check_model(model: str, limits: AppLimits) -> str:
@@ -96,10 +97,11 @@ def check_upload(path: str | Path | None, limits: AppLimits, upload_root: Path) 
         raise VideoReadError(f"{video.name} is no longer available; upload it again")
     megabytes = video.stat().st_size / 2**20
     if megabytes > limits.max_upload_mb:
-        raise ConfigError(f"{video.name} is {megabytes:.1f} MB; the limit is {limits.max_upload_mb:g} MB")
+        raise ConfigError(f"{video.name} is {megabytes:.3g} MB; the limit is {limits.max_upload_mb:g} MB")
     seconds = _duration_seconds(video)
     if seconds > limits.max_video_seconds:
-        raise ConfigError(f"{video.name} lasts {seconds:.1f} s; the limit is {limits.max_video_seconds:g} s, trim it first")
+        raise ConfigError(f"{video.name} lasts {seconds:.1f} s; the limit is {limits.max_video_seconds:g} s, "
+                          "trim it first")
     return video
 
 
@@ -110,7 +112,8 @@ def _duration_seconds(video: Path) -> float:
     try:
         _, seconds = imageio_ffmpeg.count_frames_and_secs(str(video))
     except (RuntimeError, OSError) as exc:
-        raise VideoReadError(f"{video.name} could not be read as a video: {exc}") from exc
+        reason = next((line for line in reversed(str(exc).splitlines()) if line.strip()), "unknown format")
+        raise VideoReadError(f"{video.name} could not be read as a video ({reason.strip()})") from exc
     return float(seconds)
 
 

@@ -53,8 +53,8 @@ def density_heatmap(stats: Stats) -> Figure:
     if not stats:
         return message_figure("No attention statistics: choose an attention method (observe records dense attention).")
     layers, steps, values = _matrix(stats, "density")
-    height = min(12.0, 1.6 + 0.22 * len(layers))
-    figure, axes = plt.subplots(figsize=(7.5, height), layout="constrained")
+    height = min(12.0, 2.4 + 0.22 * len(layers))
+    figure, axes = plt.subplots(figsize=(9, height), layout="constrained")
     image = axes.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0,
                         interpolation="nearest")
     axes.set_xticks(range(len(steps)), [str(s) for s in steps])
@@ -73,7 +73,7 @@ def timing_plot(stats: Stats) -> Figure:
     layers, steps, values = _matrix(stats, "time_ms")
     values = np.nan_to_num(values)
     figure, (per_step, per_layer) = plt.subplots(
-        1, 2, figsize=(10, max(3.0, min(10.0, 1.4 + 0.2 * len(layers)))), layout="constrained",
+        1, 2, figsize=(9, max(3.0, min(10.0, 1.4 + 0.2 * len(layers)))), layout="constrained",
         gridspec_kw={"width_ratios": [1, 1.4]},
     )
     per_step.bar([str(s) for s in steps], values.sum(axis=0), color="#4c72b0")
@@ -96,7 +96,7 @@ def kernel_plot(rows: Sequence[Mapping[str, Any]], title: str) -> Figure:
     figure, axes = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
     for name in dict.fromkeys(row["implementation"] for row in rows):
         points = sorted((row["density"], row["ms"]) for row in rows if row["implementation"] == name)
-        densities, times = zip(*points)
+        densities, times = zip(*points, strict=True)
         axes.plot(densities, times, marker="o", label=name)
     axes.set_xlabel("kept kv blocks (density)")
     axes.set_ylabel("median time (ms)")

@@ -70,13 +70,17 @@ class MethodPanel:
     def inputs_kwargs(self) -> dict[str, gr.components.Component]:
         return {w.key: w.component for w in self.widgets}
 
+    def settings(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
+        """One method's settings `{field: value}` from the widget values (`values` keyed like `inputs_kwargs`)."""
+        if name not in self.registry:
+            raise ConfigError(f"unknown method {name!r} here; available: {', '.join(self.registry) or 'none'}")
+        return {w.field: w.value(values[w.key]) for w in self.widgets if w.method == name and w.key in values}
+
     def configs(self, names: Iterable[str], values: Mapping[str, Any]) -> list[MethodConfig]:
-        """Configs of the chosen methods from the widget values (`values` keyed like `inputs_kwargs`)."""
+        """Validated configs of the chosen methods from the widget values."""
         configs = []
         for name in names:
-            if name not in self.registry:
-                raise ConfigError(f"unknown method {name!r} here; available: {', '.join(self.registry) or 'none'}")
-            settings = {w.field: w.value(values[w.key]) for w in self.widgets if w.method == name and w.key in values}
+            settings = self.settings(name, values)  # checks the name first
             configs.append(self.registry[name].from_dict(settings))
         return configs
 
@@ -103,7 +107,8 @@ def method_panel(registry: Mapping[str, type[MethodConfig]], chooser: gr.Checkbo
     groups, widgets = {}, []
     for name, cls in registry.items():
         folded = isinstance(chooser, gr.CheckboxGroup)
-        with gr.Accordion(f"{name} settings", open=not folded, visible=name in chosen) as group:
+        with gr.Accordion(f"{name} settings", open=not folded, visible=name in chosen,
+                          elem_id=f"{name}-settings") as group:
             gr.Markdown(cls.description)
             widgets.extend(_widgets(cls, (initial or {}).get(name, {})))
         groups[name] = group
@@ -111,7 +116,8 @@ def method_panel(registry: Mapping[str, type[MethodConfig]], chooser: gr.Checkbo
         chooser.change(
             lambda value: [gr.Accordion(visible=name in _as_set(value)) for name in groups],
             inputs=chooser, outputs=list(groups.values()),
-            api_name=f"show_{str(chooser.label).lower().replace(' ', '_')}_settings", api_visibility="private", queue=False,
+            api_name=f"show_{str(chooser.label).lower().replace(' ', '_')}_settings", api_visibility="private",
+            queue=False,
         )
     return MethodPanel(dict(registry), chooser, groups, widgets)
 
@@ -122,8 +128,9 @@ def _as_set(chosen: str | Iterable[str] | None) -> set[str]:
     return {chosen} if isinstance(chosen, str) else set(chosen)
 
 
-def _widgets(cls: type[MethodConfig], initial: Mapping[str, Any]) -> list[SettingWidget]:
-    """One widget per field, the method's own fields first, then inherited ones (e.g. layer and step selectors)."""
+def _widgets(cls: type[MethodConfig], initial: Mapping[str, Any], columns: int = 2) -> list[SettingWidget]:
+    """One widget per field, `columns` to a row, the method's own fields first, then inherited ones (e.g. layer and
+    step selectors)."""
     docs = field_docs(cls)
     types_ = cls.field_types()
     defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
@@ -131,8 +138,13 @@ def _widgets(cls: type[MethodConfig], initial: Mapping[str, Any]) -> list[Settin
     defaults.update(initial)
     inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in dataclasses.fields(base)}
     order = sorted(types_, key=lambda name: name in inherited)
-    return [SettingWidget(cls.name, name, types_[name], _component(name, types_[name], defaults[name], docs.get(name, "")))
-            for name in order]
+    widgets = []
+    for start in range(0, len(order), columns):
+        with gr.Row():
+            for name in order[start:start + columns]:
+                component = _component(name, types_[name], defaults[name], docs.get(name, ""))
+                widgets.append(SettingWidget(cls.name, name, types_[name], component))
+    return widgets
 
 
 def _component(name: str, kind: Any, default: Any, info: str) -> gr.components.Component:
@@ -150,7 +162,8 @@ def _component(name: str, kind: Any, default: Any, info: str) -> gr.components.C
         return gr.Dropdown(choices=list(typing.get_args(kind)), value=default, label=label, info=info)
     inner = _optional_inner(kind)
     text = "" if default is None else ", ".join(map(str, default)) if isinstance(default, tuple) else str(default)
-    hints = ["comma-separated" if typing.get_origin(inner or kind) is tuple else "", "empty: automatic" if inner else ""]
+    hints = ["comma-separated" if typing.get_origin(inner or kind) is tuple else "",
+             "empty: automatic" if inner else ""]
     return gr.Textbox(value=text, label=label, info=info, placeholder="; ".join(h for h in hints if h) or None)
 
 
@@ -162,7 +175,7 @@ def _optional_inner(kind: Any) -> Any | None:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Each field's entry in the `Args:` sections of the class's (and its bases') docstrings, shortened to a help line."""
+    """Each field's entry in the `Args:` sections of the class's (and its bases') docstrings, as a short help line."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         lines = (klass.__doc__ or "").splitlines()
@@ -177,5 +190,5 @@ def field_docs(cls: type) -> dict[str, str]:
                     break
                 body.append(following.strip())
             text = " ".join(part for part in body if part)
-            docs[match.group(2)] = textwrap.shorten(text, width=220, placeholder=" …")
+            docs[match.group(2)] = textwrap.shorten(text, width=160, placeholder=" …")
     return docs

@@ -1,7 +1,8 @@
 """The app's layout: four tabs (Generate, Edit video, High resolution, Kernels) wired to their handlers.
 
-Every event has an `api_name` (`/generate`, `/edit`, `/high_resolution`, `/kernels`) so `gradio_client` can drive
-it; the jobs share one concurrency group, so one runs at a time on the device.
+Every event has an `api_name`: the jobs (`/generate`, `/edit`, `/high_resolution`, `/kernels`) are public so
+`gradio_client` can drive them, and share one concurrency group so one runs at a time on the device; events that
+only update the page (showing a method's settings) are private.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from diffattn.registry import methods
 from diffattn.testing import FAMILIES
 
 from . import catalog
-from .handlers import AppContext, edit_handler, generate_handler, high_resolution_handler, kernels_handler
+from .handlers import (
+    AppContext,
+    edit_handler,
+    generate_handler,
+    high_resolution_handler,
+    kernels_handler,
+)
 from .kernel_bench import device_label
 from .limits import AppLimits
 from .runs import PipelineCache, RunFolders
@@ -25,6 +32,9 @@ __all__ = ["build_demo"]
 
 DEVICE_JOBS = "device"
 """Concurrency group of every job that uses the model device: one at a time."""
+
+SAMPLE_PROMPTS = ("a red sun moving over colorful waves", "a blue moon moving over colorful waves")
+"""Source and target prompts for the built-in sample clip."""
 
 _TINY_NOTE = ("Built-in `tiny:` models have random weights and need no download: their videos are coloured noise "
               "that shows the pipeline and the methods run, not image quality.")
@@ -38,14 +48,13 @@ def _model_box(default: str, tiny: tuple[str, ...]) -> gr.Dropdown:
     )
 
 
-def _results() -> tuple[gr.Video, gr.Markdown, gr.File, gr.Plot, gr.Plot]:
+def _results(tab: str) -> tuple[gr.Video, gr.Markdown, gr.File, gr.Plot, gr.Plot]:
     """Output column of a generation tab: video, summary, config download, then the stats figures."""
-    video = gr.Video(label="Result", autoplay=True, loop=True, height=360, interactive=False)
+    video = gr.Video(label="Result", autoplay=True, loop=True, height=360, interactive=False, elem_id=f"{tab}-result")
     summary = gr.Markdown()
     config = gr.File(label="Config that reproduces this run (diffattn generate --config FILE)", interactive=False)
-    with gr.Row():
-        density = gr.Plot(label="Attention density per layer and step")
-        timing = gr.Plot(label="Attention time")
+    density = gr.Plot(label="Attention density per layer and step", show_label=False)
+    timing = gr.Plot(label="Attention time", show_label=False)
     return video, summary, config, density, timing
 
 
@@ -57,7 +66,7 @@ def _generate_tab(ctx: AppContext, model: str) -> None:
             prompt = gr.Textbox(label="Prompt", value="a red fox running through fresh snow", lines=2)
             negative = gr.Textbox(label="Negative prompt", placeholder="empty: the model's default")
             attention_chooser = method_chooser(
-                attention, kind="checkboxes", label="Attention methods", selected=("observe",) if "observe" in attention else (),
+                attention, kind="checkboxes", label="Attention methods", selected=tuple({"observe"} & set(attention)),
                 info="sparse or observed attention; each chosen method's settings appear below")
             attention_panel = method_panel(attention, attention_chooser)
             noise_chooser = method_chooser(noise, kind="checkboxes", label="Noise initialisation",
@@ -65,17 +74,17 @@ def _generate_tab(ctx: AppContext, model: str) -> None:
             noise_panel = method_panel(noise, noise_chooser)
             with gr.Accordion("Sampling", open=False):
                 with gr.Row():
-                    frames = gr.Number(label="frames", precision=0, placeholder="model default")
-                    height = gr.Number(label="height", precision=0, placeholder="model default")
-                    width = gr.Number(label="width", precision=0, placeholder="model default")
+                    frames = gr.Textbox(label="frames", placeholder="model default")
+                    height = gr.Textbox(label="height", placeholder="model default")
+                    width = gr.Textbox(label="width", placeholder="model default")
                 with gr.Row():
-                    steps = gr.Number(label="steps", precision=0, placeholder="model default (2 for tiny)")
-                    guidance = gr.Number(label="guidance", placeholder="model default")
+                    steps = gr.Textbox(label="steps", placeholder="model default (2 for tiny)")
+                    guidance = gr.Textbox(label="guidance", placeholder="model default")
                     seed = gr.Number(label="seed", value=0, precision=0)
                     fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60)
             button = gr.Button("Generate", variant="primary")
         with gr.Column(scale=6):
-            video, summary, config, density, timing = _results()
+            video, summary, config, density, timing = _results("generate")
     button.click(
         generate_handler(ctx, attention_panel, noise_panel),
         inputs=[model_box, prompt, negative, attention_chooser, noise_chooser, frames, height, width,
@@ -89,7 +98,20 @@ def _unavailable(message: str) -> None:
     gr.Markdown(f"⚠️ **Not available in this build.** {message}", elem_classes="unavailable")
 
 
-def _edit_tab(ctx: AppContext, model: str) -> None:
+def _tiny_model_for(editor: str, model: str) -> str:
+    """Switching editors switches between built-in models (FRESCO needs the ControlNet one); real models stay."""
+    return catalog.EDITOR_TINY_MODELS.get(editor, model) if model.startswith("tiny:") else model
+
+
+def _sample_clip(folder: Path) -> Path:
+    """The built-in synthetic clip (a disc crossing stripes) as an MP4, for the Edit tab's example."""
+    from diffattn.testing import sample_clip
+    from diffattn.video import write_video
+
+    return write_video(folder / "sample_clip.mp4", sample_clip(8, 64, 64), fps=8)
+
+
+def _edit_tab(ctx: AppContext, model: str, examples: Path) -> None:
     entry = catalog.edit_entry_point()
     editors = catalog.editor_configs()
     gr.Markdown("Zero-shot video editing: the video is inverted with the source prompt, then regenerated with the "
@@ -99,25 +121,36 @@ def _edit_tab(ctx: AppContext, model: str) -> None:
         _unavailable(entry.missing)
     with gr.Row():
         with gr.Column(scale=5):
-            video = gr.Video(label="Input video", sources=["upload"], format=None, height=240)
-            editor = method_chooser(editors, kind="radio", label="Editor", labels=catalog.EDITORS, selected=tuple(editors)[:1])
-            model_box = _model_box("tiny:sd" if model.startswith("tiny:") else model, ("sd", "sd-controlnet"))
-            source_prompt = gr.Textbox(label="Source prompt (describes the video)", value="a ball rolling over stripes")
-            target_prompt = gr.Textbox(label="Target prompt (the edit)", value="a watercolor painting of a ball rolling over stripes")
+            video = gr.Video(label="Input video", sources=["upload"], format=None, height=240, elem_id="edit-input")
+            editor = method_chooser(editors, kind="radio", label="Editor", labels=catalog.EDITORS,
+                                    selected=tuple(editors)[:1])
+            model_box = _model_box(_tiny_model_for(next(iter(editors), ""), model), ("sd", "sd-controlnet"))
+            source_prompt = gr.Textbox(label="Source prompt (describes the video)", value=SAMPLE_PROMPTS[0])
+            target_prompt = gr.Textbox(label="Target prompt (the edit)", value=SAMPLE_PROMPTS[1])
+            gr.Examples([[str(_sample_clip(examples)), *SAMPLE_PROMPTS]], inputs=[video, source_prompt, target_prompt],
+                        label="Built-in sample clip (click to load it)")
             with gr.Row():
-                frames = gr.Number(label="frames", value=8, precision=0)
+                frames = gr.Number(label="frames", value=8, precision=0, minimum=1, elem_id="edit-frames")
+                height = gr.Textbox(label="height", placeholder="keep (multiple of 8)")
+                width = gr.Textbox(label="width", placeholder="keep (multiple of 8)")
+            with gr.Row():
                 seed = gr.Number(label="seed", value=0, precision=0)
                 fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60)
-            panel = method_panel(editors, editor)
             button = gr.Button("Edit video", variant="primary", interactive=entry.missing is None)
+            panel = method_panel(editors, editor)
         with gr.Column(scale=6):
-            result = gr.Video(label="Edited video", autoplay=True, loop=True, height=360, interactive=False)
+            result = gr.Video(label="Edited video", autoplay=True, loop=True, height=360, interactive=False,
+                              elem_id="edit-result")
             summary = gr.Markdown()
+            config = gr.File(label="Config that reproduces this edit (diffattn edit EDITOR --config FILE)",
+                             interactive=False)
+    editor.change(_tiny_model_for, inputs=[editor, model_box], outputs=model_box, api_name="editor_model",
+                  api_visibility="private", queue=False)
     button.click(
         edit_handler(ctx, panel, entry),
-        inputs=[video, editor, model_box, source_prompt, target_prompt, frames, seed, fps],
+        inputs=[video, editor, model_box, source_prompt, target_prompt, frames, height, width, seed, fps],
         inputs_kwargs=panel.inputs_kwargs(),
-        outputs=[result, summary], api_name="edit", concurrency_id=DEVICE_JOBS,
+        outputs=[result, summary, config], api_name="edit", concurrency_id=DEVICE_JOBS,
     )
 
 
@@ -137,16 +170,16 @@ def _high_resolution_tab(ctx: AppContext, model: str) -> None:
             with gr.Row():
                 height = gr.Number(label="target height", value=64 if tiny else 1088, precision=0)
                 width = gr.Number(label="target width", value=96 if tiny else 1920, precision=0)
-                frames = gr.Number(label="frames", precision=0, placeholder="model default")
+                frames = gr.Textbox(label="frames", placeholder="model default")
             with gr.Row():
                 steps = gr.Number(label="steps", value=6 if tiny else 50, precision=0)
                 seed = gr.Number(label="seed", value=0, precision=0)
                 fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60)
-            panel = method_panel(registry,
-                                 initial={catalog.HIGH_RESOLUTION: {"base_height": 32, "base_width": 32}} if tiny else None)
             button = gr.Button("Generate at high resolution", variant="primary", interactive=entry.missing is None)
+            tiny_base = {catalog.HIGH_RESOLUTION: {"base_height": 32, "base_width": 32}}  # the tiny Wan's "native" size
+            panel = method_panel(registry, initial=tiny_base if tiny else None)
         with gr.Column(scale=6):
-            video, summary, config, density, timing = _results()
+            video, summary, config, density, timing = _results("high-resolution")
     button.click(
         high_resolution_handler(ctx, panel, entry),
         inputs=[model_box, prompt, height, width, frames, steps, seed, fps], inputs_kwargs=panel.inputs_kwargs(),
@@ -167,7 +200,8 @@ def _kernels_tab(ctx: AppContext) -> None:
             heads = gr.Number(label="heads", value=12 if on_gpu else 2, precision=0)
             head_dim = gr.Dropdown(label="head dim", choices=[16, 32, 64, 128], value=128 if on_gpu else 64)
             block = gr.Dropdown(label="block size", choices=[16, 32, 64, 128], value=128 if on_gpu else 64)
-            densities = gr.Textbox(label="densities", value="0.1, 0.25, 0.5, 1.0", info="kept kv-block fractions, comma-separated")
+            densities = gr.Textbox(label="densities", value="0.1, 0.25, 0.5, 1.0",
+                                   info="kept kv-block fractions, comma-separated")
             repeats = gr.Number(label="repeats", value=10 if on_gpu else 3, precision=0, minimum=1)
             button = gr.Button("Run kernel benchmark", variant="primary")
         with gr.Column(scale=6):
@@ -177,20 +211,21 @@ def _kernels_tab(ctx: AppContext) -> None:
                  outputs=[plot, table], api_name="kernels", concurrency_id=DEVICE_JOBS)
 
 
-def build_demo(model: str = "tiny:wan", limits: AppLimits | None = None, work_dir: Path | str | None = None) -> gr.Blocks:
+def build_demo(model: str = "tiny:wan", limits: AppLimits | None = None,
+               work_dir: Path | str | None = None) -> gr.Blocks:
     """The diffattn app as a `gr.Blocks` (not launched); `model` is the Generate tab's starting model."""
     import tempfile
 
     root = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="diffattn-app-"))
     ctx = AppContext(limits=limits or AppLimits(), pipes=PipelineCache(), folders=RunFolders(root / "runs"))
-    with gr.Blocks(title="diffattn") as demo:
+    with gr.Blocks(title="diffattn", analytics_enabled=False) as demo:
         gr.Markdown("# diffattn\nTraining-free attention extensions for diffusers: sparse attention, noise "
                     f"initialisation, zero-shot video editing and high resolution. {_TINY_NOTE}")
         with gr.Tabs():
             with gr.Tab("Generate"):
                 _generate_tab(ctx, model)
             with gr.Tab("Edit video"):
-                _edit_tab(ctx, model)
+                _edit_tab(ctx, model, root / "examples")
             with gr.Tab("High resolution"):
                 _high_resolution_tab(ctx, model)
             with gr.Tab("Kernels"):
