@@ -77,7 +77,7 @@ def _similarity_threshold(value: float | torch.Tensor, q: torch.Tensor) -> torch
         if value.numel() not in (1, q.shape[1]):
             raise ConfigError(f"sim_threshold tensor must have 1 or heads={q.shape[1]} elements; got {value.numel()}")
         return value.to(device=q.device, dtype=torch.float32).reshape(1, -1, 1)
-    return torch.tensor(float(value), device=q.device).reshape(1, 1, 1)
+    return torch.full((1, 1, 1), float(value), device=q.device)  # a fill, not a host-to-device copy
 
 
 def sparge_plan(

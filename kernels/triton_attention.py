@@ -18,11 +18,13 @@ One kernel, specialised by constexpr switches, covers every method (sparse.md se
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import triton
 import triton.language as tl
 from triton import knobs
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 __all__ = ["INTERPRETED", "SUPPORTED_BLOCKS", "MAX_HEAD_DIM", "block_sparse_attention_op"]
 
@@ -39,9 +41,19 @@ LN2 = tl.constexpr(0.6931471805599453)
 
 # --------------------------------------------------------------------------------------------- autotuning
 def _configs() -> list[triton.Config]:
-    """Every (BLOCK_N, warps, stages) of `_FAMILY_SHAPES`, BLOCK_N 64 first (what the interpreter runs)."""
-    shapes = sorted({shape for family in _FAMILY_SHAPES.values() for group in family.values() for shape in group})
-    return [triton.Config({"BLOCK_N": n}, num_warps=w, num_stages=s) for n, w, s in shapes]
+    """Every (BLOCK_N, warps, stages) of `_FAMILY_SHAPES` with plain loads, and Hopper's also with TMA loads."""
+    plain = sorted({shape for family in _FAMILY_SHAPES.values() for group in family.values() for shape in group})
+    candidates = [(*shape, False) for shape in plain] + [(*shape, True) for shape in _HOPPER_TMA]
+    return [triton.Config({"BLOCK_N": n, "USE_TMA": tma}, num_warps=w, num_stages=s, pre_hook=_size_descriptors)
+            for n, w, s, tma in candidates]
+
+
+def _size_descriptors(nargs: dict) -> None:
+    """Autotuner pre-hook: K/V descriptors load [1, 1, BLOCK_N, D] boxes (a no-op when plain pointers are passed)."""
+    for name in ("DescK", "DescV"):
+        desc = nargs[name]
+        if isinstance(desc, TensorDescriptor):
+            desc.block_shape = [1, 1, nargs["BLOCK_N"], nargs["D_PAD"]]
 
 
 def _device_family() -> str:
@@ -68,18 +80,22 @@ _FAMILY_SHAPES = {
         (64, 64): {(64, 4, 3), (128, 4, 3)},
     },
 }
+# On Hopper every shape above is also timed with level-1 K/V tiles read through TMA descriptors.
+_HOPPER_TMA = sorted({shape for group in _FAMILY_SHAPES["hopper"].values() for shape in group})
 
 
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
-    """Keep configs whose BLOCK_N divides the plan's block_k (equals it under pv_threshold) for this device."""
-    block_m, block_k = kwargs["BLOCK_M"], kwargs["BLOCK_K"]
+    """Keep configs whose BLOCK_N divides the plan's block_k (equals it under pv_threshold), that use TMA only
+    when descriptors were passed, and that suit this device (the interpreter runs one, TMA when it can)."""
+    block_m, block_k, tma_ok = kwargs["BLOCK_M"], kwargs["BLOCK_K"], kwargs["TMA_OK"]
     fits = [
         c for c in configs
         if block_k % c.kwargs["BLOCK_N"] == 0 and (not kwargs["HAS_PV"] or c.kwargs["BLOCK_N"] == block_k)
+        and (tma_ok or not c.kwargs["USE_TMA"])
     ]
     family = _device_family()
     if family == "interpreter":
-        return fits[:1]
+        return sorted(fits, key=lambda c: not c.kwargs["USE_TMA"])[:1]
     wanted = _FAMILY_SHAPES[family][(block_m, 64 if kwargs["D_PAD"] <= 64 else 128)]
     chosen = [c for c in fits if (c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in wanted]
     return chosen or fits[:1]
@@ -131,10 +147,10 @@ def _load_rows(base, offs_n, stride_n, offs_d, stride_d, n_ok, d_ok, MASK_N: tl.
 
 @triton.jit
 def _tile_scores(
-    q, k_base, stride_kn, stride_kd, row0, first, offs_m, offs_d, d_ok, kv_len, q_len, qk_scale,
+    q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, first, offs_m, offs_d, d_ok, kv_len, q_len, qk_scale,
     MaskLo, MaskHi, MaskK,
     POOL: tl.constexpr, ROWS: tl.constexpr, TILE: tl.constexpr, MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
-    HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """Raw Q.K for the TILE (pooled) rows starting at `first` of a segment, invisible keys at -inf.
 
@@ -148,7 +164,10 @@ def _tile_scores(
     else:
         n_ok = (tile < ROWS) & (offs_n < tl.cdiv(kv_len, POOL))
     MASK_N: tl.constexpr = POOL > 1 or not EVEN_N
-    k = _load_rows(k_base, row0 + offs_n, stride_kn, offs_d, stride_kd, n_ok, d_ok, MASK_N, MASK_D)
+    if USE_TMA:  # level 1 only; rows past kv_len come back as zeros
+        k = desc_k.load([b, h, row0 + first, 0]).reshape(TILE, q.shape[1])
+    else:
+        k = _load_rows(k_base, row0 + offs_n, stride_kn, offs_d, stride_kd, n_ok, d_ok, MASK_N, MASK_D)
     qk = _dot(q, tl.trans(k), tl.zeros([q.shape[0], TILE], dtype=tl.float32), UPCAST)
     if POOL > 1:
         n_valid = tl.minimum(kv_len - offs_n * POOL, POOL).to(tl.float32)
@@ -168,13 +187,13 @@ def _segment(
     acc, l_i, m_i, started, m_fin,
     q, offs_m, row_ok, offs_d, d_ok,
     Idx, Kept, lo, hi,
-    k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, row0,
+    k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, row0,
     kv_len, qk_scale, neg_pv, skip_thr,
     MaskLo, MaskHi, MaskK, q_len,
     POOL: tl.constexpr, ROWS: tl.constexpr, TILE: tl.constexpr, SUB: tl.constexpr,
     MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
     HAS_PV: tl.constexpr, HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, MARK: tl.constexpr,
-    UPCAST: tl.constexpr,
+    UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """Walk slots [lo, hi) of one level segment: attend (MARK=False) or flag significant blocks (MARK=True).
 
@@ -189,9 +208,9 @@ def _segment(
             flags = tl.zeros_like(row_ok).to(tl.int32)
             for sub in tl.static_range(SUB):
                 qk, offs_n, n_ok, MASK_N = _tile_scores(
-                    q, k_base, stride_kn, stride_kd, row0, blk * ROWS + sub * TILE, offs_m, offs_d, d_ok, kv_len,
-                    q_len, qk_scale, MaskLo, MaskHi, MaskK, POOL, ROWS, TILE, MASK_D, EVEN_N, HAS_TMASK, NUM_AXES,
-                    UPCAST)
+                    q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, blk * ROWS + sub * TILE, offs_m, offs_d,
+                    d_ok, kv_len, q_len, qk_scale, MaskLo, MaskHi, MaskK, POOL, ROWS, TILE, MASK_D, EVEN_N,
+                    HAS_TMASK, NUM_AXES, UPCAST, USE_TMA)
                 m_loc = tl.max(qk, 1) * qk_scale
                 significant = row_ok & (m_loc > float("-inf")) & (m_loc - m_fin >= skip_thr)
                 flags = tl.maximum(flags, significant.to(tl.int32))
@@ -199,12 +218,16 @@ def _segment(
     else:
         for t in range(lo * SUB, hi * SUB):
             blk = tl.load(Idx + t // SUB)
+            first = blk * ROWS + (t % SUB) * TILE
             qk, offs_n, n_ok, MASK_N = _tile_scores(
-                q, k_base, stride_kn, stride_kd, row0, blk * ROWS + (t % SUB) * TILE, offs_m, offs_d, d_ok, kv_len,
-                q_len, qk_scale, MaskLo, MaskHi, MaskK, POOL, ROWS, TILE, MASK_D, EVEN_N, HAS_TMASK, NUM_AXES,
-                UPCAST)
+                q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, first, offs_m, offs_d, d_ok, kv_len, q_len,
+                qk_scale, MaskLo, MaskHi, MaskK, POOL, ROWS, TILE, MASK_D, EVEN_N, HAS_TMASK, NUM_AXES, UPCAST,
+                USE_TMA)
             m_loc = tl.max(qk, 1) * qk_scale
-            v = _load_rows(v_base, row0 + offs_n, stride_vn, offs_d, stride_vd, n_ok, d_ok, MASK_N, MASK_D)
+            if USE_TMA:
+                v = desc_v.load([b, h, row0 + first, 0]).reshape(TILE, q.shape[1])
+            else:
+                v = _load_rows(v_base, row0 + offs_n, stride_vn, offs_d, stride_vd, n_ok, d_ok, MASK_N, MASK_D)
             if HAS_PV:
                 significant = row_ok & (m_loc > float("-inf")) & (m_loc - m_i >= neg_pv)
                 if (tl.max(significant.to(tl.int32), 0) > 0) | (started == 0):
@@ -220,54 +243,55 @@ def _walk_row(
     acc, l_i, m_i, started, m_fin,
     q, offs_m, row_ok, offs_d, d_ok,
     Idx, Off, Kept,
-    k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd,
+    k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h,
     p_kbase, p_vbase, stride_pn, START2, START4, START8,
     kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TILE2: tl.constexpr, TILE4: tl.constexpr, TILE8: tl.constexpr,
     COL1: tl.constexpr, COL2: tl.constexpr, COL4: tl.constexpr, COL8: tl.constexpr,
     MASK_D: tl.constexpr, EVEN_N: tl.constexpr, HAS_PV: tl.constexpr, HAS_TMASK: tl.constexpr,
-    NUM_AXES: tl.constexpr, MARK: tl.constexpr, UPCAST: tl.constexpr,
+    NUM_AXES: tl.constexpr, MARK: tl.constexpr, UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """Every level segment of one plan row in order (level 1, 2, 4, 8); absent levels have COL < 0."""
     if COL1 >= 0:
         acc, l_i, m_i, started = _segment(
             acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
             Idx, Kept, tl.load(Off + COL1), tl.load(Off + COL1 + 1),
-            k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, 0,
+            k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, 0,
             kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
-            1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, NUM_AXES, MARK, UPCAST)
+            1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, NUM_AXES, MARK, UPCAST, USE_TMA)
     if COL2 >= 0:
         acc, l_i, m_i, started = _segment(
             acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
             Idx, Kept, tl.load(Off + COL2), tl.load(Off + COL2 + 1),
-            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, START2,
+            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START2,
             kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
-            2, BLOCK_K // 2, TILE2, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST)
+            2, BLOCK_K // 2, TILE2, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST, False)
     if COL4 >= 0:
         acc, l_i, m_i, started = _segment(
             acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
             Idx, Kept, tl.load(Off + COL4), tl.load(Off + COL4 + 1),
-            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, START4,
+            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START4,
             kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
-            4, BLOCK_K // 4, TILE4, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST)
+            4, BLOCK_K // 4, TILE4, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST, False)
     if COL8 >= 0:
         acc, l_i, m_i, started = _segment(
             acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
             Idx, Kept, tl.load(Off + COL8), tl.load(Off + COL8 + 1),
-            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, START8,
+            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START8,
             kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
-            8, BLOCK_K // 8, TILE8, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST)
+            8, BLOCK_K // 8, TILE8, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST, False)
     return acc, l_i, m_i, started
 
 
 @triton.autotune(
     configs=_configs(),
-    key=["seq_bucket", "BLOCK_M", "BLOCK_K", "D_PAD", "COL2", "COL4", "COL8", "HAS_PV", "HAS_MARKS", "HAS_TMASK", "EVEN_N"],
+    key=["seq_bucket", "BLOCK_M", "BLOCK_K", "D_PAD", "COL2", "COL4", "COL8", "HAS_PV", "HAS_MARKS", "HAS_TMASK", "EVEN_N",
+         "TMA_OK"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
 def _block_sparse_attn_fwd(
-    Q, K, V, Out, Lse, Kept, KP, VP, Idx, Off, MaskLo, MaskHi, MaskK, PvThr, SkipThr,
+    Q, K, V, Out, Lse, Kept, KP, VP, DescK, DescV, Idx, Off, MaskLo, MaskHi, MaskK, PvThr, SkipThr,
     qk_scale, q_len, kv_len, num_heads, num_q_blocks, width, seq_bucket,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -281,7 +305,8 @@ def _block_sparse_attn_fwd(
     BLOCK_K: tl.constexpr, TILE2: tl.constexpr, TILE4: tl.constexpr, TILE8: tl.constexpr,
     COL1: tl.constexpr, COL2: tl.constexpr, COL4: tl.constexpr, COL8: tl.constexpr,
     EVEN_N: tl.constexpr, HAS_PV: tl.constexpr, HAS_MARKS: tl.constexpr, HAS_LSE: tl.constexpr,
-    HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, UPCAST: tl.constexpr, TMA_OK: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
     qb = tl.program_id(0)
     bh = tl.program_id(1)
@@ -316,17 +341,19 @@ def _block_sparse_attn_fwd(
     started = tl.program_id(0) * 0
     acc, l_i, m_i, started = _walk_row(
         acc, l_i, m_i, started, m_i, q, offs_m, row_ok, offs_d, d_ok, Idx, Off, Kept,
-        k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, p_kbase, p_vbase, stride_pn, START2, START4, START8,
+        k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, DescK, DescV, b, h,
+        p_kbase, p_vbase, stride_pn, START2, START4, START8,
         kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
         BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, NUM_AXES,
-        False, UPCAST)
+        False, UPCAST, USE_TMA)
     if HAS_MARKS:
         _walk_row(
             acc, l_i, m_i, started, m_i, q, offs_m, row_ok, offs_d, d_ok, Idx, Off, Kept,
-            k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, p_kbase, p_vbase, stride_pn, START2, START4, START8,
+            k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, DescK, DescV, b, h,
+        p_kbase, p_vbase, stride_pn, START2, START4, START8,
             kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
             BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, False, HAS_TMASK, NUM_AXES,
-            True, UPCAST)
+            True, UPCAST, USE_TMA)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
@@ -342,6 +369,25 @@ def _alloc_outputs(q: torch.Tensor, return_lse: bool) -> tuple[torch.Tensor, tor
     """Uninitialised `(out like q, lse f32 [B,H,Sq] or [1])`; the kernel writes every element (tests poison them)."""
     lse_shape = q.shape[:3] if return_lse else (1,)
     return torch.empty_like(q), q.new_empty(lse_shape, dtype=torch.float32)
+
+
+_TMA_FAILURE: list[str] = []
+"""Set (with the error) when TMA descriptors failed once in this process; plain loads are used from then on."""
+
+
+def _tma_ok(k: torch.Tensor, v: torch.Tensor, head_dim: int, d_pad: int) -> bool:
+    """Level-1 K/V may be read through TMA: Hopper (or the interpreter), unpadded head_dim, 16-byte strides."""
+    if _TMA_FAILURE or _device_family() not in ("hopper", "interpreter") or head_dim != d_pad:
+        return False
+    for t in (k, v):
+        if t.stride(-1) != 1 or t.data_ptr() % 16 or any(st * t.element_size() % 16 for st in t.stride()[:-1]):
+            return False
+    return True
+
+
+def _descriptor(t: torch.Tensor, d_pad: int) -> TensorDescriptor:
+    """A 4-D descriptor over [B, H, S, D]; its block shape is set per config by `_size_descriptors`."""
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, 16, d_pad])
 
 
 def _level_column(levels: list[int], level: int) -> int:
@@ -360,10 +406,11 @@ def _launch(
     num_q_blocks, width = kv_indices.shape[2], kv_indices.shape[3]
     out, lse = _alloc_outputs(q, return_lse)
     marks = skip_threshold is not None
-    kept = q.new_zeros((batch, heads, num_q_blocks, width) if marks else (1,), dtype=torch.int8)
-    dummy_i32 = kv_indices.new_zeros(1)
-    dummy_f32 = lse.new_zeros(1)
-    pk = pooled_k if pooled_k is not None else k.new_zeros((1, 1, 1, head_dim))
+    # marks start at 0 (slots past a row's count stay 0); the dummies stand in for absent inputs, never read
+    kept = q.new_zeros((batch, heads, num_q_blocks, width), dtype=torch.int8) if marks else q.new_empty(1, dtype=torch.int8)
+    dummy_i32 = kv_indices.new_empty(1)
+    dummy_f32 = lse.new_empty(1)
+    pk = pooled_k if pooled_k is not None else k.new_empty((1, 1, 1, head_dim))
     pv = pooled_v if pooled_v is not None else pk
     starts = {lvl: s for lvl, s in zip((2, 4, 8), pooled_starts)}
     d_pad = max(16, triton.next_power_of_2(head_dim))
@@ -372,27 +419,39 @@ def _launch(
     def strides(t: torch.Tensor) -> list[int]:
         return [0 if t.shape[i] == 1 else t.stride(i) for i in range(3)]
 
-    grid = (num_q_blocks, batch * heads)
-    _block_sparse_attn_fwd[grid](
-        q, k, v, out, lse, kept, pk, pv, kv_indices, kv_offsets,
-        mask_lo if mask_lo is not None else dummy_i32,
-        mask_hi if mask_hi is not None else dummy_i32,
-        mask_k if mask_k is not None else dummy_i32,
-        pv_threshold if pv_threshold is not None else dummy_f32,
-        skip_threshold if skip_threshold is not None else dummy_f32,
-        scale * LOG2E, q_len, kv_len, heads, num_q_blocks, width, triton.next_power_of_2(max(q_len, kv_len)),
-        *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-        pk.stride(0), pk.stride(1), pk.stride(2),
-        *strides(kv_indices), *strides(kv_offsets),
-        starts.get(2, 0), starts.get(4, 0), starts.get(8, 0),
-        HEAD_DIM=head_dim, D_PAD=d_pad, BLOCK_M=block_q, BLOCK_K=block_k,
-        TILE2=tiles[2], TILE4=tiles[4], TILE8=tiles[8],
-        COL1=_level_column(levels, 1), COL2=_level_column(levels, 2),
-        COL4=_level_column(levels, 4), COL8=_level_column(levels, 8),
-        EVEN_N=kv_len % block_k == 0, HAS_PV=pv_threshold is not None, HAS_MARKS=marks,
-        HAS_LSE=return_lse, HAS_TMASK=mask_lo is not None, NUM_AXES=mask_lo.shape[1] if mask_lo is not None else 0,
-        UPCAST=INTERPRETED and q.dtype == torch.bfloat16,
-    )
+    def launch(tma_ok: bool) -> None:
+        desc_k, desc_v = (_descriptor(k, d_pad), _descriptor(v, d_pad)) if tma_ok else (k, v)
+        _block_sparse_attn_fwd[(num_q_blocks, batch * heads)](
+            q, k, v, out, lse, kept, pk, pv, desc_k, desc_v, kv_indices, kv_offsets,
+            mask_lo if mask_lo is not None else dummy_i32,
+            mask_hi if mask_hi is not None else dummy_i32,
+            mask_k if mask_k is not None else dummy_i32,
+            pv_threshold if pv_threshold is not None else dummy_f32,
+            skip_threshold if skip_threshold is not None else dummy_f32,
+            scale * LOG2E, q_len, kv_len, heads, num_q_blocks, width, triton.next_power_of_2(max(q_len, kv_len)),
+            *q.stride(), *k.stride(), *v.stride(), *out.stride(),
+            pk.stride(0), pk.stride(1), pk.stride(2),
+            *strides(kv_indices), *strides(kv_offsets),
+            starts.get(2, 0), starts.get(4, 0), starts.get(8, 0),
+            HEAD_DIM=head_dim, D_PAD=d_pad, BLOCK_M=block_q, BLOCK_K=block_k,
+            TILE2=tiles[2], TILE4=tiles[4], TILE8=tiles[8],
+            COL1=_level_column(levels, 1), COL2=_level_column(levels, 2),
+            COL4=_level_column(levels, 4), COL8=_level_column(levels, 8),
+            EVEN_N=kv_len % block_k == 0, HAS_PV=pv_threshold is not None, HAS_MARKS=marks,
+            HAS_LSE=return_lse, HAS_TMASK=mask_lo is not None,
+            NUM_AXES=mask_lo.shape[1] if mask_lo is not None else 0,
+            UPCAST=INTERPRETED and q.dtype == torch.bfloat16, TMA_OK=tma_ok,
+        )
+
+    tma_ok = _tma_ok(k, v, head_dim, d_pad)
+    try:
+        launch(tma_ok)
+    except Exception as exc:  # a Triton build without working TMA descriptors: disable them, say so, retry
+        if not tma_ok:
+            raise
+        _TMA_FAILURE.append(f"{type(exc).__name__}: {exc}")
+        warnings.warn(f"diffattn: TMA loads failed ({_TMA_FAILURE[0][:300]}); using plain loads from now on")
+        launch(False)
     return out, lse, kept
 
 
