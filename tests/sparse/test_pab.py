@@ -1,0 +1,74 @@
+"""PAB: the same layers, counts, windows and outputs as diffusers' `apply_pyramid_attention_broadcast`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
+
+import diffattn
+from diffattn.processors.base import find_attention_modules
+from diffattn.testing import tiny_call_kwargs, tiny_pipeline
+
+from .conftest import VIDEO_FAMILIES
+
+STEPS = 4
+WINDOW = (0.0, 1001.0)  # every timestep of the schedules
+
+
+def run(pipe, family):
+    with torch.no_grad():
+        return pipe(**tiny_call_kwargs(family, num_inference_steps=STEPS, output_type="latent")).frames
+
+
+@pytest.mark.parametrize("family", VIDEO_FAMILIES)
+def test_pab_equals_diffusers_pab(family):
+    """Spatial range 2 and cross range 3 over the whole schedule: ours and diffusers' outputs are identical."""
+    theirs_pipe = tiny_pipeline(family)
+    stock = run(theirs_pipe, family)
+    apply_pyramid_attention_broadcast(
+        theirs_pipe.transformer,
+        PyramidAttentionBroadcastConfig(
+            spatial_attention_block_skip_range=2, cross_attention_block_skip_range=3,
+            spatial_attention_timestep_skip_range=WINDOW, cross_attention_timestep_skip_range=WINDOW,
+            current_timestep_callback=lambda: theirs_pipe.current_timestep,
+        ),
+    )
+    theirs = run(theirs_pipe, family)
+    hooked = {
+        name for name, module in find_attention_modules(theirs_pipe.transformer)
+        if getattr(module, "_diffusers_hook", None) is not None and module._diffusers_hook.get_hook("pyramid_attention_broadcast")
+    }
+
+    pipe = tiny_pipeline(family)
+    config = diffattn.PABConfig(
+        preset="none", spatial_skip_range=2, cross_skip_range=3, spatial_timestep_range=WINDOW, cross_timestep_range=WINDOW
+    )
+    with diffattn.apply(pipe, config) as handle:
+        ours = run(pipe, family)
+        reused = {layer for layer, steps in handle.stats.to_dict().items() if any(r.get("reused") for r in steps.values())}
+    assert torch.equal(ours, theirs)
+    assert not torch.equal(ours, stock)  # outputs really were reused
+    assert reused == hooked  # the same layers broadcast
+    assert torch.equal(run(pipe, family), stock)  # removed: stock again
+
+
+def test_outside_the_window_nothing_is_reused():
+    pipe = tiny_pipeline("wan")
+    stock = run(pipe, "wan")
+    with diffattn.apply(pipe, diffattn.PABConfig(spatial_timestep_range=(0.0, 1.0), cross_timestep_range=(0.0, 1.0))) as handle:
+        assert torch.equal(run(pipe, "wan"), stock)
+        assert not any(r.get("reused") for steps in handle.stats.to_dict().values() for r in steps.values())
+
+
+def test_presets_are_the_published_values():
+    auto = diffattn.PABConfig()
+    assert auto.resolve("wan") == {"spatial": (2, (603.0, 976.0)), "temporal": (0, (603.0, 976.0)), "cross": (6, (603.0, 976.0))}
+    assert auto.resolve("cogvideox")["spatial"] == (2, (100.0, 850.0))
+    assert auto.resolve("ltx") == {"spatial": (2, (100.0, 800.0)), "temporal": (0, (100.0, 800.0)), "cross": (0, (100.0, 800.0))}
+    overridden = diffattn.PABConfig(cross_skip_range=0, spatial_timestep_range=(10.0, 20.0)).resolve("wan")
+    assert overridden["cross"][0] == 0 and overridden["spatial"] == (2, (10.0, 20.0))
+    with pytest.raises(diffattn.ConfigError, match="at least one"):
+        diffattn.PABConfig(preset="none")
+    with pytest.raises(diffattn.ConfigError, match="low < high"):
+        diffattn.PABConfig(spatial_timestep_range=(800.0, 100.0))
