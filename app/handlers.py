@@ -8,7 +8,6 @@ every deliberate diffattn error reaches the user as a `gr.Error` carrying its me
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +56,6 @@ class AppContext:
     folders: RunFolders
 
 
-def _title(exc: Exception) -> str:
-    """'UnsupportedModelError' -> 'Unsupported model'."""
-    words = re.findall(r"[A-Z][a-z]+", type(exc).__name__.removesuffix("Error")) or ["Invalid input"]
-    return " ".join([words[0], *(w.lower() for w in words[1:])])
-
-
 def shown_to_user(handler: Callable[..., Any]) -> Callable[..., Any]:
     """Turn diffattn's errors (and invalid values) into `gr.Error` popups with their message."""
 
@@ -71,7 +64,7 @@ def shown_to_user(handler: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return handler(*args, **kwargs)
         except (DiffAttnError, ValueError) as exc:
-            raise gr.Error(str(exc), title=_title(exc)) from exc
+            raise gr.Error(str(exc)) from exc
 
     return wrapper
 
@@ -197,15 +190,24 @@ def kernels_handler(ctx: AppContext) -> Callable[..., Any]:
         spec = KernelBenchSpec(tokens=int(tokens), heads=int(heads), head_dim=int(head_dim), block=int(block),
                                densities=field_parser(tuple[float, ...])(densities), repeats=int(repeats))
         result = run_kernel_benchmark(spec, device)
-        title = (f"{result.device} · {result.dtype} · 1×{spec.heads} heads × {spec.tokens} tokens × {spec.head_dim}, "
+        title = (f"{result.device}, {result.dtype}\n{spec.heads} heads × {spec.tokens} tokens × {spec.head_dim} dims, "
                  f"blocks of {spec.block}")
-        table = ["| implementation | density | median ms |", "|---|---:|---:|"]
-        table += [f"| {row['implementation']} | {row['density']:.3f} | {row['ms']:.2f} |" for row in result.rows]
-        notes = [f"Measured on **{result.device}** ({result.dtype})."]
+        notes = [f"Measured on **{result.device}** ({result.dtype}); median milliseconds per attention call."]
         notes += [f"{name} did not run here: {reason}" for name, reason in result.skipped.items()]
-        return kernel_plot(result.rows, title), "\n\n".join(notes) + "\n\n" + "\n".join(table)
+        return kernel_plot(result.rows, title), "\n\n".join([*notes, _kernel_table(result.rows)])
 
     return kernels
+
+
+def _kernel_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Markdown table: one row per density, one column per implementation (median ms)."""
+    names = list(dict.fromkeys(str(row["implementation"]) for row in rows))
+    cells = {(row["density"], row["implementation"]): row["ms"] for row in rows}
+    lines = ["| density | " + " | ".join(names) + " |", "|---:|" + "---:|" * len(names)]
+    for density in sorted({row["density"] for row in rows}):
+        times = " | ".join(f"{cells[density, name]:.2f}" if (density, name) in cells else "–" for name in names)
+        lines.append(f"| {density:.3f} | {times} |")
+    return "\n".join(lines)
 
 
 def upload_root() -> Path:

@@ -53,6 +53,8 @@ def density_heatmap(stats: Stats) -> Figure:
     if not stats:
         return message_figure("No attention statistics: choose an attention method (observe records dense attention).")
     layers, steps, values = _matrix(stats, "density")
+    if np.isnan(values).all():
+        return message_figure("No layer reported an attention density in this run.")
     height = min(12.0, 2.4 + 0.22 * len(layers))
     figure, axes = plt.subplots(figsize=(9, height), layout="constrained")
     image = axes.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0,

@@ -78,10 +78,10 @@ def _generate_tab(ctx: AppContext, model: str) -> None:
                     height = gr.Textbox(label="height", placeholder="model default")
                     width = gr.Textbox(label="width", placeholder="model default")
                 with gr.Row():
-                    steps = gr.Textbox(label="steps", placeholder="model default (2 for tiny)")
-                    guidance = gr.Textbox(label="guidance", placeholder="model default")
-                    seed = gr.Number(label="seed", value=0, precision=0)
-                    fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60)
+                    steps = gr.Textbox(label="steps", placeholder="model default (2 for tiny)", min_width=100)
+                    guidance = gr.Textbox(label="guidance", placeholder="model default", min_width=100)
+                    seed = gr.Number(label="seed", value=0, precision=0, min_width=80)
+                    fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60, min_width=80)
             button = gr.Button("Generate", variant="primary")
         with gr.Column(scale=6):
             video, summary, config, density, timing = _results("generate")
@@ -205,7 +205,7 @@ def _kernels_tab(ctx: AppContext) -> None:
             repeats = gr.Number(label="repeats", value=10 if on_gpu else 3, precision=0, minimum=1)
             button = gr.Button("Run kernel benchmark", variant="primary")
         with gr.Column(scale=6):
-            plot = gr.Plot(label="Time against density")
+            plot = gr.Plot(label="Time against density", show_label=False)
             table = gr.Markdown()
     button.click(kernels_handler(ctx), inputs=[tokens, heads, head_dim, block, densities, repeats],
                  outputs=[plot, table], api_name="kernels", concurrency_id=DEVICE_JOBS)

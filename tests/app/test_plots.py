@@ -41,3 +41,8 @@ def test_kernel_plot_draws_one_line_per_implementation_sorted_by_density():
     lines = kernel_plot(rows, "CPU").axes[0].get_lines()
     assert [line.get_label() for line in lines] == ["dense SDPA", "ours"]
     assert lines[1].get_xydata().tolist() == [[0.1, 0.5], [0.5, 2.0]]
+
+
+def test_density_heatmap_says_so_when_no_layer_reported_a_density():
+    figure = density_heatmap({"blocks.0.attn1": {0: {"density": None, "time_ms": 1.0}}})
+    assert [t.get_text() for t in figure.axes[0].texts] == ["No layer reported an attention density in this run."]
