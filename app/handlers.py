@@ -101,6 +101,7 @@ def _run_outputs(ctx: AppContext, spec: GenerationSpec, progress: gr.Progress, k
 
 def generate_handler(ctx: AppContext, attention: MethodPanel, noise: MethodPanel) -> Callable[..., Any]:
     """`/generate`: text-to-video (or image) with the chosen attention and noise-initialisation methods."""
+
     @shown_to_user
     def generate(model: str, prompt: str, negative_prompt: str | None = None, attention_methods: Sequence[str] = (),
                  noise_methods: Sequence[str] = (), frames: str | None = None, height: str | None = None,
@@ -160,7 +161,7 @@ def high_resolution_handler(ctx: AppContext, freeswim: MethodPanel, entry: Entry
 
     @shown_to_user
     def high_resolution(model: str, prompt: str, height: float, width: float, frames: str | None = None,
-                        steps: float = 50, seed: float = 0, fps: float = 8,
+                        steps: float | None = None, seed: float = 0, fps: float = 8,
                         progress: gr.Progress = gr.Progress(track_tqdm=True), **freeswim_settings: Any):
         """Generate at height x width with FreeSwim; returns the video, heatmap, timing plot, summary and config."""
         _require(entry)
@@ -184,7 +185,7 @@ def kernels_handler(ctx: AppContext) -> Callable[..., Any]:
     @shown_to_user
     def kernels(tokens: float, heads: float, head_dim: float, block: float, densities: str, repeats: float,
                 progress: gr.Progress = gr.Progress(track_tqdm=True)):
-        """Run the kernel benchmark; returns the plot and a Markdown table of the measurements."""
+        """Run the kernel benchmark; returns the plot and a Markdown table (progress: tqdm over the densities)."""
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         check_kernel_tokens(int(tokens), ctx.limits, device.type == "cuda")
         spec = KernelBenchSpec(tokens=int(tokens), heads=int(heads), head_dim=int(head_dim), block=int(block),

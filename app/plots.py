@@ -105,7 +105,7 @@ def kernel_plot(rows: Sequence[Mapping[str, Any]], title: str) -> Figure:
     axes.set_xlim(0, 1.05)
     axes.set_ylim(bottom=0)
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
     axes.set_title(title, fontsize=10)
     plt.close(figure)
     return figure
