@@ -112,5 +112,9 @@ def test_skip_threshold_marks_match_reference_and_keep_levels():
     assert 0 < kept.density() < plan.density()
     triton_or_skip()
     tri = block_sparse_attention(q, k, v, plan, backend="triton", skip_threshold=-3.0, pv_threshold=0.0)
-    assert torch.equal(tri.kept_plan.to_level_map(), kept.to_level_map())
-    assert torch.equal(tri.kept_plan.kv_indices, kept.kv_indices)
+    # a tile whose margin lies within rounding (pooled keys are summed in another order) of -3 may go either way
+    loose, tight = (block_sparse_attention(q, k, v, plan, backend="reference", skip_threshold=t).kept_plan.to_block_mask()
+                    for t in (-3.05, -2.95))
+    marks = tri.kept_plan.to_block_mask()
+    assert not (marks & ~loose).any() and not (tight & ~marks).any()
+    assert ((tri.kept_plan.to_level_map() == 0) | (tri.kept_plan.to_level_map() == plan.to_level_map())).all()
