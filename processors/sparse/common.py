@@ -24,7 +24,6 @@ padding mask, and calls already carrying a plan in another token order.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import math
 from collections.abc import Callable
@@ -100,10 +99,17 @@ class SparseLayout(TokenLayout):
         return self.video_tokens // self.block_k if self.text_keys else self.kv_blocks
 
 
-@functools.lru_cache(maxsize=64)
+_TILE_ORDERS: dict[tuple[Grid, tuple[int, int, int], torch.device], TileOrder] = {}
+_DENSE_PLANS: dict[tuple[int, int, int, int, torch.device], BlockPlan] = {}
+# plain dicts rather than functools caches: torch.compile traces dict lookups but breaks the graph on lru_cache
+
+
 def tile_order(grid: Grid, tile: tuple[int, int, int], device: torch.device) -> TileOrder:
     """The (cached) tile permutation of a grid."""
-    return TileOrder(grid, tile, device)
+    key = (grid, tile, device)
+    if key not in _TILE_ORDERS:
+        _TILE_ORDERS[key] = TileOrder(grid, tile, device)
+    return _TILE_ORDERS[key]
 
 
 def _tile_shape(block_q: int) -> tuple[int, int, int]:
@@ -162,10 +168,12 @@ def joint_plan(video_levels: torch.Tensor, layout: SparseLayout, levels: tuple[i
     return plan_from_level_map(force_text_columns(level_map, layout), layout.block_q, layout.block_k, levels)
 
 
-@functools.lru_cache(maxsize=64)
 def dense_plan(q_blocks: int, kv_blocks: int, block_q: int, block_k: int, device: torch.device) -> BlockPlan:
     """Every block, broadcast over batch and heads (cached: static)."""
-    return BlockPlan.dense(q_blocks * block_q, kv_blocks * block_k, block_q, block_k, device=device)
+    key = (q_blocks, kv_blocks, block_q, block_k, device)
+    if key not in _DENSE_PLANS:
+        _DENSE_PLANS[key] = BlockPlan.dense(q_blocks * block_q, kv_blocks * block_k, block_q, block_k, device=device)
+    return _DENSE_PLANS[key]
 
 
 def attach_plan(call: AttentionCall, plan: BlockPlan, **kernel_options: Any) -> AttentionCall:
