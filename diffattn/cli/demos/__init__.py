@@ -41,5 +41,6 @@ def load_entries() -> dict[str, DemoEntry]:
     from . import editing  # noqa: F401
     from . import freeswim  # noqa: F401
     from . import noise  # noqa: F401
+    from . import sparse  # noqa: F401
 
     return dict(_ENTRIES)
