@@ -69,9 +69,9 @@ def _device_family() -> str:
 _FAMILY_SHAPES = {
     "hopper": {
         (128, 128): {(64, 8, 3), (64, 8, 4), (128, 8, 2)},
-        (128, 64): {(64, 4, 3), (64, 8, 3), (128, 8, 3), (128, 8, 4)},
-        (64, 128): {(64, 4, 3), (64, 4, 4), (128, 4, 2)},
-        (64, 64): {(64, 4, 3), (64, 4, 4), (128, 4, 3)},
+        (128, 64): {(64, 4, 3), (128, 8, 3)},
+        (64, 128): {(64, 4, 3), (128, 4, 2)},
+        (64, 64): {(64, 4, 3), (128, 4, 3)},
     },
     "ampere": {
         (128, 128): {(64, 8, 2), (64, 8, 3), (128, 8, 2)},
@@ -154,7 +154,7 @@ def _tile_scores(
 ):
     """Raw Q.K for the TILE (pooled) rows starting at `first` of a segment, invisible keys at -inf.
 
-    Returns `(qk [BLOCK_M, TILE], offs_n, n_ok, MASK_N)`; pooled rows carry their `log2(n_valid)` bias (in raw
+    Returns `(qk [BLOCK_M, TILE], offs_n, n_ok)`; pooled rows carry their `log2(n_valid)` bias (in raw
     units, i.e. divided by qk_scale), and only the tile crossing kv_len pays for the boundary mask.
     """
     tile = tl.arange(0, TILE)
@@ -179,7 +179,7 @@ def _tile_scores(
     if HAS_TMASK:
         visible = _box_visible(MaskLo, MaskHi, MaskK, offs_m, offs_n, q_len, kv_len, NUM_AXES)
         qk = tl.where(visible, qk, float("-inf"))
-    return qk, offs_n, n_ok, MASK_N
+    return qk, offs_n, n_ok
 
 
 @triton.jit
@@ -202,12 +202,13 @@ def _segment(
     one flat loop over tiles (one K/V tile per iteration keeps the software pipeline simple); marking walks
     slots, so a slot's flag covers all its tiles.
     """
+    MASK_N: tl.constexpr = POOL > 1 or not EVEN_N  # constexprs do not survive a return on Triton 3.6
     if MARK:
         for s in range(lo, hi):
             blk = tl.load(Idx + s)
             flags = tl.zeros_like(row_ok).to(tl.int32)
             for sub in tl.static_range(SUB):
-                qk, offs_n, n_ok, MASK_N = _tile_scores(
+                qk, offs_n, n_ok = _tile_scores(
                     q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, blk * ROWS + sub * TILE, offs_m, offs_d,
                     d_ok, kv_len, q_len, qk_scale, MaskLo, MaskHi, MaskK, POOL, ROWS, TILE, MASK_D, EVEN_N,
                     HAS_TMASK, NUM_AXES, UPCAST, USE_TMA)
@@ -219,7 +220,7 @@ def _segment(
         for t in range(lo * SUB, hi * SUB):
             blk = tl.load(Idx + t // SUB)
             first = blk * ROWS + (t % SUB) * TILE
-            qk, offs_n, n_ok, MASK_N = _tile_scores(
+            qk, offs_n, n_ok = _tile_scores(
                 q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, first, offs_m, offs_d, d_ok, kv_len, q_len,
                 qk_scale, MaskLo, MaskHi, MaskK, POOL, ROWS, TILE, MASK_D, EVEN_N, HAS_TMASK, NUM_AXES, UPCAST,
                 USE_TMA)
@@ -446,12 +447,12 @@ def _launch(
     tma_ok = _tma_ok(k, v, head_dim, d_pad)
     try:
         launch(tma_ok)
-    except Exception as exc:  # a Triton build without working TMA descriptors: disable them, say so, retry
+    except Exception as exc:
         if not tma_ok:
             raise
+        launch(False)  # raises again unless TMA was the problem; if it was: say so, use plain loads from now on
         _TMA_FAILURE.append(f"{type(exc).__name__}: {exc}")
         warnings.warn(f"diffattn: TMA loads failed ({_TMA_FAILURE[0][:300]}); using plain loads from now on")
-        launch(False)
     return out, lse, kept
 
 
