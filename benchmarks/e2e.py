@@ -141,17 +141,18 @@ def cudnn_attention(device: torch.device):
 
 
 def build_model(config: dict, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Random weights, cast like `from_pretrained(torch_dtype=dtype)`: the model's fp32-kept modules stay fp32."""
     from diffusers import WanTransformer3DModel
 
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device):
-            torch.manual_seed(0)
-            model = WanTransformer3DModel(**config).eval()
-    finally:
-        torch.set_default_dtype(previous)
-    return model.requires_grad_(False)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = WanTransformer3DModel(**config).eval().requires_grad_(False)
+    model.to(dtype)
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, module in model.named_modules():
+        if keep.intersection(name.split(".")):
+            module.float()
+    return model
 
 
 def model_inputs(config: dict, latent: tuple[int, int, int], text_len: int, device, dtype) -> dict[str, torch.Tensor]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from diffattn.configs.sparse import LiteAttentionConfig
 from diffattn.context import RunContext
 from diffattn.kernels import SparseAttentionOutput

@@ -2,7 +2,7 @@
 
     probe = AttentionProbe([RadialConfig(dense_steps=0), LiteAttentionConfig()], family="wan")
     probe.start_step()
-    out = probe(q, k, v, Grid(21, 30, 52))      # q/k/v [B, H, tokens, head_dim], tokens in raster order
+    out = probe(q, k, v, Grid(21, 30, 52), block=5)   # q/k/v [B, H, tokens, head_dim], tokens in raster order
     probe.stats.summary()
 
 The call goes through exactly the code a model's attention layer uses (sparse view, method chain, kernels); the
@@ -76,15 +76,19 @@ class AttentionProbe:
         *,
         attn_mask: torch.Tensor | None = None,
         scale: float | None = None,
-        block: int = 0,
-        name: str | None = None,
+        block: int | None = None,
     ) -> torch.Tensor:
         """Attention of `[B, H, S, D]` inputs through the chain: `S = grid.tokens` (self-attention) or the video
-        tokens plus text tokens in the family's order (joint attention, e.g. HunyuanVideo's key padding mask)."""
+        tokens plus text tokens in the family's order (joint attention, e.g. HunyuanVideo's key padding mask).
+
+        `block` is the transformer block the call stands for (layer selectors such as `dense_layers` apply to it;
+        stats are recorded under `blocks.<block>.attn1`); `None` is a call outside any block (`"attn"`).
+        """
         if self.context.step_index < 0:
             self.start_step()
         self.context.grid = grid
-        layer = LayerInfo(name or f"blocks.{block}.attn1", block, block, "self")
+        name = "attn" if block is None else f"blocks.{block}.attn1"
+        layer = LayerInfo(name, block or 0, block, "self")
         layout = token_layout(self.context, layer, query.shape[-2], key.shape[-2], self.family.text_first, False)
         call = AttentionCall(
             query, key, value, attn_mask, 0.0, False, scale, False, layer, self.context, layout, self.stats

@@ -86,4 +86,13 @@ class PSAMethod(BlockSparseMethod):
         n = layout.video_tokens
         importance = block_importance(call.query, call.key[:, :, :n], layout.block_q, layout.block_k, call.scale)
         levels = pyramid_levels(importance, self.config.mode, self.config.cutoffs, self.config.min_full)
-        return attach_plan(call, joint_plan(levels, layout, POOL_LEVELS), **self.kernel_options())
+        return attach_plan(call, joint_plan(levels, layout, self._levels), **self.kernel_options())
+
+    @property
+    def _levels(self) -> tuple[int, ...]:
+        """Pooling levels the plans may hold: in top-k mode only those with a non-empty segment (the kernels pool
+        K/V for every level a plan lists); in threshold mode the segments depend on the data, so all of them."""
+        if self.config.mode != "topk":
+            return POOL_LEVELS
+        ends = (0.0, *self.config.cutoffs)
+        return tuple(level for level, low, high in zip(POOL_LEVELS, ends, ends[1:]) if level == 1 or high > low)

@@ -84,3 +84,74 @@ def test_dense_steps_are_bitwise_stock():
         out = forward(model, kwargs)
         assert handle.context.phases["radial"] is Phase.DENSE
     assert torch.equal(out, stock)
+
+
+# --- Wan variants: I2V (a second SDPA call per cross-attention, over the image keys) and Wan2.2 (per-token timesteps)
+def _wan_i2v() -> torch.nn.Module:
+    from diffusers import WanTransformer3DModel
+
+    torch.manual_seed(0)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16,
+        text_dim=32, freq_dim=256, ffn_dim=64, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        image_dim=24, added_kv_proj_dim=32, rope_max_seq_len=32,
+    ).eval()
+
+
+def _i2v_inputs() -> dict:
+    kwargs = inputs("wan")
+    kwargs["encoder_hidden_states_image"] = torch.randn(1, 8, 24, generator=torch.Generator().manual_seed(1))
+    return kwargs
+
+
+def test_wan_i2v_sparse_self_attention_and_pab_over_both_cross_attention_calls(call_spy):
+    from diffusers import PyramidAttentionBroadcastConfig, apply_pyramid_attention_broadcast
+
+    model, kwargs = _wan_i2v(), _i2v_inputs()
+    stock = forward(model, kwargs)
+    with diffattn.apply(model, diffattn.SpargeConfig(topk=1.0, **REF)):
+        assert (forward(model, kwargs) - stock).abs().max() <= TOL * float(stock.abs().max())
+    assert {c.layer.name for c in call_spy} == {"blocks.0.attn1", "blocks.1.attn1"}  # cross-attention stays dense
+
+    timesteps = (900.0, 800.0, 700.0, 600.0)
+    window = (0.0, 1000.0)
+    current = [None]
+    theirs_model = _wan_i2v()
+    apply_pyramid_attention_broadcast(theirs_model, PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=2, cross_attention_block_skip_range=3, spatial_attention_timestep_skip_range=window,
+        cross_attention_timestep_skip_range=window, current_timestep_callback=lambda: current[0],
+    ))
+    theirs = []
+    for t in timesteps:
+        current[0] = t
+        theirs.append(forward(theirs_model, kwargs, t))
+    config = diffattn.PABConfig(preset="none", spatial_skip_range=2, cross_skip_range=3,
+                                spatial_timestep_range=window, cross_timestep_range=window)
+    with diffattn.apply(model, config) as handle:
+        ours = [forward(model, kwargs, t) for t in timesteps]
+        reused = handle.stats.to_dict()["blocks.0.attn2"][1]["reused"]
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    assert reused == 2  # both SDPA calls of the I2V cross-attention (image keys, text keys) came from the cache
+
+
+def test_wan22_per_token_timesteps(call_spy):
+    """Wan2.2 TI2V passes one timestep per token ([B, tokens]); the run context and the methods take it."""
+    model, kwargs = denoiser("wan"), inputs("wan")
+    per_token = {**kwargs, "timestep": torch.full((1, 512), 500.0)}
+    stock = forward(model, per_token)
+    with diffattn.apply(model, diffattn.SpargeConfig(topk=1.0, **REF)) as handle:
+        out = forward(model, per_token)
+        assert handle.context.timestep == 500.0
+    assert call_spy and (out - stock).abs().max() <= TOL * float(stock.abs().max())
+
+
+@pytest.mark.parametrize("family", ["hunyuanvideo", "mochi"])
+def test_padded_prompts_of_different_lengths(family, call_spy):
+    """HunyuanVideo masks padded text keys (one sparse view per sample here); Mochi drops them per sample itself."""
+    model, kwargs = denoiser(family), inputs(family, batch=2)
+    kwargs["encoder_attention_mask"] = (torch.arange(16)[None] < torch.tensor([[10], [16]])).long()
+    stock = forward(model, kwargs)
+    with diffattn.apply(model, diffattn.SpargeConfig(topk=1.0, **REF)):
+        out = forward(model, kwargs)
+    assert (out - stock).abs().max() <= TOL * max(1.0, float(stock.abs().max()))
+    assert sorted({c.layout.text_keys for c in call_spy}) == [10, 16]  # padded text keys never reach the kernels

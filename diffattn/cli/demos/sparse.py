@@ -1,9 +1,9 @@
 """Demo entry of the sparse methods: tiny Wan at a size long enough to sparsify, dense against sparse runs.
 
 The video has 8x8x8 = 512 tokens, so the methods really skip blocks; the entry reports, per method, the plans'
-mean density and skipped-tile fraction from `handle.stats`, the time, and how far the video moved from the dense
-one (PAB: how many attention calls reused an earlier output). Its `ok` checks the equivalence the methods rest on: Sparge keeping every block (top-k 1) reproduces the
-dense video.
+mean density and skipped-tile fraction from `handle.stats` (PAB: how many attention calls reused an earlier
+output), the time, and how far the video moved from the dense one. Its `ok` checks the equivalence the methods
+rest on: Sparge keeping every block (top-k 1) reproduces the dense video.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ SIZE, FRAMES, STEPS = 128, 29, 4  # latent 8 x 16 x 16 -> 8 x 8 x 8 tokens with 
 MIN_TOKENS = 256
 
 
-@demo_entry("sparse-tiny-wan", "sparse attention on tiny Wan (512 tokens): Radial+Lite, Sparge, PSA, PAB with stats")
+@demo_entry("sparse-tiny-wan", "sparse attention on tiny Wan (512 tokens): Radial+Lite, Sparge, PSA, PAB and their stats")
 def sparse_tiny_wan(out_dir: Path) -> dict[str, Any]:
     import torch
 
