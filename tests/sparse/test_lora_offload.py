@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import diffattn
@@ -39,3 +40,17 @@ def test_group_offloading_hooks_keep_working():
         assert handle.stats.summary()["mean_density"] == 1.0
     assert relative_error(out, stock) < 2e-5
     assert torch.equal(forward(model, kwargs), stock)
+
+
+@pytest.mark.gpu
+def test_model_cpu_offload_keeps_working():
+    from diffattn.testing import tiny_call_kwargs, tiny_pipeline
+
+    pipe = tiny_pipeline("wan")
+    pipe.enable_model_cpu_offload()
+    call = tiny_call_kwargs("wan", height=128, width=128, num_frames=29, output_type="latent")
+    stock = pipe(**call).frames
+    with diffattn.apply(pipe, diffattn.SpargeConfig(topk=1.0, backend="reference", min_tokens=MIN_TOKENS)) as handle:
+        out = pipe(**tiny_call_kwargs("wan", height=128, width=128, num_frames=29, output_type="latent")).frames
+        assert handle.stats.summary()["mean_density"] == 1.0
+    assert relative_error(out, stock) < 1e-4

@@ -155,3 +155,29 @@ def test_padded_prompts_of_different_lengths(family, call_spy):
         out = forward(model, kwargs)
     assert (out - stock).abs().max() <= TOL * max(1.0, float(stock.abs().max()))
     assert sorted({c.layout.text_keys for c in call_spy}) == [10, 16]  # padded text keys never reach the kernels
+
+
+@pytest.mark.parametrize("family", VIDEO_FAMILIES)
+def test_pab_recomputing_every_call_is_stock(family):
+    """PAB with ranges of 1 recomputes every call: the model's own attention, bit for bit."""
+    model, kwargs = denoiser(family), inputs(family)
+    stock = [forward(model, kwargs, t) for t in (900.0, 800.0)]
+    config = diffattn.PABConfig(preset="none", spatial_skip_range=1, temporal_skip_range=1, cross_skip_range=1)
+    with diffattn.apply(model, config):
+        assert all(torch.equal(forward(model, kwargs, t), s) for t, s in zip((900.0, 800.0), stock))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", sorted(SPARSE))
+def test_triton_kernels_match_the_reference_on_a_model(method):
+    """On CUDA (bf16), the Triton path of each method gives the reference backend's output."""
+    from diffattn.testing import tiny_denoiser
+
+    model = tiny_denoiser("wan").to("cuda", torch.bfloat16)
+    kwargs = {k: v.to("cuda", torch.bfloat16) if v.is_floating_point() else v.to("cuda") for k, v in inputs("wan").items()}
+    outs = {}
+    for backend in ("reference", "triton"):
+        configs = [type(c).from_dict({**c.to_dict(), "backend": backend}) for c in SPARSE[method]]
+        with diffattn.apply(model, *configs):
+            outs[backend] = forward(model, kwargs, 900.0).float()
+    assert (outs["triton"] - outs["reference"]).abs().max() <= 3e-2 * float(outs["reference"].abs().max())
