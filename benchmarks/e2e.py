@@ -382,7 +382,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model = build_model(config, device, dtype)
             inputs = model_inputs(config, latent, text_len, device, dtype)
             grid = Grid(latent[0], latent[1] // 2, latent[2] // 2)
-            data: dict[str, Any] = {"tokens": grid.tokens, "grid": [grid.frames, grid.height, grid.width]}
+            data: dict[str, Any] = {
+                "tokens": grid.tokens,
+                "grid": [grid.frames, grid.height, grid.width],
+                "timing": (
+                    f"median of {repeats} forwards after a full warm-up forward (which also gives the density)" if extras
+                    else f"{repeats} forward after a warm-up through the first 2 blocks (which also gives the density); "
+                    "LiteAttention's timed forward is its first step in the other blocks"
+                ),
+            }
             data["forward"] = bench_forward(name, model, inputs, variants, repeats, device, full_warmup=extras)
             if extras:
                 data["loop"] = bench_loop(name, model, inputs, variants, args.steps or (2 if tiny else 4), device)

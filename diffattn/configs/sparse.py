@@ -140,7 +140,7 @@ class RadialConfig(BlockSparseConfig):
     Frames at distance 0 see each other entirely; adjacent frames too (Wan: half a frame's band); farther frames
     see a band of `max(2^bit_length(s) / 2^bit_length(dist) * decay_factor, 128)` tokens around the same position
     (s = tokens per frame), and frame pairs too far apart for a 128-token band keep only every few frames. Key
-    frame 0 is an attention sink. The token mask is reduced to 128x128 blocks by the paper's rule (a block is kept
+    frame 0 is an attention sink (the reference code's current version sinks it for every model). The token mask is reduced to 128x128 blocks by the paper's rule (a block is kept
     when more than 60% of its touched key columns are seen by more than a third of its queries), built once per grid
     and cached. Defaults are the shipped Wan2.1 setting (first 12 steps and block 0 dense, decay 0.2); HunyuanVideo's
     is `dense_layers=(), decay_factor=0.95`.
@@ -233,7 +233,8 @@ class LiteAttentionConfig(BlockSparseConfig):
 
     Args:
         threshold (`float`, defaults to `-10.0`):
-            Mark threshold in log2 units, at most 0 (the README's examples use -3 to 0; lower skips less).
+            Mark threshold in log2 units, at most 0 (the README's examples use -3 to 0; lower skips less, `-inf`
+            never skips).
         layer_thresholds (`tuple[float, ...]`, defaults to `()`):
             Per transformer block thresholds, overriding `threshold` for the blocks they cover.
         early_threshold (`float`, *optional*):

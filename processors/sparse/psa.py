@@ -16,7 +16,7 @@ __all__ = ["PSAMethod", "block_importance", "pyramid_levels", "SAMPLE_STRIDE"]
 
 SAMPLE_STRIDE = 4
 """Every 4th token of a block is sampled (PSA samples a quarter of each block's queries and keys)."""
-_CHUNK_ELEMENTS = 1 << 26  # sampled logits held at once
+_CHUNK_ELEMENTS = 1 << 27  # sampled logits held at once (512 MB in float32)
 _MASS_SLACK = 1e-6
 
 
