@@ -83,6 +83,7 @@ def methods(tiny: bool) -> dict[str, tuple[BlockSparseConfig, ...] | tuple]:
     return {
         "sparge (top-k 0.5)": (diffattn.SpargeConfig(**common),),
         "sparge 90% (top-k 0.1)": (diffattn.SpargeConfig(topk=0.1, **common),),
+        "sparge 90%, 128x128 blocks": (diffattn.SpargeConfig(topk=0.1, query_block=128, **common),),
         "radial (decay 0.2)": (diffattn.RadialConfig(**common),),
         "radial sparsest (decay 0.05, no sink)": (diffattn.RadialConfig(decay_factor=0.05, attention_sink=False, **common),),
         "psa (Wan 14B thresholds)": (diffattn.PSAConfig(**common),),

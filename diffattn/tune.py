@@ -67,12 +67,14 @@ class SpargeTuning:
         pv_l1 (`float`): relative L1 error target with P.V skipping.
         calls (`int`): attention calls the settings were tuned on (over all layers).
         layers (`dict[str, SpargeLayerSettings]`): by attention layer name, e.g. `"blocks.3.attn1"`.
+        block_q (`int`, defaults to `64`): query block size the settings hold for (`SpargeConfig.query_block`).
     """
 
     l1: float
     pv_l1: float
     calls: int = 0
     layers: dict[str, SpargeLayerSettings] = field(default_factory=dict)
+    block_q: int = SpargeConfig.default_block_q
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +83,7 @@ class SpargeTuning:
             "l1": self.l1,
             "pv_l1": self.pv_l1,
             "calls": self.calls,
+            "block_q": self.block_q,
             "layers": {name: {k: list(v) for k, v in asdict(s).items()} for name, s in self.layers.items()},
         }
 
@@ -96,7 +99,7 @@ class SpargeTuning:
                 name: SpargeLayerSettings(**{k: tuple(v) for k, v in settings.items()})
                 for name, settings in data["layers"].items()
             }
-            return cls(float(data["l1"]), float(data["pv_l1"]), int(data["calls"]), layers)
+            return cls(float(data["l1"]), float(data["pv_l1"]), int(data["calls"]), layers, int(data["block_q"]))
         except (KeyError, TypeError) as exc:
             raise ConfigError(f"malformed SpargeAttn tuning data ({exc}); write it again with diffattn.tune_sparge") from exc
 
@@ -130,8 +133,7 @@ class SpargeCalibrationConfig(BlockSparseConfig):
     name = "sparge-calibration"
     description = "SpargeAttn calibration against dense attention (used by diffattn.tune_sparge)"
     implementation = "diffattn.processors.sparse.sparge:SpargeCalibration"
-    block_q = SpargeConfig.block_q
-    block_k = SpargeConfig.block_k
+    default_block_q = SpargeConfig.default_block_q
 
     l1: float = 0.06
     pv_l1: float = 0.065
@@ -152,6 +154,7 @@ def tune_sparge(
     path: str | Path | None = None,
     tune_pv: bool = True,
     min_tokens: int = 512,
+    query_block: int | None = None,
     backend: str = "auto",
     **call_kwargs: Any,
 ) -> SpargeTuning:
@@ -165,6 +168,7 @@ def tune_sparge(
         path (`str`, *optional*): write the JSON settings here (load them with `SpargeConfig(tuned=path)`).
         tune_pv (`bool`, defaults to `True`): tune the P.V threshold too.
         min_tokens (`int`, defaults to `512`): shorter calls are not tuned (they stay dense at inference too).
+        query_block (`int`, *optional*): query block size to tune for (`SpargeConfig.query_block`; default 64).
         backend (`str`, defaults to `"auto"`): kernel backend of the trial runs.
         **call_kwargs: further pipeline arguments (size, steps, guidance, generator, ...).
 
@@ -175,12 +179,14 @@ def tune_sparge(
 
     if isinstance(prompts, str) or not prompts:
         raise ConfigError("prompts must be a non-empty list of calibration prompts")
-    config = SpargeCalibrationConfig(l1=l1, pv_l1=pv_l1, tune_pv=tune_pv, min_tokens=min_tokens, backend=backend)
+    config = SpargeCalibrationConfig(
+        l1=l1, pv_l1=pv_l1, tune_pv=tune_pv, min_tokens=min_tokens, query_block=query_block, backend=backend
+    )
     with apply(pipe, config) as handle:
         for prompt in prompts:
             pipe(prompt=prompt, **call_kwargs)
         calibration = handle.methods[0]
-        tuning = SpargeTuning(l1=l1, pv_l1=pv_l1, calls=calibration.calls, layers=calibration.settings())
+        tuning = SpargeTuning(l1, pv_l1, calibration.calls, calibration.settings(), config.block_q)
     if not tuning.layers:
         raise ConfigError(
             f"no attention call was long enough to tune (min_tokens={min_tokens} video tokens); "

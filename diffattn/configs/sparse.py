@@ -50,22 +50,31 @@ class BlockSparseConfig(AttentionConfig):
             Token order the kernels see: `"tiles"` (2x8x8 spatio-temporal tiles of 128 tokens, so compact patterns
             fill whole blocks) or `"raster"` (the model's frame-by-frame, row-by-row order). When methods compose,
             the first active one in the chain picks the order and block sizes; the others adopt them.
+        query_block (`int`, *optional*):
+            Query tokens per plan block, 64 or 128 (the kernels' sizes); the method's own default when `None`.
     """
 
     backend: str = "auto"
     min_tokens: int = 512
     token_order: str = "tiles"
+    query_block: int | None = None
 
-    block_q: ClassVar[int] = 128
-    """Query tokens per plan block."""
+    default_block_q: ClassVar[int] = 128
+    """The method's query tokens per plan block."""
     block_k: ClassVar[int] = 128
     """Key tokens per plan block."""
+
+    @property
+    def block_q(self) -> int:
+        """Query tokens per plan block."""
+        return self.query_block or self.default_block_q
 
     def validate(self) -> None:
         super().validate()
         check(self.backend in _BACKENDS, f"backend must be one of {_BACKENDS}; got {self.backend!r}")
         check(self.token_order in _TOKEN_ORDERS, f"token_order must be one of {_TOKEN_ORDERS}; got {self.token_order!r}")
         check_range("min_tokens", self.min_tokens, 1)
+        check(self.query_block in (None, 64, 128), f"query_block must be 64 or 128; got {self.query_block!r}")
 
 
 @register_method
@@ -77,8 +86,8 @@ class SpargeConfig(BlockSparseConfig):
     self-similar (cosine <= `sim_threshold`) are always computed, the rest are chosen per query block by top-k or
     TopCdf on the softmax of the pooled scores; the P.V product of a block is skipped when its logits stay more
     than `pv_threshold` (log2 units) below the running row max. Blocks are 64 queries x 128 keys, as SpargeAttn
-    uses on Hopper. `diffattn.tune_sparge` calibrates threshold, TopCdf and P.V threshold per layer and head
-    against dense attention; pass its JSON as `tuned`.
+    uses on Hopper (`query_block=128` gives 128 x 128). `diffattn.tune_sparge` calibrates threshold, TopCdf and
+    P.V threshold per layer and head against dense attention; pass its JSON as `tuned`.
 
     Partly faithful: attention is in the model's dtype (SpargeAttn quantises Q/K to INT8 and V to FP8); text rows
     and columns of joint attention stay dense (SpargeAttn treats every token alike); `pv_threshold` defaults to
@@ -104,8 +113,7 @@ class SpargeConfig(BlockSparseConfig):
     name = "sparge"
     description = "SpargeAttn: block-sparse attention predicted from pooled q/k (top-k or TopCdf), with P.V skipping"
     implementation = "diffattn.processors.sparse.sparge:SpargeMethod"
-    block_q = 64
-    block_k = 128
+    default_block_q = 64
 
     topk: float | None = 0.5
     cdf_threshold: float | None = None

@@ -73,6 +73,11 @@ class SpargeMethod(BlockSparseMethod):
     def __init__(self, config: SpargeConfig, target: Any) -> None:
         super().__init__(config, target)
         self._tuning = SpargeTuning.load(config.tuned) if config.tuned else None
+        if self._tuning is not None and self._tuning.block_q != config.block_q:
+            raise ConfigError(
+                f"{config.tuned} was tuned with {self._tuning.block_q}-token query blocks but the config uses "
+                f"{config.block_q}; set query_block={self._tuning.block_q} or tune again"
+            )
         self._tuned: dict[tuple[str, torch.device], _TunedLayer] = {}
 
     def refine(self, call: AttentionCall) -> AttentionCall:

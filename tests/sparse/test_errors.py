@@ -49,6 +49,7 @@ def test_a_grid_that_cannot_be_recovered_is_a_clear_error():
         ("lite", {"backend": "cuda"}, "backend must be one of"),
         ("radial", {"token_order": "gilbert"}, "token_order must be one of"),
         ("psa", {"min_tokens": 0}, "min_tokens must lie"),
+        ("sparge", {"query_block": 32}, "query_block must be 64 or 128"),
         ("pab", {"spatial_skip_range": -2}, "spatial_skip_range must be an integer"),
         ("pab", {"cross_timestep_range": (500.0, 500.0)}, "low < high"),
     ],
@@ -67,3 +68,13 @@ def test_tuned_settings_for_another_model_are_refused(tmp_path):
     config = diffattn.SpargeConfig(tuned=str(path), backend="reference", min_tokens=256)
     with diffattn.apply(model, config), pytest.raises(ConfigError, match="have 3 heads but the model has 2"):
         forward(model, kwargs)
+
+
+def test_tuned_settings_for_other_block_sizes_are_refused(tmp_path):
+    from diffattn.tune import SpargeLayerSettings, SpargeTuning
+
+    two_heads = SpargeLayerSettings((0.0,) * 2, (0.9,) * 2, (50.0,) * 2, (0.5,) * 2, (False,) * 2)
+    path = SpargeTuning(0.06, 0.065, 1, {"blocks.0.attn1": two_heads}).save(tmp_path / "tuned.json")  # 64-token blocks
+    with pytest.raises(ConfigError, match="tuned with 64-token query blocks but the config uses 128"):
+        diffattn.apply(denoiser("wan"), diffattn.SpargeConfig(tuned=str(path), query_block=128))
+    assert not hasattr(denoiser("wan"), "_diffattn_handle")
