@@ -234,11 +234,13 @@ def _check_thresholds(device, scale_n, checks):
 
 def _check_sparge(device, scale_n, checks):
     q, k, _ = qkv(1, 4, 4096 // scale_n, 4096 // scale_n, HEAD_DIM, device)
-    ref_plan = sparge_plan(q, k, topk=0.3, backend="reference")
-    tri_plan = sparge_plan(q, k, topk=0.3, backend="triton")
-    agree = float((tri_plan.to_block_mask() == ref_plan.to_block_mask()).float().mean())
-    checks.append({"check": "sparge_plan triton vs reference (block agreement)", "agreement": agree, "ok": agree > 0.999})
-    print(f"  sparge_plan triton vs reference: block agreement {agree:.4f}", flush=True)
+    for selection in ({"topk": 0.3}, {"cdf_threshold": 0.9}):
+        ref_plan = sparge_plan(q, k, backend="reference", **selection)
+        tri_plan = sparge_plan(q, k, backend="triton", **selection)
+        agree = float((tri_plan.to_block_mask() == ref_plan.to_block_mask()).float().mean())
+        checks.append({"check": f"sparge_plan {selection} triton vs reference (block agreement)", "agreement": agree,
+                       "density": tri_plan.density(), "ok": agree > 0.999})
+        print(f"  sparge_plan {selection} triton vs reference: block agreement {agree:.4f}, density {tri_plan.density():.3f}", flush=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.set_sync_debug_mode("error")

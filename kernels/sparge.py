@@ -52,32 +52,61 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, topk: float | None, cdf_thre
         raise ConfigError(f"cdf_threshold is a probability mass in [0, 1]; got {cdf_threshold}")
 
 
-def _stats(x: torch.Tensor, mean: torch.Tensor | None, block: int, use_triton: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    if use_triton:
-        _, ts = backends.triton_modules()
-        return ts.block_stats_op(x, mean, block)
-    return block_stats_reference(x, mean, block)
-
-
 def _select(probs: torch.Tensor, topk: float | None, cdf_threshold: float | None) -> torch.Tensor:
     """bool mask of the blocks each row selects by top-k fraction or TopCdf."""
     kv_blocks = probs.shape[-1]
     ordered, order = probs.sort(-1, descending=True)
     rank = torch.arange(kv_blocks, device=probs.device)
     if topk is not None:
-        keep_sorted = (rank < max(1, int(topk * kv_blocks))).expand(ordered.shape)
+        keep_sorted = (rank < _topk_count(topk, kv_blocks)).expand(ordered.shape)
     else:
         mass_before = ordered.cumsum(-1) - ordered
         keep_sorted = (mass_before < cdf_threshold) | (rank == 0)
     return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
 
 
-def _similarity_threshold(value: float | torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+def _topk_count(topk: float, kv_blocks: int) -> int:
+    return max(1, int(topk * kv_blocks))
+
+
+def _theta(value: float | torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The self-similarity threshold as float32 `[heads]` on q's device (a fill, not a host-to-device copy)."""
+    heads = q.shape[1]
     if isinstance(value, torch.Tensor):
-        if value.numel() not in (1, q.shape[1]):
-            raise ConfigError(f"sim_threshold tensor must have 1 or heads={q.shape[1]} elements; got {value.numel()}")
-        return value.to(device=q.device, dtype=torch.float32).reshape(1, -1, 1)
-    return torch.full((1, 1, 1), float(value), device=q.device)  # a fill, not a host-to-device copy
+        if value.numel() not in (1, heads):
+            raise ConfigError(f"sim_threshold tensor must have 1 or heads={heads} elements; got {value.numel()}")
+        return value.to(device=q.device, dtype=torch.float32).reshape(-1).expand(heads).contiguous()
+    return torch.full((heads,), float(value), device=q.device)
+
+
+def _reference_plan(q, k, block_q, block_k, topk, cdf_threshold, theta, attention_sink, scale) -> BlockPlan:
+    """The definition, in plain torch ops: Gram-matrix statistics, softmax, sort-based selection."""
+    pool_q, sim_q = block_stats_reference(q, None, block_q)
+    pool_k, sim_k = block_stats_reference(k, k.mean(2, dtype=torch.float32), block_k)
+    theta = theta.view(1, -1, 1)
+    k_similar = sim_k > theta  # [B, H, KB]
+    q_similar = sim_q > theta  # [B, H, QB]
+    scores = (pool_q @ pool_k.transpose(-1, -2)) * scale
+    scores = scores.masked_fill(~k_similar[:, :, None, :], float("-inf"))
+    probs = torch.softmax(scores, -1).nan_to_num(0.0)
+    keep = _select(probs, topk, cdf_threshold)
+    keep = keep | ~k_similar[:, :, None, :] | ~q_similar[..., None]
+    if attention_sink:
+        keep = keep | (torch.arange(keep.shape[-1], device=keep.device) == 0)
+    return plan_from_keep_mask(keep, block_q, block_k)
+
+
+def _triton_plan(q, k, block_q, block_k, topk, cdf_threshold, theta, attention_sink, scale) -> BlockPlan:
+    """Five launches: block statistics of q and of smoothed k, k's mean, the pooled scores, the row selection."""
+    _, ts = backends.triton_modules()
+    pool_q, sim_q = ts.block_stats_op(q, None, block_q)
+    pool_k, sim_k = ts.block_stats_op(k, k.mean(2, dtype=torch.float32), block_k)
+    scores = pool_q @ pool_k.transpose(-1, -2)
+    kv_blocks = scores.shape[-1]
+    count = _topk_count(topk, kv_blocks) if topk is not None else 0
+    indices, counts = ts.sparge_select_op(scores, sim_q, sim_k, theta, scale, count, cdf_threshold or 0.0,
+                                          attention_sink)
+    return BlockPlan(indices, counts, block_q, block_k, kv_blocks)
 
 
 def sparge_plan(
@@ -103,7 +132,8 @@ def sparge_plan(
             are forced dense (Q rows) or always kept (K columns). -1 disables the check.
         attention_sink (`bool`): always keep kv block 0.
         scale (`float`, *optional*): logit scale of the pooled scores, default `1/sqrt(head_dim)`.
-        backend (`str`): "auto" (Triton statistics on CUDA), "triton" or "reference" (torch, Gram matrices).
+        backend (`str`): "auto" (Triton on CUDA), "triton" (statistics and row selection in Triton kernels; ties
+            at the cut are all kept) or "reference" (torch ops, Gram matrices: the definition).
 
     Returns:
         A level-1 `BlockPlan` of width `num_kv_blocks` on q's device, batch and heads not broadcast.
@@ -118,18 +148,5 @@ def sparge_plan(
     if use_triton and reason is not None:
         raise backends.unavailable("triton", reason)
     scale = resolve_scale(scale, q.shape[3])
-    pool_q, sim_q = _stats(q, None, block_q, use_triton)
-    pool_k, sim_k = _stats(k, k.mean(2, dtype=torch.float32), block_k, use_triton)
-    theta = _similarity_threshold(sim_threshold, q)
-    k_similar = sim_k > theta  # [B, H, KB]
-    q_similar = sim_q > theta  # [B, H, QB]
-    scores = (pool_q @ pool_k.transpose(-1, -2)) * scale
-    scores = scores.masked_fill(~k_similar[:, :, None, :], float("-inf"))
-    probs = torch.softmax(scores, -1).nan_to_num(0.0)
-    keep = _select(probs, topk, cdf_threshold)
-    keep = keep | ~k_similar[:, :, None, :] | ~q_similar[..., None]
-    if attention_sink:
-        sink = torch.arange(keep.shape[-1], device=keep.device) == 0
-        keep = keep | sink
-    return plan_from_keep_mask(keep, block_q, block_k)
-
+    build = _triton_plan if use_triton else _reference_plan
+    return build(q, k, block_q, block_k, topk, cdf_threshold, _theta(sim_threshold, q), attention_sink, scale)

@@ -19,15 +19,21 @@ def _similar_blocks(batch: int, heads: int, tokens: int, dim: int, block: int) -
     return base[:, :, :tokens] + 0.05 * torch.randn(batch, heads, tokens, dim)
 
 
-@pytest.mark.parametrize("selection", [{"topk": 0.3}, {"cdf_threshold": 0.7}])
+@pytest.mark.parametrize("selection", [{"topk": 0.3}, {"cdf_threshold": 0.7, "attention_sink": False}])
 def test_triton_equals_reference(selection):
+    """Odd lengths and mixed blocks: some Q/K blocks are noise (forced dense rows / kept columns), most are not."""
     triton_or_skip()
-    q, k, _ = qkv(1, 2, 300, 200, 64)
-    ref = sparge_plan(q, k, block_q=64, block_k=128, backend="reference", sim_threshold=0.0, **selection)
-    tri = sparge_plan(q.bfloat16(), k.bfloat16(), block_q=64, block_k=128, backend="triton", sim_threshold=0.0,
-                      **selection)
+    q = _similar_blocks(1, 2, 300, 64, 64)
+    k = _similar_blocks(1, 2, 700, 64, 128)
+    q[:, 1, 64:128] = torch.randn(64, 64)
+    k[:, 0, 256:384] = torch.randn(128, 64)
+    q, k = q.bfloat16(), k.bfloat16()
+    ref = sparge_plan(q, k, block_q=64, block_k=128, backend="reference", sim_threshold=0.5, **selection)
+    tri = sparge_plan(q, k, block_q=64, block_k=128, backend="triton", sim_threshold=0.5, **selection)
     assert torch.equal(tri.to_block_mask(), ref.to_block_mask())
-    assert tri.width == tri.num_kv_blocks == 2 and tri.num_q_blocks == 5
+    assert torch.equal(tri.kv_indices, ref.kv_indices) and torch.equal(tri.kv_counts, ref.kv_counts)
+    assert tri.width == tri.num_kv_blocks == 6 and tri.num_q_blocks == 5
+    assert tri.to_block_mask()[0, 1, 1].all() and tri.to_block_mask()[0, 0, :, 2].all()  # forced keeps
 
 
 def test_block_stats_triton_equals_reference():
