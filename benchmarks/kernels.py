@@ -89,6 +89,17 @@ def random_plan(heads: int, tokens: int, keep: float, device: torch.device) -> B
     return plan_from_keep_mask(mask, BLOCK, BLOCK)
 
 
+def psa_plan(heads: int, tokens: int, device: torch.device) -> BlockPlan:
+    """PSA-like pooled plan (its `topk` preset): per row 10% of kv blocks at level 1, 5% at 2, 20% at 8, rest skipped."""
+    blocks = math.ceil(tokens / BLOCK)
+    rank = torch.rand(1, heads, blocks, blocks, device=device).argsort(-1).argsort(-1).float() / blocks
+    level_map = torch.zeros_like(rank, dtype=torch.int32)
+    for lvl, (lo, hi) in ((1, (0.0, 0.10)), (2, (0.10, 0.15)), (8, (0.15, 0.35))):
+        level_map = torch.where((rank >= lo) & (rank < hi), lvl, level_map)
+    level_map[..., 0] = torch.where(level_map[..., 0] == 0, 1, level_map[..., 0])
+    return BlockPlan.from_level_map(level_map, BLOCK, BLOCK)
+
+
 def radial_plan(tokens: int, frames: int, device: torch.device) -> BlockPlan:
     """Radial-like static O(n log n) plan: full attention to the same and adjacent frames; beyond, the spatial
     window (a whole frame) halves each time the frame distance doubles. Shared by all heads."""
@@ -291,6 +302,7 @@ def bench_shape(name: str, tokens: int, heads: int, frames: int, device: torch.d
     plans = {"dense": BlockPlan.dense(tokens, tokens, BLOCK, BLOCK, device=device)}
     plans.update({f"keep{int(keep * 100)}": random_plan(heads, tokens, keep, device) for keep in KEEPS})
     plans["radial"] = radial_plan(tokens, frames, device)
+    plans["psa"] = psa_plan(heads, tokens, device)
     rec["plans"] = {}
     for label, plan in plans.items():
         entry: dict[str, Any] = {"density": plan.density()}
@@ -302,12 +314,17 @@ def bench_shape(name: str, tokens: int, heads: int, frames: int, device: torch.d
             with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                 entry["rel_err_vs_cudnn"] = rel_err(out, F.scaled_dot_product_attention(q, k, v))
         ours = guarded(entry, "ours_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, plan, backend="triton"), device, expected))
-        block_mask = flex_mask_for(plan, tokens, heads, bound)
-        scale = 1.0 / math.sqrt(HEAD_DIM)
-        flex = guarded(entry, "flex_ms", lambda: bench(lambda: flex_attention_call(q, k, v, block_mask, scale), device, expected))
+        if plan.is_pooled:  # flex would need the pooled keys appended (diffattn.kernels.flex does, slowly)
+            entry["levels"] = {str(lvl): float(c) for lvl, c in zip(plan.levels, plan.kv_counts.float().mean((0, 1, 2)) / plan.num_kv_blocks)}
+            flex = entry["flex_ms"] = "not timed (pooled plan)"
+        else:
+            block_mask = flex_mask_for(plan, tokens, heads, bound)
+            scale = 1.0 / math.sqrt(HEAD_DIM)
+            flex = guarded(entry, "flex_ms", lambda: bench(lambda: flex_attention_call(q, k, v, block_mask, scale), device, expected))
         if reference_ms and isinstance(ours, float):
             entry["ours_vs_cudnn_dense"] = ours / reference_ms
-            entry["ours_tflops_effective"] = flops * entry["density"] / ours / 1e9
+            if not plan.is_pooled:
+                entry["ours_tflops_effective"] = flops * entry["density"] / ours / 1e9
         if isinstance(ours, float) and isinstance(flex, float):
             entry["flex_over_ours"] = flex / ours
         print(f"  {label:8s} density {entry['density']:.3f}  ours {entry.get('ours_ms')}  flex {entry.get('flex_ms')}", flush=True)

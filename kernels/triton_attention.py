@@ -41,9 +41,8 @@ LN2 = tl.constexpr(0.6931471805599453)
 
 # --------------------------------------------------------------------------------------------- autotuning
 def _configs() -> list[triton.Config]:
-    """Every (BLOCK_N, warps, stages) of `_FAMILY_SHAPES` with plain loads, and Hopper's also with TMA loads."""
-    plain = sorted({shape for family in _FAMILY_SHAPES.values() for group in family.values() for shape in group})
-    candidates = [(*shape, False) for shape in plain] + [(*shape, True) for shape in _HOPPER_TMA]
+    """Every (BLOCK_N, warps, stages, TMA) of `_FAMILY_SHAPES`; `_prune` picks the device's and the call's."""
+    candidates = sorted({shape for family in _FAMILY_SHAPES.values() for group in family.values() for shape in group})
     return [triton.Config({"BLOCK_N": n, "USE_TMA": tma}, num_warps=w, num_stages=s, pre_hook=_size_descriptors)
             for n, w, s, tma in candidates]
 
@@ -63,25 +62,29 @@ def _device_family() -> str:
     return "hopper" if major >= 9 else "ampere"
 
 
-# Per device family and (BLOCK_M, head-dim bucket): the (BLOCK_N, warps, stages) worth timing. Chosen from sm_90 /
-# sm_80 builds without register spills (d128 with BLOCK_M 128 needs 8 warps), and each set holds a BLOCK_N equal
-# to 64 and to 128 so that pv_threshold (BLOCK_N == block_k) always has a candidate.
+def _both(shapes: set[tuple[int, int, int]]) -> set[tuple[int, int, int, bool]]:
+    return {(*shape, tma) for shape in shapes for tma in (False, True)}
+
+
+# Per device family and (BLOCK_M, head-dim bucket): the (BLOCK_N, warps, stages, TMA loads) worth timing. Chosen
+# from sm_90 / sm_80 builds without register spills that fit shared memory (d128 with BLOCK_M 128 needs 8 warps),
+# and measured on an H200 (benchmarks/RESULTS.md). Each set holds a BLOCK_N of 64 and of 128, so that
+# pv_threshold (which needs BLOCK_N == block_k) always has a candidate.
 _FAMILY_SHAPES = {
     "hopper": {
-        (128, 128): {(64, 8, 3), (64, 8, 4), (128, 8, 2)},
-        (128, 64): {(64, 4, 3), (128, 8, 3)},
-        (64, 128): {(64, 4, 3), (128, 4, 2)},
-        (64, 64): {(64, 4, 3), (128, 4, 3)},
+        (128, 128): {(64, 8, 4, False), (128, 8, 2, False)}
+        | {(64, 8, 3, True), (64, 8, 4, True), (64, 8, 5, True), (128, 8, 2, True), (128, 8, 3, True)},
+        (128, 64): _both({(64, 4, 3), (128, 8, 3)}),
+        (64, 128): _both({(64, 4, 3), (128, 4, 2)}),
+        (64, 64): _both({(64, 4, 3), (128, 4, 3)}),
     },
     "ampere": {
-        (128, 128): {(64, 8, 2), (64, 8, 3), (128, 8, 2)},
-        (128, 64): {(64, 4, 3), (128, 8, 3)},
-        (64, 128): {(64, 4, 3), (128, 4, 2)},
-        (64, 64): {(64, 4, 3), (128, 4, 3)},
+        (128, 128): {(64, 8, 2, False), (64, 8, 3, False), (128, 8, 2, False)},
+        (128, 64): {(64, 4, 3, False), (128, 8, 3, False)},
+        (64, 128): {(64, 4, 3, False), (128, 4, 2, False)},
+        (64, 64): {(64, 4, 3, False), (128, 4, 3, False)},
     },
 }
-# On Hopper every shape above is also timed with level-1 K/V tiles read through TMA descriptors.
-_HOPPER_TMA = sorted({shape for group in _FAMILY_SHAPES["hopper"].values() for shape in group})
 
 
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
@@ -97,7 +100,7 @@ def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[tri
     if family == "interpreter":
         return sorted(fits, key=lambda c: not c.kwargs["USE_TMA"])[:1]
     wanted = _FAMILY_SHAPES[family][(block_m, 64 if kwargs["D_PAD"] <= 64 else 128)]
-    chosen = [c for c in fits if (c.kwargs["BLOCK_N"], c.num_warps, c.num_stages) in wanted]
+    chosen = [c for c in fits if (c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, c.kwargs["USE_TMA"]) in wanted]
     return chosen or fits[:1]
 
 
