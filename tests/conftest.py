@@ -13,6 +13,10 @@ import torch  # noqa: E402
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# Tiny models are dominated by per-op overhead: one thread is faster and steadier than several (set before any
+# fixture builds a model, so module-scoped references run under the same setting as the tests).
+torch.set_num_threads(1)
+
 import pytest  # noqa: E402
 
 
@@ -25,12 +29,3 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models are dominated by per-op overhead: one thread is faster and steadier than several."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

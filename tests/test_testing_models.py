@@ -1,21 +1,12 @@
 """Tests of diffattn.testing: tiny offline pipelines, their denoisers, tokenizers and the sample clip."""
 
-import os
+# tests/conftest.py sets HF_HUB_OFFLINE and MKL's strict reproducibility (bitwise save -> load round trips).
+import pytest
+import torch
+from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE
+from transformers import CLIPTokenizer
 
-# Both must be set before huggingface_hub / MKL initialise, i.e. at collection time:
-# * nothing may be downloaded;
-# * weights loaded from safetensors are not 64-byte aligned, and MKL's default sgemm rounds differently
-#   for unaligned operands; strict conditional-numerical-reproducibility mode makes matmuls independent
-#   of alignment, so a save -> load round trip is bitwise exact.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PROMPT_TEMPLATE  # noqa: E402
-from transformers import CLIPTokenizer  # noqa: E402
-
-from diffattn.testing import (  # noqa: E402
+from diffattn.testing import (
     FAMILIES,
     latent_scale,
     sample_clip,
@@ -58,14 +49,6 @@ LATENT = {
 # Odd latent sizes the denoisers must accept (patch-2 families need even height and width).
 ODD_SIZE = {family: (3, 6, 10) if LATENT[family][1] == 2 else (3, 3, 5) for family in FAMILIES}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and OpenMP spin-waiting makes them erratic on a busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _run(pipe, family: str, **overrides) -> torch.Tensor:
