@@ -25,10 +25,10 @@ from .geometry import Family, family_of
 from .registry import resolve_configs
 from .stats import AttentionStats
 
-__all__ = ["apply", "Handle", "Target", "Installer", "find_denoiser", "handle_of"]
+__all__ = ["apply", "Handle", "Target", "Installer", "find_denoisers", "handle_of"]
 
 _HANDLE_ATTR = "_diffattn_handle"
-_DENOISER_ATTRS = ("transformer", "unet")
+_DENOISER_ATTRS = ("transformer", "transformer_2", "unet")
 
 
 @dataclass
@@ -42,6 +42,8 @@ class Target:
     stats: AttentionStats
     listeners: list[Callable[[RunContext], None]]
     """Called by the context hook before every forward, after the context is updated."""
+    prefix: str = ""
+    """Prepended to layer names: empty for the main denoiser, e.g. `"transformer_2."` for a second expert."""
 
 
 class Installer(Protocol):
@@ -54,18 +56,22 @@ class Installer(Protocol):
     def remove(self) -> None: ...
 
 
-def find_denoiser(obj: Any) -> tuple[Any | None, torch.nn.Module]:
-    """Split a pipeline or model into `(pipeline or None, denoiser)`; raise `UnsupportedModelError` otherwise."""
+def find_denoisers(obj: Any) -> tuple[Any | None, list[tuple[str, torch.nn.Module]]]:
+    """Split a pipeline or model into `(pipeline or None, [(component name, denoiser), ...])`.
+
+    Pipelines with two experts (Wan 2.2 A14B: `transformer` for high noise, `transformer_2` for low noise) give
+    both. Raises `UnsupportedModelError` for anything that is neither a supported pipeline nor a denoiser.
+    """
     if isinstance(obj, torch.nn.Module):
         family_of(obj)
-        return None, obj
+        return None, [("", obj)]
     components = getattr(obj, "components", None)
     if isinstance(components, dict):
-        for attr in _DENOISER_ATTRS:
-            model = components.get(attr)
-            if isinstance(model, torch.nn.Module):
+        models = [(attr, components[attr]) for attr in _DENOISER_ATTRS if isinstance(components.get(attr), torch.nn.Module)]
+        if models:
+            for _, model in models:
                 family_of(model)
-                return obj, model
+            return obj, models
         raise UnsupportedModelError(
             f"{type(obj).__name__} has no transformer or unet component; diffattn needs a diffusion denoiser"
         )
@@ -77,10 +83,10 @@ def find_denoiser(obj: Any) -> tuple[Any | None, torch.nn.Module]:
 def handle_of(obj: Any) -> Handle | None:
     """The handle currently applied to a pipeline's denoiser or a model, if any."""
     try:
-        _, model = find_denoiser(obj)
+        _, models = find_denoisers(obj)
     except UnsupportedModelError:
         return None
-    return getattr(model, _HANDLE_ATTR, None)
+    return getattr(models[0][1], _HANDLE_ATTR, None)
 
 
 def _implementation(config: MethodConfig) -> type:
@@ -102,39 +108,54 @@ def _check_composition(configs: list[MethodConfig]) -> None:
 
 
 class Handle:
-    """The installed methods on one denoiser. Use `remove()` or a `with` block to take them off again.
+    """The installed methods on one pipeline's denoiser(s). Use `remove()` or a `with` block to take them off.
 
     Attributes:
         configs: the method configs, in the order given.
         stats (`AttentionStats`): per layer and step: density, skipped tiles, time.
-        context (`RunContext`): what the processors see for the current call.
-        pipeline, model: the pipeline (if one was given) and its denoiser.
+        context (`RunContext`): what the processors see for the current call (shared by all denoisers).
+        pipeline, model, models: the pipeline (if one was given), its main denoiser, and all its denoisers.
     """
 
-    def __init__(self, pipeline: Any | None, model: torch.nn.Module, configs: list[MethodConfig]) -> None:
+    def __init__(self, pipeline: Any | None, models: list[tuple[str, torch.nn.Module]], configs: list[MethodConfig]) -> None:
         self.pipeline = pipeline
-        self.model = model
+        self.models = [model for _, model in models]
+        self.model = self.models[0]
         self.configs = tuple(configs)
-        self.family = family_of(model)
+        self.family = family_of(self.model)
         self.stats = AttentionStats()
         self.context = RunContext(family=self.family.name)
-        self.target = Target(model, self.family, pipeline, self.context, self.stats, [self._update_phases])
-        self.methods = [_implementation(c)(c, self.target) for c in configs]
+        listeners: list[Callable[[RunContext], None]] = [self._update_phases]
+        self.targets = [
+            Target(model, family_of(model), pipeline, self.context, self.stats, listeners, f"{name}." if i else "")
+            for i, (name, model) in enumerate(models)
+        ]
+        self.target = self.targets[0]
+        # Attention methods get one instance per denoiser (per-layer state must not mix experts); pipeline-level
+        # methods (noise initialisation, editing) act once, on the pipeline.
+        self._instances = [
+            [_implementation(c)(c, target) for c in configs if i == 0 or c.kind == "attention"]
+            for i, target in enumerate(self.targets)
+        ]
+        self.methods = self._instances[0]
         self._installers: list[Installer] = []
+        self._hooked: list[torch.nn.Module] = []
         self._removed = False
 
     # --------------------------------------------------------------------------------- lifecycle
     def _install(self) -> None:
-        hook = ContextHook(self.context, self.family, self._schedule, self._cfg_enabled, self.target.listeners)
-        install_context_hook(self.model, hook)
-        setattr(self.model, _HANDLE_ATTR, self)
-        groups: dict[type, list[Any]] = {}
-        for method in self.methods:
-            groups.setdefault(method.installer, []).append(method)
-        for installer_cls, members in groups.items():
-            installer = installer_cls(self.target, members)
-            self._installers.append(installer)
-            installer.install()
+        for target, instances in zip(self.targets, self._instances):
+            hook = ContextHook(self.context, target.family, self._schedule, self._cfg_enabled, target.listeners)
+            install_context_hook(target.model, hook)
+            self._hooked.append(target.model)
+            setattr(target.model, _HANDLE_ATTR, self)
+            groups: dict[type, list[Any]] = {}
+            for method in instances:
+                groups.setdefault(method.installer, []).append(method)
+            for installer_cls, members in groups.items():
+                installer = installer_cls(target, members)
+                self._installers.append(installer)
+                installer.install()
 
     def remove(self) -> None:
         """Take every method off and restore the original processors, hooks and pipeline; idempotent."""
@@ -147,9 +168,11 @@ class Handle:
             except Exception as exc:  # keep removing the rest; report the first failure
                 errors.append(exc)
         self._installers.clear()
-        remove_context_hook(self.model)
-        if getattr(self.model, _HANDLE_ATTR, None) is self:
-            delattr(self.model, _HANDLE_ATTR)
+        for model in self._hooked:
+            remove_context_hook(model)
+        for model in self.models:
+            if getattr(model, _HANDLE_ATTR, None) is self:
+                delattr(model, _HANDLE_ATTR)
         self._removed = True
         if errors:
             raise errors[0]
@@ -192,7 +215,8 @@ def apply(target: Any, *methods: MethodConfig | str | dict, **settings: Any) -> 
     """Install methods on a pipeline or denoiser model and return the `Handle` that removes them.
 
     Args:
-        target: a diffusers `DiffusionPipeline` (its `transformer` or `unet` is used) or the denoiser itself.
+        target: a diffusers `DiffusionPipeline` (its `transformer` or `unet` is used, and `transformer_2` too
+            for two-expert pipelines such as Wan 2.2 A14B) or the denoiser itself.
         *methods: method configs (e.g. `diffattn.RadialConfig(dense_steps=12)`), method names, or settings
             dicts with a `"method"` key. Several methods compose where they can (see each config).
         **settings: settings for the single method given by name, e.g. `apply(pipe, "sparge", topk=0.5)`.
@@ -204,16 +228,16 @@ def apply(target: Any, *methods: MethodConfig | str | dict, **settings: Any) -> 
         IncompatibleMethodsError: the methods cannot be applied together.
     """
     configs = resolve_configs(methods, settings)
-    pipeline, model = find_denoiser(target)
-    existing = getattr(model, _HANDLE_ATTR, None)
+    pipeline, models = find_denoisers(target)
+    existing = next((getattr(m, _HANDLE_ATTR) for _, m in models if getattr(m, _HANDLE_ATTR, None) is not None), None)
     if existing is not None:
         raise AlreadyAppliedError(
-            f"diffattn is already applied to this {type(model).__name__} "
+            f"diffattn is already applied to this {type(existing.model).__name__} "
             f"({', '.join(c.name for c in existing.configs)}); call handle.remove() before applying "
             f"{', '.join(c.name for c in configs)}, or pass all methods in one apply() call"
         )
     _check_composition(configs)
-    handle = Handle(pipeline, model, configs)
+    handle = Handle(pipeline, models, configs)
     try:
         handle._install()
     except BaseException:

@@ -67,6 +67,7 @@ class RunContext:
     """The attention module being run, set by diffattn's processors."""
     forward_index: int = -1
     _explicit_run: bool = False
+    _schedule: Any = None  # the scheduler's timesteps tensor of the current run (shared by all denoisers' hooks)
 
     def start_run(self, num_steps: int | None = None) -> None:
         """Begin a new run explicitly (e.g. DDIM inversion, whose timesteps rise); the next call is step 0."""
@@ -126,7 +127,6 @@ class ContextHook(ModelHook):
         self.cfg_enabled = cfg_enabled or (lambda: False)
         self.listeners = listeners if listeners is not None else []
         self.branch_state = StateManager(_BranchState)
-        self._schedule_seen: torch.Tensor | None = None
 
     def pre_forward(self, module: torch.nn.Module, *args, **kwargs):
         bound = bind_forward_args(module, args, kwargs)
@@ -161,9 +161,9 @@ class ContextHook(ModelHook):
         """Update run, step and call counters for a call at `timestep`."""
         ctx = self.context
         schedule = self.schedule()
-        new_schedule = schedule is not None and schedule is not self._schedule_seen
+        new_schedule = schedule is not None and schedule is not ctx._schedule
         if schedule is not None:
-            self._schedule_seen = schedule
+            ctx._schedule = schedule
         fresh_explicit = ctx._explicit_run and ctx.step_index < 0
         rising = timestep is not None and ctx.timestep is not None and timestep > ctx.timestep and not ctx._explicit_run
         if not fresh_explicit and (new_schedule or rising or ctx.run_index < 0):
@@ -185,10 +185,11 @@ class ContextHook(ModelHook):
 
 
 def _timestep_value(timestep: Any) -> float | None:
+    """The call's timestep; for per-token timesteps (Wan 2.2 TI2V keeps conditioning tokens at 0) the largest."""
     if timestep is None:
         return None
     if isinstance(timestep, torch.Tensor):
-        return float(timestep.flatten()[0].item()) if timestep.numel() else None
+        return float(timestep.detach().max().item()) if timestep.numel() else None
     return float(timestep)
 
 

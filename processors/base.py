@@ -339,8 +339,11 @@ def _role(name: str, module: torch.nn.Module, joint: bool) -> str:
     return "joint" if joint else "self"
 
 
-def describe_layers(modules: list[tuple[str, torch.nn.Module]], joint: bool) -> list[LayerInfo]:
-    """`LayerInfo` for each module; `block` counts the distinct parent blocks holding non-text attention."""
+def describe_layers(modules: list[tuple[str, torch.nn.Module]], joint: bool, prefix: str = "") -> list[LayerInfo]:
+    """`LayerInfo` for each module; `block` counts the distinct parent blocks holding non-text attention.
+
+    `prefix` names the denoiser in layer names (e.g. `"transformer_2."`); block indices restart per denoiser.
+    """
     blocks: dict[str, int] = {}
     layers = []
     for index, (name, module) in enumerate(modules):
@@ -349,7 +352,7 @@ def describe_layers(modules: list[tuple[str, torch.nn.Module]], joint: bool) -> 
         if role != "text":
             parent = name.rpartition(".")[0]
             block = blocks.setdefault(parent, len(blocks))
-        layers.append(LayerInfo(name=name, index=index, block=block, role=role))
+        layers.append(LayerInfo(name=prefix + name, index=index, block=block, role=role))
     return layers
 
 
@@ -374,7 +377,7 @@ class AttentionInstaller:
 
     def install(self) -> None:
         modules = find_attention_modules(self.target.model)
-        layers = describe_layers(modules, self.target.family.name in _JOINT_FAMILIES)
+        layers = describe_layers(modules, self.target.family.name in _JOINT_FAMILIES, self.target.prefix)
         joined: dict[int, list[LayerInfo]] = {id(m): [] for m in self.methods}
         for (_, module), layer in zip(modules, layers):
             chain = tuple(m for m in self.methods if m.applies_to(layer))

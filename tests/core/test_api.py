@@ -121,3 +121,27 @@ def test_bad_method_or_settings_leave_the_model_untouched():
 def test_errors_share_one_base_class():
     for error in (UnsupportedModelError, UnknownMethodError, AlreadyAppliedError, ConfigError, IncompatibleMethodsError):
         assert issubclass(error, diffattn.DiffAttnError)
+
+
+def test_two_expert_pipelines_get_the_methods_on_both_denoisers():
+    """Wan 2.2 A14B style: `transformer` runs the high-noise steps, `transformer_2` the low-noise ones."""
+    from diffusers import WanPipeline
+
+    from diffattn.testing import tiny_denoiser
+
+    base = tiny_pipeline("wan")
+    pipe = WanPipeline(**base.components | {"transformer_2": tiny_denoiser("wan", seed=1)}, boundary_ratio=0.5)
+    pipe.set_progress_bar_config(disable=True)
+    kwargs = tiny_call_kwargs("wan", num_inference_steps=4)
+    stock = pipeline_frames(pipe(**kwargs))
+    with diffattn.apply(pipe, "observe") as handle:
+        observed = pipeline_frames(pipe(**tiny_call_kwargs("wan", num_inference_steps=4)))
+        layers = handle.stats.to_dict()
+        assert all(isinstance(m.blocks[0].attn1.processor, DiffAttnProcessor) for m in (pipe.transformer, pipe.transformer_2))
+    assert torch.equal(observed, stock)
+    first, second = sorted(layers["blocks.0.attn1"]), sorted(layers["transformer_2.blocks.0.attn1"])
+    assert first and second and max(first) < min(second)  # one step count across both experts
+    assert sorted(first + second) == [0, 1, 2, 3]
+    for model in (pipe.transformer, pipe.transformer_2):
+        assert not isinstance(model.blocks[0].attn1.processor, DiffAttnProcessor)
+        assert not hasattr(model, "_diffattn_handle")
