@@ -32,7 +32,7 @@ EDITOR_TINY_MODELS: dict[str, str] = {"fatezero": "tiny:sd", "realcraft": "tiny:
 HIGH_RESOLUTION = "freeswim"
 """The method of the High resolution tab."""
 
-_EDIT_FUNCTION = "diffattn.cli.edit:edit_video"
+_EDIT_FUNCTION = "diffattn.pipelines.editing:edit_video"
 """Public entry point of zero-shot video editing: `edit_video(EditSpec, pipe=None)`, the run `diffattn edit` makes."""
 
 

@@ -135,7 +135,7 @@ def edit_handler(ctx: AppContext, editors: MethodPanel, entry: EntryPoint) -> Ca
              progress: gr.Progress = gr.Progress(track_tqdm=True), **editor_settings: Any):
         """Edit the uploaded video; returns the edited video, a summary and the config that reproduces the edit."""
         _require(entry)
-        from diffattn.cli.edit import EditSpec
+        from diffattn.pipelines.editing import EditSpec
 
         sizes = _sizes(frames=frames, height=height, width=width)
         check_sampling(ctx.limits, **sizes)

@@ -114,12 +114,12 @@ def edit_key(spec: Any) -> tuple[Any, ...]:
 
 
 def run_edit(spec: Any, pipes: PipelineCache, folders: RunFolders) -> EditRun:
-    """Edit with `spec` (a `diffattn.cli.edit.EditSpec`) through `edit_video`, the run `diffattn edit` makes.
+    """Edit with `spec` (a `diffattn.pipelines.editing.EditSpec`) through `edit_video`, the run `diffattn edit` makes.
 
     Writes `video.mp4` and `edit.json`; the config names the input video by its file name, so
     `diffattn edit <editor> --config edit.json` reproduces the edit with the video placed next to the config.
     """
-    from diffattn.cli.edit import build_edit_pipeline, edit_metrics, edit_video
+    from diffattn.pipelines.editing import build_edit_pipeline, edit_metrics, edit_video
 
     result = edit_video(spec, pipe=pipes.get(edit_key(spec), lambda: build_edit_pipeline(spec)))
     folder = folders.new("edit")

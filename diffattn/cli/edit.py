@@ -8,247 +8,26 @@ Without `--model` the built-in tiny Stable Diffusion (`tiny:sd`; `tiny:sd-contro
 `--config FILE.yaml` holds a whole edit in the spirit of the original projects' configs (see the examples in
 `diffattn/configs/edit/`); flags given on the command line override it. Method settings are flags named
 `--<method>-<field>` (e.g. `--fatezero-self-replace-steps 0.6`). `edit_video(EditSpec(...))` is the same run as a
-function (used by the demo and the app).
+function (`diffattn.pipelines.editing`, used by the demo and the app).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import importlib
 import json
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import torch
+from ..config import field_parser
+from ..errors import ConfigError
 
-from ..config import MethodConfig, field_parser
-from ..errors import ConfigError, UnsupportedModelError, VideoReadError
-
-__all__ = [
-    "EDITORS",
-    "EXAMPLE_CONFIGS",
-    "EditResult",
-    "EditSpec",
-    "add_parser",
-    "build_edit_pipeline",
-    "edit_metrics",
-    "edit_video",
-    "load_edit_spec",
-    "run",
-    "source_frames",
-]
-
-EDITORS: dict[str, tuple[str, str]] = {
-    "fatezero": ("diffattn.pipelines.fatezero:FateZeroPipeline", "tiny:sd"),
-    "realcraft": ("diffattn.pipelines.realcraft:RealCraftPipeline", "tiny:sd"),
-    "fresco": ("diffattn.pipelines.fresco:FrescoPipeline", "tiny:sd-controlnet"),
-}
-"""Editor name -> (pipeline class, default model)."""
-
-SAMPLE_SOURCE_PROMPT = "a red sun moving over colorful waves"
-SAMPLE_TARGET_PROMPT = "a blue moon moving over colorful waves"
-"""Prompts for the built-in sample clip (a disc crossing a striped background)."""
-
-EXAMPLE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "edit"
-"""Example YAML configs installed with the package."""
+__all__ = ["add_parser", "run", "spec_from_args"]
 
 _PREFIX = "method__"
-_SPEC_KEYS = ("editor", "model", "controlnet", "video", "source_prompt", "target_prompt", "negative_prompt", "frames",
-              "max_frames", "stride", "start", "height", "width", "steps", "guidance", "seed", "device", "dtype", "fps")
 
 
-@dataclass
-class EditSpec:
-    """Everything that determines an edit.
-
-    Args:
-        editor: `"fatezero"`, `"realcraft"` or `"fresco"`.
-        model: `tiny:<family>` or a hub id / local folder of a Stable Diffusion pipeline (the editor's tiny model when
-            `None`); controlnet: a ControlNet to add for FRESCO when the model has none.
-        video: a video file / frame folder, or `None` for the built-in sample clip.
-        source_prompt / target_prompt / negative_prompt: text (FRESCO uses the target prompt).
-        frames / stride / start: which frames to read; max_frames: refuse longer inputs instead of running out of
-            memory (pick frames with `frames`/`stride` or raise the limit).
-        height / width: resize (cover + centre crop); otherwise the size is cropped to multiples of 8.
-        steps / guidance: override the method's `num_inference_steps` / `guidance_scale`.
-        settings: the method's settings (fields of its config).
-        seed, device, dtype, fps: as for `diffattn generate`.
-    """
-
-    editor: str = "fatezero"
-    model: str | None = None
-    controlnet: str | None = None
-    video: str | None = None
-    source_prompt: str = SAMPLE_SOURCE_PROMPT
-    target_prompt: str = SAMPLE_TARGET_PROMPT
-    negative_prompt: str = ""
-    frames: int | None = None
-    max_frames: int = 64
-    stride: int = 1
-    start: int = 0
-    height: int | None = None
-    width: int | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    device: str = "auto"
-    dtype: str = "auto"
-    fps: int = 8
-
-    def __post_init__(self) -> None:
-        if self.editor not in EDITORS:
-            raise ConfigError(f"unknown editor {self.editor!r}; choose one of {', '.join(EDITORS)}")
-
-    @property
-    def model_spec(self) -> str:
-        return self.model or EDITORS[self.editor][1]
-
-    def config(self) -> MethodConfig:
-        """The method's config with `settings` (and `steps` / `guidance`) applied."""
-        from ..registry import get_method
-
-        settings = dict(self.settings)
-        if self.steps is not None:
-            settings["num_inference_steps"] = self.steps
-        if self.guidance is not None:
-            settings["guidance_scale"] = self.guidance
-        return get_method(self.editor).from_dict(settings)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data[self.editor] = data.pop("settings")
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EditSpec:
-        """From a mapping such as a YAML config: spec keys plus the method's settings under its name."""
-        data = dict(data)
-        editor = str(data.get("editor", "fatezero"))
-        settings = data.pop(editor, None) or {}
-        if not isinstance(settings, dict):
-            raise ConfigError(f"the {editor!r} section of an edit config must be a mapping of settings")
-        unknown = sorted(set(data) - set(_SPEC_KEYS) - set(EDITORS))
-        if unknown:
-            raise ConfigError(f"unknown edit setting(s) {unknown}; valid: {sorted(_SPEC_KEYS)} and a {editor!r} section")
-        stray = sorted(set(data) & set(EDITORS))
-        if stray:
-            raise ConfigError(f"the config is for {editor!r} but has a section for {stray}")
-        spec = cls(settings=dict(settings), **data)
-        spec.config()  # validate the settings now, before anything is loaded
-        return spec
-
-
-@dataclass
-class EditResult:
-    """Edited frames `[F, 3, H, W]` in [0, 1], the source frames, the edit mask, the pipeline's info, the wall time."""
-
-    frames: torch.Tensor
-    source: torch.Tensor
-    masks: torch.Tensor | None
-    info: dict[str, Any]
-    seconds: float
-    spec: EditSpec
-
-
-def load_edit_spec(path: str | Path) -> EditSpec:
-    """Read an edit config (YAML or JSON); relative video paths are resolved against the config's folder."""
-    path = Path(path)
-    if not path.exists() and (EXAMPLE_CONFIGS / path.name).exists():
-        path = EXAMPLE_CONFIGS / path.name
-    if not path.exists():
-        raise ConfigError(f"edit config {path} does not exist (examples: {', '.join(sorted(p.name for p in EXAMPLE_CONFIGS.glob('*.yaml')))})")
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold an edit config (a mapping)")
-    video = data.get("video")
-    if isinstance(video, str) and not Path(video).is_absolute() and (path.parent / video).exists():
-        data["video"] = str(path.parent / video)
-    return EditSpec.from_dict(data)
-
-
-def build_edit_pipeline(spec: EditSpec) -> Any:
-    """The editor's pipeline, built from the components of `spec.model_spec` on `spec.device` / `spec.dtype`."""
-    from ..loading import load_pipeline, parse_dtype, pick_device
-
-    device = pick_device(spec.device)
-    dtype = parse_dtype(spec.dtype, device)
-    base = load_pipeline(spec.model_spec, device=device, dtype=dtype)
-    components = getattr(base, "components", {})
-    extra = {}
-    if spec.editor == "fresco" and components.get("controlnet") is None:
-        if spec.controlnet is None:
-            raise UnsupportedModelError(
-                f"fresco needs Stable Diffusion with a ControlNet; {spec.model_spec} has none: pass --controlnet "
-                "(a ControlNet folder or hub id) or use a StableDiffusionControlNetPipeline (tiny:sd-controlnet)"
-            )
-        from diffusers import ControlNetModel
-
-        extra["controlnet"] = ControlNetModel.from_pretrained(spec.controlnet, torch_dtype=dtype, use_safetensors=True).to(device)
-    if components.get("unet") is None:
-        raise UnsupportedModelError(f"{spec.editor} edits with a Stable Diffusion UNet; {spec.model_spec} has none")
-    module, _, name = EDITORS[spec.editor][0].partition(":")
-    pipe = getattr(importlib.import_module(module), name).from_pipe(base, **extra)
-    pipe.set_progress_bar_config(leave=False)
-    return pipe
-
-
-def source_frames(spec: EditSpec) -> torch.Tensor:
-    """The frames to edit, prepared (sampled, resized, multiples of 8), refusing videos over `max_frames`."""
-    from ..video import prepare_video
-
-    if spec.video is None:
-        from ..testing import sample_clip
-
-        video: Any = sample_clip(spec.frames or 8, spec.height or 64, spec.width or 64)
-    else:
-        video = spec.video
-        if spec.frames is None:
-            from ..video import read_video
-
-            video = read_video(spec.video, max_frames=spec.start + spec.stride * spec.max_frames + 1)
-            available = len(range(spec.start, video.shape[0], spec.stride))
-            if available > spec.max_frames:
-                raise VideoReadError(
-                    f"{spec.video} has more than {spec.max_frames} frames to edit, the limit for one run (GPU memory); "
-                    "choose frames with --frames / --stride / --start, raise --max-frames, or for FateZero edit in "
-                    "chunks with --fatezero-frames-per-chunk"
-                )
-    frames = prepare_video(video, num_frames=spec.frames, stride=spec.stride, start=spec.start, height=spec.height, width=spec.width)
-    if frames.shape[0] > spec.max_frames:
-        raise VideoReadError(f"{frames.shape[0]} frames requested; at most {spec.max_frames} per run (--max-frames)")
-    return frames
-
-
-def edit_video(spec: EditSpec, pipe: Any | None = None) -> EditResult:
-    """Run one edit; `pipe` reuses an already built editing pipeline of `spec.editor`."""
-    from ..generation import pipeline_frames
-
-    config = spec.config()
-    frames = source_frames(spec)
-    if pipe is None:
-        pipe = build_edit_pipeline(spec)
-    start = time.perf_counter()
-    if spec.editor == "fresco":
-        generator = torch.Generator("cpu").manual_seed(spec.seed)
-        output = pipe(frames, spec.target_prompt, config, negative_prompt=spec.negative_prompt, generator=generator)
-    else:
-        output = pipe(frames, spec.source_prompt, spec.target_prompt, config, negative_prompt=spec.negative_prompt)
-    seconds = time.perf_counter() - start
-    return EditResult(pipeline_frames(output), frames, output.masks, output.info, seconds, spec)
-
-
-# ------------------------------------------------------------------------------------- command line
 def add_parser(subparsers: Any) -> None:
+    from ..pipelines.editing import EDITORS
+
     parser = subparsers.add_parser("edit", help="zero-shot video editing (FateZero, RealCraft, FRESCO)",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("editor", choices=tuple(EDITORS), help="the editing method")
@@ -281,6 +60,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def _add_method_flags(parser: argparse.ArgumentParser) -> None:
+    from ..pipelines.editing import EDITORS
     from ..registry import get_method
 
     for name in EDITORS:
@@ -291,14 +71,16 @@ def _add_method_flags(parser: argparse.ArgumentParser) -> None:
                                type=field_parser(tp), default=argparse.SUPPRESS, metavar=field_name.upper())
 
 
-def spec_from_args(args: argparse.Namespace) -> EditSpec:
-    """The edit spec: the config file (if any), then the flags given on the command line."""
+def spec_from_args(args: argparse.Namespace) -> Any:
+    """The `EditSpec`: the config file (if any), then the flags given on the command line."""
+    from ..pipelines.editing import SPEC_KEYS, EditSpec, load_edit_spec
+
     data = load_edit_spec(args.config).to_dict() if args.config else {}
     if data.get("editor", args.editor) != args.editor:
         raise ConfigError(f"{args.config} is a {data['editor']!r} config; run `diffattn edit {data['editor']} --config ...`")
     data["editor"] = args.editor
     settings = dict(data.pop(args.editor, None) or {})
-    for key in _SPEC_KEYS:
+    for key in SPEC_KEYS:
         value = getattr(args, key, None)
         if value is not None and key != "editor":
             data[key] = value
@@ -317,6 +99,7 @@ def spec_from_args(args: argparse.Namespace) -> EditSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..pipelines.editing import edit_metrics, edit_video, save_edit_spec
     from ..video import write_video
 
     spec = spec_from_args(args)
@@ -329,33 +112,5 @@ def run(args: argparse.Namespace) -> int:
     if args.metrics:
         print("metrics: " + json.dumps(edit_metrics(result)))
     if args.save_config:
-        _save_spec(spec, args.save_config)
+        save_edit_spec(spec, args.save_config)
     return 0
-
-
-def edit_metrics(result: EditResult) -> dict[str, float]:
-    """Warp error (0-255, under the source's flow) of the source and of the edit, and PSNR outside the edit mask."""
-    from ..flow import video_flow
-    from ..metrics import psnr_outside, warp_error
-
-    metrics: dict[str, float] = {}
-    if result.source.shape[0] > 1:
-        flow = video_flow(result.source)
-        metrics["warp_error_source"] = round(warp_error(result.source, flow), 4)
-        metrics["warp_error_edit"] = round(warp_error(result.frames, flow), 4)
-    if result.masks is not None:
-        metrics["psnr_outside_mask"] = round(psnr_outside(result.frames, result.source, result.masks), 3)
-    return metrics
-
-
-def _save_spec(spec: EditSpec, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = spec.to_dict()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-    else:
-        path.write_text(json.dumps(data, indent=2))
-    return path

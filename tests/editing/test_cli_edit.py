@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from diffattn.cli import main
-from diffattn.cli.edit import EXAMPLE_CONFIGS, EditSpec, load_edit_spec
+from diffattn.pipelines.editing import EXAMPLE_CONFIGS, EditSpec, load_edit_spec
 from diffattn.errors import ConfigError
 from diffattn.video import read_video, write_video
 
