@@ -12,6 +12,7 @@
 
     pip install --no-deps --no-build-isolation -e . && python benchmarks/kernels.py   # one H200, ~5 minutes
     TRITON_INTERPRET=1 python benchmarks/kernels.py --tiny                             # CPU check of the script
+    python benchmarks/kernels.py --plans-only     # just cuDNN dense + sparge_plan / pool_kv timings (~1 minute)
 
 Writes `kernels.json` under `$OUT` when set, else `benchmarks/results/kernels.json` (`kernels_tiny.json` with
 `--tiny`), and prints a Markdown table last.
@@ -166,10 +167,11 @@ def _random_level_plan(heads, q_len, kv_len, bq, bk, levels, keep, device) -> Bl
     return BlockPlan.from_level_map(level_map, bq, bk)
 
 
-def correctness(device: torch.device, tiny: bool) -> list[dict[str, Any]]:
+def correctness(device: torch.device, tiny: bool, attention: bool = True) -> list[dict[str, Any]]:
     """Triton vs reference / SDPA on the device; one dict per check; a check that raises is recorded, not fatal."""
     checks: list[dict[str, Any]] = []
-    for part in (_check_dense, _check_random_plans, _check_window, _check_thresholds, _check_sparge):
+    parts = (_check_dense, _check_random_plans, _check_window, _check_thresholds) if attention else ()
+    for part in (*parts, _check_pool, _check_sparge):
         try:
             part(device, 16 if tiny else 1, checks)
         except Exception as exc:  # noqa: BLE001
@@ -243,6 +245,13 @@ def _check_thresholds(device, scale_n, checks):
             kept_tiles_equal=same, kept_density=res.kept_plan.density(), plan_density=plan.density())
 
 
+def _check_pool(device, scale_n, checks):
+    _, k, v = qkv(1, 4, 16, 3001 // scale_n, HEAD_DIM, device)
+    ref = pool_kv(k, v, (2, 4, 8), BLOCK, backend="reference")
+    tri = pool_kv(k, v, (2, 4, 8), BLOCK, backend="triton")
+    _record(checks, f"pool_kv triton vs reference ({k.shape[2]} tokens)", max(rel_err(tri.k, ref.k), rel_err(tri.v, ref.v)), 1e-2)
+
+
 def _check_sparge(device, scale_n, checks):
     q, k, _ = qkv(1, 4, 4096 // scale_n, 4096 // scale_n, HEAD_DIM, device)
     for selection in ({"topk": 0.3}, {"cdf_threshold": 0.9}):
@@ -267,8 +276,8 @@ def _check_sparge(device, scale_n, checks):
 
 
 # -------------------------------------------------------------------------------------------------- speed
-def bench_shape(name: str, tokens: int, heads: int, frames: int, device: torch.device) -> dict[str, Any]:
-    """All timings for one shape; baselines and ours share the same inputs and plans."""
+def bench_shape(name: str, tokens: int, heads: int, frames: int, device: torch.device, attention: bool = True) -> dict[str, Any]:
+    """All timings for one shape (only cuDNN and plan building unless `attention`); shared inputs and plans."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     print(f"\n== {name}: {tokens} tokens x {heads} heads, d{HEAD_DIM}, bf16", flush=True)
@@ -284,6 +293,33 @@ def bench_shape(name: str, tokens: int, heads: int, frames: int, device: torch.d
         return run
 
     cudnn = guarded(rec, "cudnn_ms", lambda: bench(sdpa(SDPBackend.CUDNN_ATTENTION), device, guess))
+    reference_ms = cudnn if isinstance(cudnn, float) else None
+    if attention:
+        bench_attention(rec, q, k, v, frames, device, guess, reference_ms)
+    guarded(rec, "sparge_ms", lambda: bench(lambda: sparge_plan(q, k), device, 1.0))
+    guarded(rec, "sparge_topk_ms", lambda: bench(lambda: sparge_plan(q, k, topk=0.5), device, 1.0))
+    guarded(rec, "pool_kv_ms", lambda: bench(lambda: pool_kv(k, v, (2, 4, 8), BLOCK), device, 1.0))
+    if reference_ms:
+        for key in ("sparge_ms", "sparge_topk_ms", "pool_kv_ms"):
+            if isinstance(rec.get(key), float):
+                rec[key.replace("_ms", "_pct_of_dense")] = 100.0 * rec[key] / reference_ms
+    return rec
+
+
+def bench_attention(rec: dict[str, Any], q, k, v, frames: int, device: torch.device, guess: float,
+                    reference_ms: float | None) -> None:
+    """Flash / xformers baselines, then our kernel and compiled FlexAttention on each plan, into `rec`."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    heads, tokens = q.shape[1], q.shape[2]
+    flops = 4.0 * heads * tokens * tokens * HEAD_DIM
+
+    def sdpa(backend):
+        def run():
+            with sdpa_kernel(backend):
+                return F.scaled_dot_product_attention(q, k, v)
+        return run
+
     guarded(rec, "flash_ms", lambda: bench(sdpa(SDPBackend.FLASH_ATTENTION), device, guess))
 
     def xformers_ms() -> float:
@@ -294,7 +330,6 @@ def bench_shape(name: str, tokens: int, heads: int, frames: int, device: torch.d
         return bench(lambda: xops.memory_efficient_attention(qt, kt, vt), device, guess)
 
     guarded(rec, "xformers_ms", xformers_ms)
-    reference_ms = cudnn if isinstance(cudnn, float) else None
 
     def bound(b, h, q_idx, kv_idx):
         return kv_idx < tokens
@@ -334,15 +369,6 @@ def bench_shape(name: str, tokens: int, heads: int, frames: int, device: torch.d
     guarded(extra, "ours_pv50_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", pv_threshold=50.0), device, guess / 2))
     guarded(extra, "ours_marks_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", skip_threshold=-10.0), device, guess / 2))
     guarded(extra, "ours_lse_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", return_lse=True), device, guess / 2))
-
-    guarded(rec, "sparge_ms", lambda: bench(lambda: sparge_plan(q, k), device, 1.0))
-    guarded(rec, "sparge_topk_ms", lambda: bench(lambda: sparge_plan(q, k, topk=0.5), device, 1.0))
-    guarded(rec, "pool_kv_ms", lambda: bench(lambda: pool_kv(k, v, (2, 4, 8), BLOCK), device, 1.0))
-    if reference_ms:
-        for key in ("sparge_ms", "sparge_topk_ms", "pool_kv_ms"):
-            if isinstance(rec.get(key), float):
-                rec[key.replace("_ms", "_pct_of_dense")] = 100.0 * rec[key] / reference_ms
-    return rec
 
 
 # ---------------------------------------------------------------------------------------------- targets
@@ -404,20 +430,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on any device (checks the script)")
     parser.add_argument("--shapes", nargs="*", default=None, help=f"subset of {list(SHAPES)}")
+    parser.add_argument("--plans-only", action="store_true", help="only cuDNN dense and plan building (sparge, pool_kv)")
     args = parser.parse_args()
+    attention = not args.plans_only
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shapes = TINY_SHAPES if args.tiny else {k: v for k, v in SHAPES.items() if args.shapes is None or k in args.shapes}
     result: dict[str, Any] = {"env": env_info(device), "block": BLOCK, "head_dim": HEAD_DIM}
     print(json.dumps(result["env"]), flush=True)
     print("== correctness", flush=True)
-    result["correctness"] = correctness(device, args.tiny)
+    result["correctness"] = correctness(device, args.tiny, attention)
     out_dir = Path(os.environ["OUT"]) if os.environ.get("OUT") else Path(__file__).parent / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / ("kernels_tiny.json" if args.tiny else "kernels.json")
+    path = out_dir / ("kernels_tiny.json" if args.tiny else "kernels.json" if attention else "kernels_plans.json")
     result["shapes"] = {}
     for name, (tokens, heads, frames) in shapes.items():
         started = time.time()
-        result["shapes"][name] = bench_shape(name, tokens, heads, frames, device)
+        result["shapes"][name] = bench_shape(name, tokens, heads, frames, device, attention)
         result["shapes"][name]["wall_s"] = time.time() - started
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -37,20 +37,26 @@ def pooled_layout(kv_len: int, block_k: int, levels: tuple[int, ...]) -> tuple[i
     return total, tuple(starts)
 
 
-_POOL_CHUNK = 32
-"""Tokens per pooling program: a multiple of every level, small enough for many programs per SM."""
+_POOL_CHUNK = 64
+"""Tokens per pooling program (a multiple of every level)."""
 
 
 @triton.jit
-def _pool_store(x, n_ok, Out, row0, stride_n, offs_d, d_ok, POOL: tl.constexpr, CHUNK: tl.constexpr,
-                D_PAD: tl.constexpr):
-    """Store the means of the POOL-token groups of one chunk (`x` fp32 [CHUNK, D_PAD], invalid rows zero)."""
+def _pool_level(src, stride_n, stride_d, dst, stride_pn, chunk_start, row0, kv_len, offs_d, d_ok,
+                POOL: tl.constexpr, CHUNK: tl.constexpr, D_PAD: tl.constexpr):
+    """Means of the POOL-token groups of one chunk, summed from POOL strided row loads (no cross-thread reduction:
+    each group's rows land in the same threads), over each group's valid tokens."""
     G: tl.constexpr = CHUNK // POOL
-    sums = tl.sum(tl.reshape(x, [G, POOL, D_PAD]), 1)
-    counts = tl.sum(tl.reshape(n_ok.to(tl.float32), [G, POOL]), 1)
-    mean = sums / tl.maximum(counts, 1.0)[:, None]
+    first = chunk_start + tl.arange(0, G) * POOL
+    total = tl.zeros([G, D_PAD], dtype=tl.float32)
+    for p in tl.static_range(POOL):
+        rows = first + p
+        total += tl.load(src + rows[:, None] * stride_n + offs_d[None, :] * stride_d,
+                         mask=(rows < kv_len)[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
+    count = tl.minimum(tl.maximum(kv_len - first, 0), POOL).to(tl.float32)
+    mean = total / tl.maximum(count, 1.0)[:, None]
     rows = row0 + tl.arange(0, G)
-    tl.store(Out + rows[:, None] * stride_n + offs_d[None, :], mean.to(Out.dtype.element_ty), mask=d_ok[None, :])
+    tl.store(dst + rows[:, None] * stride_pn + offs_d[None, :], mean.to(dst.dtype.element_ty), mask=d_ok[None, :])
 
 
 @triton.jit
@@ -81,18 +87,18 @@ def _pool_kv_kernel(
         stride_n = stride_vn
         stride_d = stride_vd
         dst = VP + b * stride_pb + h * stride_ph
-    offs_n = j * CHUNK + tl.arange(0, CHUNK)
     offs_d = tl.arange(0, D_PAD)
-    n_ok = offs_n < kv_len
     d_ok = offs_d < HEAD_DIM
-    x = tl.load(src + offs_n[:, None] * stride_n + offs_d[None, :] * stride_d,
-                mask=n_ok[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
+    start = j * CHUNK
     if HAS2:
-        _pool_store(x, n_ok, dst, START2 + j * (CHUNK // 2), stride_pn, offs_d, d_ok, 2, CHUNK, D_PAD)
+        _pool_level(src, stride_n, stride_d, dst, stride_pn, start, START2 + j * (CHUNK // 2), kv_len, offs_d, d_ok,
+                    2, CHUNK, D_PAD)
     if HAS4:
-        _pool_store(x, n_ok, dst, START4 + j * (CHUNK // 4), stride_pn, offs_d, d_ok, 4, CHUNK, D_PAD)
+        _pool_level(src, stride_n, stride_d, dst, stride_pn, start, START4 + j * (CHUNK // 4), kv_len, offs_d, d_ok,
+                    4, CHUNK, D_PAD)
     if HAS8:
-        _pool_store(x, n_ok, dst, START8 + j * (CHUNK // 8), stride_pn, offs_d, d_ok, 8, CHUNK, D_PAD)
+        _pool_level(src, stride_n, stride_d, dst, stride_pn, start, START8 + j * (CHUNK // 8), kv_len, offs_d, d_ok,
+                    8, CHUNK, D_PAD)
 
 
 @torch.library.custom_op("diffattn::pool_kv", mutates_args=())
