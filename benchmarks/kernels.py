@@ -34,10 +34,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
-from diffattn.kernels import block_sparse_attention, pool_kv, sparge_plan, triton_attention
+from diffattn.kernels import (
+    block_sparse_attention,
+    pool_kv,
+    sparge_plan,
+    triton_attention,
+)
 from diffattn.kernels.flex import flex_attention_call
 from diffattn.kernels.layout import plan_from_keep_mask
+
 from diffattn.plan import BlockPlan, BoxMask
 
 SHAPES = {"wan1.3b-480p": (32760, 12, 21), "wan14b-720p": (75600, 40, 21)}  # tokens, heads, latent frames
@@ -348,14 +353,14 @@ def bench_attention(rec: dict[str, Any], q, k, v, frames: int, device: torch.dev
         if label == "dense" and device.type == "cuda":
             with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                 entry["rel_err_vs_cudnn"] = rel_err(out, F.scaled_dot_product_attention(q, k, v))
-        ours = guarded(entry, "ours_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, plan, backend="triton"), device, expected))
+        ours = guarded(entry, "ours_ms", lambda p=plan, e=expected: bench(lambda: block_sparse_attention(q, k, v, p, backend="triton"), device, e))
         if plan.is_pooled:  # flex would need the pooled keys appended (diffattn.kernels.flex does, slowly)
             entry["levels"] = {str(lvl): float(c) for lvl, c in zip(plan.levels, plan.kv_counts.float().mean((0, 1, 2)) / plan.num_kv_blocks)}
             flex = entry["flex_ms"] = "not timed (pooled plan)"
         else:
             block_mask = flex_mask_for(plan, tokens, heads, bound)
             scale = 1.0 / math.sqrt(HEAD_DIM)
-            flex = guarded(entry, "flex_ms", lambda: bench(lambda: flex_attention_call(q, k, v, block_mask, scale), device, expected))
+            flex = guarded(entry, "flex_ms", lambda m=block_mask, s=scale, e=expected: bench(lambda: flex_attention_call(q, k, v, m, s), device, e))
         if reference_ms and isinstance(ours, float):
             entry["ours_vs_cudnn_dense"] = ours / reference_ms
             if not plan.is_pooled:

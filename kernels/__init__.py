@@ -5,16 +5,22 @@ skipping, LiteAttention marks, LSE); `sparge_plan` predicts a plan on the device
 pooled K/V; `available_backends` says what runs here. See `api.py` for the exact semantics.
 """
 
-from .api import PooledKV, SparseAttentionOutput, available_backends, block_sparse_attention, pool_kv
+from .api import (
+    PooledKV,
+    SparseAttentionOutput,
+    available_backends,
+    block_sparse_attention,
+    pool_kv,
+)
 from .checks import AttentionInputError
 from .sparge import sparge_plan
 
 __all__ = [
-    "block_sparse_attention",
-    "sparge_plan",
-    "pool_kv",
-    "available_backends",
-    "SparseAttentionOutput",
-    "PooledKV",
     "AttentionInputError",
+    "PooledKV",
+    "SparseAttentionOutput",
+    "available_backends",
+    "block_sparse_attention",
+    "pool_kv",
+    "sparge_plan",
 ]

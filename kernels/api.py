@@ -29,11 +29,18 @@ from diffattn.errors import BackendUnavailableError, PlanError
 from diffattn.plan import BlockPlan
 
 from . import backends
-from .checks import AttentionInputError, check_plan, check_qkv, plan_tensors, resolve_scale, resolve_threshold
+from .checks import (
+    AttentionInputError,
+    check_plan,
+    check_qkv,
+    plan_tensors,
+    resolve_scale,
+    resolve_threshold,
+)
 from .layout import plan_from_kept_slots
 from .reference import pool_reference, reference_attention
 
-__all__ = ["SparseAttentionOutput", "PooledKV", "block_sparse_attention", "pool_kv", "available_backends"]
+__all__ = ["PooledKV", "SparseAttentionOutput", "available_backends", "block_sparse_attention", "pool_kv"]
 
 available_backends = backends.available_backends
 _GPU_DTYPES = (torch.float16, torch.bfloat16)
@@ -143,7 +150,8 @@ def block_sparse_attention(
     Args:
         q (`torch.Tensor`): `[batch, heads, q_len, head_dim]`.
         k, v (`torch.Tensor`): `[batch, heads, kv_len, head_dim]`, same dtype and device as q.
-        plan (`BlockPlan`): on q's device; batch/heads 1 or equal to q's; no empty row.
+        plan (`BlockPlan`): on q's device; batch/heads 1 or equal to q's; no empty row. The Triton backend takes
+            `block_q` and `block_k` in (64, 128) (other sizes: PlanError by name, a fallback under "auto").
         scale (`float`, *optional*): logit scale, default `1/sqrt(head_dim)`.
         pv_threshold (`float` or `torch.Tensor [heads]`, *optional*): SpargeAttn P.V skip threshold, log2 units.
         skip_threshold (`float` or `torch.Tensor [heads]`, *optional*): LiteAttention mark threshold, log2 units.

@@ -12,7 +12,7 @@ import torch
 
 from diffattn.errors import BackendUnavailableError
 
-__all__ = ["BACKENDS", "triton_modules", "triton_reason", "flex_reason", "available_backends", "unavailable", "warn_once"]
+__all__ = ["BACKENDS", "available_backends", "flex_reason", "triton_modules", "triton_reason", "unavailable", "warn_once"]
 
 BACKENDS = ("reference", "flex", "triton")
 

@@ -16,7 +16,7 @@ import torch
 from diffattn.errors import ConfigError, DiffAttnError, PlanError
 from diffattn.plan import BlockPlan
 
-__all__ = ["AttentionInputError", "check_qkv", "check_plan", "resolve_scale", "resolve_threshold", "plan_tensors"]
+__all__ = ["AttentionInputError", "check_plan", "check_qkv", "plan_tensors", "resolve_scale", "resolve_threshold"]
 
 _SYNC_CHECKED: weakref.WeakSet[BlockPlan] = weakref.WeakSet()
 _PLAN_TENSORS: weakref.WeakKeyDictionary[BlockPlan, tuple[torch.Tensor, ...]] = weakref.WeakKeyDictionary()

@@ -25,7 +25,7 @@ from diffattn.plan import BlockPlan
 
 from .reference import pool_reference
 
-__all__ = ["flex_block_mask", "flex_attention_call", "flex_attention_backend"]
+__all__ = ["flex_attention_backend", "flex_attention_call", "flex_block_mask"]
 
 _MASKS: weakref.WeakKeyDictionary[BlockPlan, dict] = weakref.WeakKeyDictionary()
 _COMPILED = None
@@ -66,7 +66,7 @@ def _level1_mask(plan: BlockPlan, q_len: int, kv_len: int) -> fa.BlockMask:
                                        seq_lengths=(q_len, kv_len))
 
 
-def _pooled_segments(plan: BlockPlan, kv_len: int) -> list[tuple[int, int, int]]:
+def _pooled_segments(plan: BlockPlan) -> list[tuple[int, int, int]]:
     """`(level, first key row, rows)` of each level's segment in the concatenated keys; rows are whole blocks."""
     segments, start = [], 0
     for lvl in plan.levels:
@@ -79,7 +79,7 @@ def _pooled_segments(plan: BlockPlan, kv_len: int) -> list[tuple[int, int, int]]
 def _pooled_mask(plan: BlockPlan, q_len: int, kv_len: int) -> tuple[fa.BlockMask, list, object]:
     level_map = plan.to_level_map()
     bk, nkb = plan.block_k, plan.num_kv_blocks
-    segments = _pooled_segments(plan, kv_len)
+    segments = _pooled_segments(plan)
     seg_blocks = []
     for lvl, _, rows in segments:
         at_level = level_map == lvl

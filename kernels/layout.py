@@ -11,7 +11,7 @@ import torch
 
 from diffattn.plan import BlockPlan
 
-__all__ = ["slot_levels", "plan_from_keep_mask", "plan_from_kept_slots"]
+__all__ = ["plan_from_keep_mask", "plan_from_kept_slots", "slot_levels"]
 
 
 def slot_levels(plan: BlockPlan) -> torch.Tensor:

@@ -17,7 +17,7 @@ from diffattn.plan import BlockPlan
 
 from .layout import slot_levels
 
-__all__ = ["pool_reference", "block_stats_reference", "reference_attention"]
+__all__ = ["block_stats_reference", "pool_reference", "reference_attention"]
 
 LOG2E = 1.4426950408889634
 _CHUNK_ELEMENTS = 1 << 25  # logits held at once per chunk of query blocks

@@ -27,7 +27,7 @@ from .checks import AttentionInputError, resolve_scale
 from .layout import plan_from_keep_mask
 from .reference import block_stats_reference
 
-__all__ = ["sparge_plan", "DEFAULT_CDF_THRESHOLD", "DEFAULT_SIM_THRESHOLD"]
+__all__ = ["DEFAULT_CDF_THRESHOLD", "DEFAULT_SIM_THRESHOLD", "sparge_plan"]
 
 DEFAULT_CDF_THRESHOLD = 0.98
 """TopCdf tau used when neither `topk` nor `cdf_threshold` is given (`spas_sage2_attn_meansim_cuda` default)."""

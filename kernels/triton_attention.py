@@ -4,8 +4,10 @@ One kernel, specialised by constexpr switches, covers every method (sparse.md se
 
 - grid `(q_blocks, batch * heads)`; one program owns one plan row (a query block of `BLOCK_M == plan.block_q`
   rows), loads Q once and walks the row's kv-block ids straight from `kv_indices` (no bitmap scan);
-- level segments: level-1 blocks read K/V in `BLOCK_N`-row tiles (`BLOCK_N` divides `plan.block_k`); level-l
-  blocks read `block_k / l` rows of the pooled K/V (padded to 16 rows for `tl.dot`) with a `+log2(n_valid)` bias;
+- level segments: level-1 blocks read K/V in `BLOCK_N`-row tiles (`BLOCK_N` divides `plan.block_k`), through
+  TMA descriptors on Hopper when the autotuner finds that faster (it did on an H200, see benchmarks/RESULTS.md);
+  level-l blocks read `block_k / l` rows of the pooled K/V (padded to 16 rows for `tl.dot`) with a
+  `+log2(n_valid)` bias;
 - online softmax in log2 units with `scale * log2(e)` folded into one FMA, `exp2` throughout;
 - boundary masking only on the tile that crosses `kv_len`; token masks (`BoxMask`) only when the plan has one;
 - `HAS_PV`: SpargeAttn stage 2, skip exp and P.V for a plan block when no valid row's local max comes within
@@ -17,7 +19,6 @@ One kernel, specialised by constexpr switches, covers every method (sparse.md se
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -26,7 +27,7 @@ import triton.language as tl
 from triton import knobs
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-__all__ = ["INTERPRETED", "SUPPORTED_BLOCKS", "MAX_HEAD_DIM", "block_sparse_attention_op"]
+__all__ = ["INTERPRETED", "MAX_HEAD_DIM", "SUPPORTED_BLOCKS", "block_sparse_attention_op"]
 
 INTERPRETED: bool = bool(knobs.runtime.interpret)
 """Whether these kernels were built for Triton's CPU interpreter (`TRITON_INTERPRET=1` at import time)."""
@@ -176,7 +177,7 @@ def _tile_scores(
         n_valid = tl.minimum(kv_len - offs_n * POOL, POOL).to(tl.float32)
         bias = tl.where(n_ok, tl.log2(tl.maximum(n_valid, 1.0)) / qk_scale, float("-inf"))
         qk = qk + bias[None, :]
-    elif not EVEN_N:
+    elif not EVEN_N:  # noqa: SIM102 - a compile-time test around a run-time one: Triton cannot `and` them
         if first + TILE > kv_len:
             qk = tl.where(n_ok[None, :], qk, float("-inf"))
     if HAS_TMASK:

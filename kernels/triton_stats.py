@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-__all__ = ["pool_kv_op", "block_stats_op", "sparge_select_op", "POOLED_LEVELS", "pooled_layout"]
+__all__ = ["POOLED_LEVELS", "block_stats_op", "pool_kv_op", "pooled_layout", "sparge_select_op"]
 
 POOLED_LEVELS = (2, 4, 8)
 NORM_EPS = 1e-12

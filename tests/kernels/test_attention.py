@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip
+from diffattn.kernels import block_sparse_attention, triton_attention
 
-from diffattn.kernels import block_sparse_attention
-from diffattn.kernels import triton_attention
 from diffattn.plan import BlockPlan, BoxMask
+
+from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip
 
 # (batch, heads, q_len, kv_len, head_dim, block_q, block_k, levels, plan batch/heads broadcast)
 CASES = [

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
+from diffattn.kernels import (
+    AttentionInputError,
+    available_backends,
+    block_sparse_attention,
+    checks,
+)
 
 from diffattn.errors import BackendUnavailableError, ConfigError, PlanError
-from diffattn.kernels import AttentionInputError, available_backends, block_sparse_attention, checks
 from diffattn.plan import BlockPlan, BoxMask
 
 from ._kernel_testing import qkv, random_plan, triton_or_skip
 
 
 def _plan(**changes) -> BlockPlan:
-    fields = dict(kv_indices=torch.tensor([[[[0, 1], [1, -1]]]]), kv_counts=torch.tensor([[[[2], [1]]]]),
-                  block_q=64, block_k=64, num_kv_blocks=2)
+    fields = {"kv_indices": torch.tensor([[[[0, 1], [1, -1]]]]), "kv_counts": torch.tensor([[[[2], [1]]]]),
+              "block_q": 64, "block_k": 64, "num_kv_blocks": 2}
     fields.update(changes)
     return BlockPlan(**fields)
 

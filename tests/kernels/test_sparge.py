@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from diffattn.kernels import pool_kv, sparge_plan
 from diffattn.kernels.reference import block_stats_reference
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from diffattn.kernels import block_sparse_attention
+
 from diffattn.plan import BlockPlan
 
 from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip
