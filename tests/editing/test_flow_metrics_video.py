@@ -55,12 +55,20 @@ def test_flow_recovers_a_synthetic_shift(shifted, method):
 
 
 def test_warp_error_of_the_source_under_its_own_flow(shifted):
-    """The exact flow warps to within float error; DIS's sub-pixel residual (about 0.005 px) leaves about 0.02."""
+    """The source under its own estimated flow has (almost) no warp error (0-255 scale).
+
+    Away from the frame border DIS recovers the shift to ~1e-5 px and the error is < 0.01; within a DIS patch (8 px)
+    of the border its patches leave the frame and a few pixels that pass the occlusion tests are off by up to
+    0.7 px, which lifts the whole-frame figure to ~0.04 (still ~500x below the unwarped error).
+    """
     dx, dy = SHIFT
     exact_backward = torch.tensor([-float(dx), -float(dy)]).view(1, 2, 1, 1).expand(1, 2, 128, 128)
     exact_error = (shifted[1] - warp(shifted[:1], exact_backward)[0]).abs().mean(0)[dy:, dx:].mean() * 255
     assert exact_error < 0.01
-    estimated = warp_error(shifted, video_flow(shifted))
+    flow = video_flow(shifted)
+    interior_error = (shifted[1] - warp(shifted[:1], flow.backward)[0]).abs().mean(0)[8:-8, 8:-8]
+    assert float(interior_error.mean() * 255) < 0.01
+    estimated = warp_error(shifted, flow)
     unwarped = float((shifted[1] - shifted[0]).abs().mean() * 255)
     assert estimated < 0.05 < unwarped
 
