@@ -22,7 +22,7 @@ from diffattn.generation import GenerationSpec
 
 from . import catalog
 from .catalog import EntryPoint
-from .kernel_bench import KernelBenchSpec, run_kernel_benchmark
+from diffattn.kernels.bench import KernelBenchSpec, run_kernel_benchmark
 from .limits import (
     AppLimits,
     check_kernel_tokens,

@@ -23,7 +23,7 @@ from .handlers import (
     high_resolution_handler,
     kernels_handler,
 )
-from .kernel_bench import device_label
+from diffattn.kernels.bench import device_label
 from .limits import AppLimits
 from .runs import PipelineCache, RunFolders
 from .settings import method_chooser, method_panel

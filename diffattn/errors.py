@@ -13,7 +13,6 @@ __all__ = [
     "PlanError",
     "GridError",
     "VideoReadError",
-    "NotAvailableYetError",
 ]
 
 
@@ -58,7 +57,3 @@ class GridError(DiffAttnError, ValueError):
 
 class VideoReadError(DiffAttnError, OSError):
     """A video could not be read: missing, unreadable, corrupt or empty."""
-
-
-class NotAvailableYetError(DiffAttnError, RuntimeError):
-    """A command or feature exists in the interface but is not implemented in this version."""

@@ -77,3 +77,18 @@ def test_generate_loads_real_weights_from_a_local_folder(tmp_path):
 def test_generate_refuses_a_folder_without_a_pipeline(tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path), "--out", str(tmp_path / "x.mp4")]) == 2
     assert "could not load a diffusers pipeline" in capsys.readouterr().err
+
+
+def test_bench_times_the_kernel_flex_and_dense_on_this_device(capsys):
+    assert main(["bench", "--tokens", "256", "--heads", "1", "--block", "64", "--densities", "0.25,1.0",
+                 "--repeats", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    implementations = {row["implementation"] for row in result["rows"]}
+    assert "dense SDPA" in implementations and any(name.startswith("diffattn kernel") for name in implementations)
+    assert {row["density"] for row in result["rows"]} == {0.25, 1.0}
+    assert all(row["ms"] > 0 for row in result["rows"])
+
+
+def test_bench_rejects_bad_sizes(capsys):
+    assert main(["bench", "--tokens", "100", "--block", "64"]) == 2
+    assert "multiple of the block size" in capsys.readouterr().err

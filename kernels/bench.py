@@ -1,10 +1,10 @@
-"""The Kernels tab's measurement: block-sparse attention time against density on this machine's device.
+"""A quick kernel benchmark on this machine's device: block-sparse attention time against density.
 
-The kernel package has no in-package benchmark function (its GPU benchmark is the script
-`benchmarks/kernels.py`), so this small one times, for random block plans of increasing density, the same
-call three ways: diffattn's kernel (`block_sparse_attention` with the Triton backend on CUDA, the PyTorch
-reference elsewhere), FlexAttention on the same plan (diffattn's `flex` backend), and dense SDPA as the
-baseline. Sizes are meant to be small on a CPU; the device is part of the result so plots say where they ran.
+Used by `diffattn bench` and the app's Kernels tab (the full GPU benchmark with every baseline is the script
+`benchmarks/kernels.py`). For random block plans of increasing density it times the same call three ways:
+diffattn's kernel (`block_sparse_attention` with the Triton backend on CUDA, the PyTorch reference elsewhere),
+FlexAttention on the same plan (the `flex` backend), and dense SDPA as the baseline. Sizes are meant to be small on
+a CPU; the device is part of the result so tables and plots say where they ran.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from diffattn.kernels import available_backends, block_sparse_attention
 from tqdm.auto import tqdm
 
 from diffattn.errors import ConfigError
 from diffattn.plan import BlockPlan
+
+from .api import block_sparse_attention
+from .backends import available_backends
 
 __all__ = ["KernelBenchSpec", "KernelBenchResult", "run_kernel_benchmark", "device_label"]
 
