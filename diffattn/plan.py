@@ -162,35 +162,36 @@ class BlockPlan:
         block_k: int = 128,
         *,
         width: int | None = None,
+        levels: tuple[int, ...] | None = None,
         token_mask: BoxMask | None = None,
     ) -> BlockPlan:
         """Build from an integer map `[B|1, H|1, q_blocks, kv_blocks]`: 0 skips a block, 1/2/4/8 is its level.
 
-        `width` fixes the row capacity (no host synchronisation, e.g. `kv_blocks` for plans built on the GPU);
-        by default it is the longest row.
+        By default the map's values are checked, the plan's levels are those present and the row capacity is the
+        longest row, which reads the map back to the host. With `levels` and `width` given (e.g. `kv_blocks`) nothing
+        is read back, for plans built per call on the GPU; values outside `levels` then count as skipped.
         """
         if level_map.ndim != 4:
             raise PlanError(f"a level map must be [B|1, H|1, q_blocks, kv_blocks]; got shape {tuple(level_map.shape)}")
         level_map = level_map.to(torch.int32)
-        present = [lvl for lvl in POOL_LEVELS if lvl == 1 or bool((level_map == lvl).any())]
-        unknown = (level_map != 0) & ~torch.isin(level_map, torch.tensor(POOL_LEVELS, device=level_map.device))
-        if bool(unknown.any()):
-            raise PlanError(f"level map values must be 0 or one of {POOL_LEVELS}")
+        if levels is None:
+            unknown = (level_map != 0) & ~torch.isin(level_map, torch.tensor(POOL_LEVELS, device=level_map.device))
+            if bool(unknown.any()):
+                raise PlanError(f"level map values must be 0 or one of {POOL_LEVELS}")
+            levels = tuple(lvl for lvl in POOL_LEVELS if lvl == 1 or bool((level_map == lvl).any()))
         kv_blocks = level_map.shape[-1]
-        rank = torch.full_like(level_map, len(present))
-        for r, lvl in enumerate(present):
+        rank = torch.full_like(level_map, len(levels))
+        for r, lvl in enumerate(levels):
             rank = torch.where(level_map == lvl, r, rank)
         kv = torch.arange(kv_blocks, device=level_map.device, dtype=torch.int32)
-        key = rank * kv_blocks + kv
-        order = key.argsort(dim=-1, stable=True).to(torch.int32)
-        counts = torch.stack([(level_map == lvl).sum(-1) for lvl in present], dim=-1).to(torch.int32)
+        order = (rank * kv_blocks + kv).argsort(dim=-1, stable=True).to(torch.int32)
+        counts = torch.stack([(level_map == lvl).sum(-1, dtype=torch.int32) for lvl in levels], dim=-1)
         if width is None:
             width = max(int(counts.sum(-1).max()), 1)
         width = min(width, kv_blocks)
-        indices = order[..., :width]
-        valid = torch.arange(width, device=level_map.device) < counts.sum(-1, keepdim=True)
-        indices = torch.where(valid, indices, torch.full_like(indices, -1))
-        return cls(indices, counts, block_q, block_k, kv_blocks, tuple(present), token_mask)
+        slot = kv[:width]
+        indices = torch.where(slot < counts.sum(-1, keepdim=True), order[..., :width], -1)
+        return cls(indices, counts, block_q, block_k, kv_blocks, tuple(levels), token_mask)
 
     @classmethod
     def from_block_mask(
@@ -279,32 +280,29 @@ class BlockPlan:
 
     # -------------------------------------------------------------------------------------- algebra
     def __and__(self, other: BlockPlan) -> BlockPlan:
-        """Blocks computed by both plans, at the coarser of their two levels.
+        """Blocks computed by both plans, at the coarser of their two levels; nothing is read back to the host.
 
         A query row that the intersection would leave empty keeps this (left) plan's row, so the result never
-        leaves a row empty; token masks are intersected.
+        leaves a row empty; token masks are intersected (exact window edges survive composition).
         """
         if not isinstance(other, BlockPlan):
             return NotImplemented
-        if (self.block_q, self.block_k, self.num_q_blocks, self.num_kv_blocks) != (
-            other.block_q, other.block_k, other.num_q_blocks, other.num_kv_blocks,
-        ):
-            raise PlanError(
-                "cannot intersect plans of different geometry: "
-                f"{(self.block_q, self.block_k, self.num_q_blocks, self.num_kv_blocks)} vs "
-                f"{(other.block_q, other.block_k, other.num_q_blocks, other.num_kv_blocks)}"
-            )
+        geometry = (self.block_q, self.block_k, self.num_q_blocks, self.num_kv_blocks)
+        theirs_geometry = (other.block_q, other.block_k, other.num_q_blocks, other.num_kv_blocks)
+        if geometry != theirs_geometry:
+            raise PlanError(f"cannot intersect plans of different geometry: {geometry} vs {theirs_geometry}")
         mine, theirs = self.to_level_map(), other.to_level_map()
         both = torch.where((mine > 0) & (theirs > 0), torch.maximum(mine, theirs), 0)
         mine, both = torch.broadcast_tensors(mine, both)
         empty = ~(both > 0).any(-1, keepdim=True)
-        level_map = torch.where(empty, mine, both)
         if self.token_mask is None or other.token_mask is None:
             token_mask = self.token_mask if other.token_mask is None else other.token_mask
         else:
             token_mask = self.token_mask & other.token_mask
-        width = max(self.width, other.width)
-        return BlockPlan.from_level_map(level_map, self.block_q, self.block_k, width=width, token_mask=token_mask)
+        return BlockPlan.from_level_map(
+            torch.where(empty, mine, both), self.block_q, self.block_k, width=max(self.width, other.width),
+            levels=tuple(sorted(set(self.levels) | set(other.levels))), token_mask=token_mask,
+        )
 
     # ----------------------------------------------------------------------------------- statistics
     def density(self) -> float:

@@ -5,7 +5,7 @@
   `lite`: LiteAttention; `pab`: Pyramid Attention Broadcast; `probe`: methods on raw q/k/v, outside a model.
 """
 
-from .common import BlockSparseMethod, SparseLayout, attach_plan, intersect_plans, joint_plan, plan_from_level_map, sparse_attend
+from .common import BlockSparseMethod, SparseLayout, attach_plan, joint_plan, plan_from_level_map, sparse_attend
 from .lite import LiteAttentionMethod
 from .pab import PABMethod
 from .probe import AttentionProbe
@@ -18,7 +18,6 @@ __all__ = [
     "SparseLayout",
     "sparse_attend",
     "attach_plan",
-    "intersect_plans",
     "joint_plan",
     "plan_from_level_map",
     "SpargeMethod",

@@ -23,7 +23,6 @@ padding mask, and calls already carrying a plan in another token order.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from typing import Any, NamedTuple
 import torch
 
 from diffattn.configs.sparse import SPARSE_FAMILIES, BlockSparseConfig
-from diffattn.errors import PlanError, UnsupportedModelError
+from diffattn.errors import UnsupportedModelError
 from diffattn.geometry import Grid, TileOrder
 from diffattn.plan import BlockPlan
 
@@ -46,7 +45,6 @@ __all__ = [
     "sparse_views",
     "attach_plan",
     "plan_from_level_map",
-    "intersect_plans",
     "joint_plan",
     "force_text_columns",
     "dense_plan",
@@ -119,39 +117,9 @@ def _tile_shape(block_q: int) -> tuple[int, int, int]:
 
 # ------------------------------------------------------------------------------------------- plan algebra
 def plan_from_level_map(level_map: torch.Tensor, block_q: int, block_k: int, levels: tuple[int, ...] = (1,)) -> BlockPlan:
-    """A plan from a level map `[B|1, H|1, q_blocks, kv_blocks]` (0 = skip), without a host synchronisation.
-
-    Like `BlockPlan.from_level_map` but with the row capacity fixed to `kv_blocks` and the levels given, so it
-    never reads the map back to the host (plans are rebuilt per call and layer on the GPU). Rows must be non-empty.
-    """
-    level_map = level_map.to(torch.int32)
-    kv_blocks = level_map.shape[-1]
-    rank = torch.full_like(level_map, len(levels))
-    for position, level in enumerate(levels):
-        rank = torch.where(level_map == level, position, rank)
-    column = torch.arange(kv_blocks, device=level_map.device, dtype=torch.int32)
-    order = (rank * kv_blocks + column).argsort(dim=-1).to(torch.int32)
-    counts = torch.stack([(level_map == level).sum(-1, dtype=torch.int32) for level in levels], dim=-1)
-    indices = torch.where(column < counts.sum(-1, keepdim=True), order, -1)
-    return BlockPlan(indices, counts, block_q, block_k, kv_blocks, tuple(levels))
-
-
-def intersect_plans(first: BlockPlan, second: BlockPlan) -> BlockPlan:
-    """`first & second` (blocks both compute, at the coarser level; a row left empty keeps `first`'s), sync-free."""
-    geometry = (first.block_q, first.block_k, first.num_q_blocks, first.num_kv_blocks)
-    if geometry != (second.block_q, second.block_k, second.num_q_blocks, second.num_kv_blocks):
-        raise PlanError(
-            f"cannot intersect plans of different geometry: {geometry} vs "
-            f"{(second.block_q, second.block_k, second.num_q_blocks, second.num_kv_blocks)}"
-        )
-    mine, theirs = first.to_level_map(), second.to_level_map()
-    both = torch.where((mine > 0) & (theirs > 0), torch.maximum(mine, theirs), 0)
-    mine, both = torch.broadcast_tensors(mine, both)
-    empty = ~(both > 0).any(-1, keepdim=True)
-    levels = tuple(sorted(set(first.levels) | set(second.levels)))
-    plan = plan_from_level_map(torch.where(empty, mine, both), first.block_q, first.block_k, levels)
-    masks = [m for m in (first.token_mask, second.token_mask) if m is not None]  # exact edges (windows) survive
-    return plan if not masks else dataclasses.replace(plan, token_mask=masks[0] if len(masks) == 1 else masks[0] & masks[1])
+    """A plan from a level map `[B|1, H|1, q_blocks, kv_blocks]` (0 = skip) with room for every kv block, built
+    without a host synchronisation (plans are rebuilt per call and layer on the GPU). Rows must be non-empty."""
+    return BlockPlan.from_level_map(level_map, block_q, block_k, width=level_map.shape[-1], levels=levels)
 
 
 def force_text_columns(level_map: torch.Tensor, layout: SparseLayout) -> torch.Tensor:
@@ -179,7 +147,7 @@ def dense_plan(q_blocks: int, kv_blocks: int, block_q: int, block_k: int, device
 def attach_plan(call: AttentionCall, plan: BlockPlan, **kernel_options: Any) -> AttentionCall:
     """The call with `plan` attached (intersected with a plan already there) and extra kernel keywords."""
     if call.plan is not None:
-        plan = intersect_plans(call.plan, plan)
+        plan = call.plan & plan
     call.layout.plans.append(plan)
     return call.replace(plan=plan, kernel_options={**call.kernel_options, **kernel_options})
 

@@ -9,7 +9,7 @@ import torch
 
 from diffattn.geometry import Grid
 from diffattn.plan import POOL_LEVELS, BlockPlan
-from diffattn.processors.sparse import SparseLayout, intersect_plans, joint_plan, plan_from_level_map
+from diffattn.processors.sparse import SparseLayout, joint_plan, plan_from_level_map
 from diffattn.processors.sparse.psa import SAMPLE_STRIDE, block_importance, pyramid_levels
 
 
@@ -31,13 +31,13 @@ def test_sync_free_builder_matches_the_core_builder(levels):
     mine.validate(2, 3, 5 * 128, 7 * 64)
 
 
-def test_intersection_matches_the_core_and_keeps_rows_non_empty():
+def test_intersection_of_sync_free_plans_matches_the_checked_builder_and_keeps_rows_non_empty():
     first, second = random_levels((1, 2, 6, 9), seed=1), random_levels((1, 2, 6, 9), seed=2)
     first[0, 0, 0] = torch.tensor([1, 2, 0, 0, 0, 0, 0, 0, 0], dtype=torch.int32)
     second[0, 0, 0] = torch.tensor([0, 0, 4, 1, 0, 0, 0, 0, 0], dtype=torch.int32)  # shares no block: keeps `first`'s
     a = plan_from_level_map(first, 128, 128, POOL_LEVELS)
     b = plan_from_level_map(second, 128, 128, POOL_LEVELS)
-    mine = intersect_plans(a, b)
+    mine = a & b  # sync-free plans (width = every kv block, all levels listed)
     core = BlockPlan.from_level_map(first, 128, 128) & BlockPlan.from_level_map(second, 128, 128)
     assert torch.equal(mine.to_level_map(), core.to_level_map())
     assert torch.equal(mine.to_level_map()[0, 0, 0], first[0, 0, 0])
