@@ -35,14 +35,11 @@ Markdown table for `benchmarks/RESULTS.md`.
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import math
 import os
-import platform
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -52,8 +49,10 @@ import torch.nn.functional as F
 
 import diffattn
 from diffattn.configs.sparse import BlockSparseConfig
+from diffattn.environment import environment
 from diffattn.geometry import Grid
 from diffattn.processors.sparse import AttentionProbe
+from diffattn.stats import timed
 
 WAN_1_3B = {
     "patch_size": (1, 2, 2), "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,
@@ -97,20 +96,6 @@ def methods(tiny: bool) -> dict[str, tuple[BlockSparseConfig, ...] | tuple]:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    """`(milliseconds, result)` of one call: CUDA events on the GPU, the host clock on the CPU."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = fn()
-        end.record()
-        end.synchronize()
-        return float(start.elapsed_time(end)), out
-    t0 = time.perf_counter()
-    out = fn()
-    return (time.perf_counter() - t0) * 1e3, out
 
 
 def errors(out: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
@@ -367,11 +352,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = methods(tiny)
     report: dict[str, Any] = {
         "meta": {
-            "date": datetime.date.today().isoformat(),
-            "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__,
-            "triton": _version("triton"),
-            "diffusers": _version("diffusers"),
+            **environment(device),
             "dtype": str(dtype),
             "tiny": tiny,
         },
@@ -423,16 +404,3 @@ def _default_out(tiny: bool) -> Path:
     if os.environ.get("OUT"):
         return Path(os.environ["OUT"]) / name
     return Path(__file__).resolve().parent / "results" / name
-
-
-def _version(package: str) -> str | None:
-    try:
-        from importlib.metadata import version
-
-        return version(package)
-    except Exception:  # noqa: BLE001 - a missing package just has no version
-        return None
-
-
-if __name__ == "__main__":
-    main()

@@ -22,14 +22,11 @@ size. Prints a table last and writes `$OUT/editing.json` (`benchmarks/results/ed
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +38,8 @@ from diffattn.pipelines.fresco import FrescoPipeline
 from diffattn.pipelines.realcraft import RealCraftPipeline
 
 from diffattn.configs import FateZeroConfig, FrescoConfig, RealCraftConfig
+from diffattn.environment import environment
+from diffattn.stats import timed
 from diffattn.testing import sample_clip
 
 SOURCE = "a silver jeep driving down a curvy road in the countryside"
@@ -156,20 +155,6 @@ class PeakRSS:
             self.peak = max(self.peak, self._rss())
 
 
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
-    """Seconds of `fn()`: CUDA events on the GPU, perf_counter on the CPU."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        out = fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3, out
-    begin = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - begin, out
-
-
 def measure(name: str, run: Callable[[torch.Tensor], Any], clip: torch.Tensor, device: torch.device) -> dict[str, Any]:
     """One edit: time, peak GPU and CPU memory, what the pipeline reports; an out-of-memory error is recorded."""
     rss = PeakRSS()
@@ -179,7 +164,8 @@ def measure(name: str, run: Callable[[torch.Tensor], Any], clip: torch.Tensor, d
     record: dict[str, Any] = {"pipeline": name, "frames": clip.shape[0], "size": list(clip.shape[-2:])}
     try:
         with rss.watch():
-            seconds, output = timed(lambda: run(clip), device)
+            ms, output = timed(lambda: run(clip), device)
+            seconds = ms / 1e3
     except torch.cuda.OutOfMemoryError as exc:
         record.update(status="out of memory", error=str(exc).splitlines()[0])
         return record
@@ -195,18 +181,6 @@ def measure(name: str, run: Callable[[torch.Tensor], Any], clip: torch.Tensor, d
         finite=bool(torch.isfinite(output.frames).all()),
     )
     return record
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    import diffusers
-    import triton
-
-    return {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "triton": triton.__version__, "diffusers": diffusers.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def table(records: list[dict[str, Any]]) -> str:

@@ -23,9 +23,7 @@ below tokens^2 bytes. Target: windowed self-attention >= 3x faster than dense (D
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import platform
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -38,6 +36,7 @@ from tqdm.auto import tqdm
 
 import diffattn
 from diffattn.configs import FreeSwimConfig, ObserveConfig
+from diffattn.environment import environment
 from diffattn.geometry import Grid, TileOrder
 from diffattn.kernels import block_sparse_attention
 from diffattn.windows import attention_temperature, window_box_mask, window_plan, window_tile_order
@@ -282,11 +281,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {
         "benchmark": "freeswim",
-        "date": datetime.date.today().isoformat(),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__,
-        "triton": _version("triton"),
-        "diffusers": _version("diffusers"),
+        **environment(device),
         "dtype": str(dtype),
         "model": "Wan2.1-T2V-1.3B transformer (random weights)" if not args.tiny else "tiny Wan transformer",
         "grid": [grid.frames, grid.height, grid.width],
@@ -368,16 +363,3 @@ def markdown_rows(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | {ms(entry['ms'])} | {ms(entry.get('self_attention_ms'))} | {gib(entry)} |")
     lines += ["", "summary: " + ", ".join(f"{k}={v:.2f}" for k, v in forward["summary"].items())]
     return "\n".join(lines)
-
-
-def _version(package: str) -> str:
-    try:
-        from importlib.metadata import version
-
-        return version(package)
-    except Exception:  # noqa: BLE001 - not installed here
-        return "n/a"
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,11 +21,9 @@ Writes `kernels.json` under `$OUT` when set, else `benchmarks/results/kernels.js
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import math
 import os
-import platform
 import time
 import traceback
 from collections.abc import Callable
@@ -43,6 +41,7 @@ from diffattn.kernels import (
 from diffattn.kernels.flex import flex_attention_call
 from diffattn.kernels.layout import plan_from_keep_mask
 
+from diffattn.environment import environment
 from diffattn.plan import BlockPlan, BoxMask
 
 SHAPES = {"wan1.3b-480p": (32760, 12, 21), "wan14b-720p": (75600, 40, 21)}  # tokens, heads, latent frames
@@ -56,20 +55,6 @@ BLOCK = 128
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     out, ref = out.double(), ref.double()
     return float((out - ref).norm() / ref.norm())
-
-
-def env_info(device: torch.device) -> dict[str, Any]:
-    import triton
-
-    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": gpu,
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-    }
 
 
 def bench(fn: Callable[[], Any], device: torch.device, expected_ms: float) -> float:
@@ -440,7 +425,7 @@ def main() -> None:
     attention = not args.plans_only
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     shapes = TINY_SHAPES if args.tiny else {k: v for k, v in SHAPES.items() if args.shapes is None or k in args.shapes}
-    result: dict[str, Any] = {"env": env_info(device), "block": BLOCK, "head_dim": HEAD_DIM}
+    result: dict[str, Any] = {"env": environment(device), "block": BLOCK, "head_dim": HEAD_DIM}
     print(json.dumps(result["env"]), flush=True)
     print("== correctness", flush=True)
     result["correctness"] = correctness(device, args.tiny, attention)

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -36,6 +34,7 @@ import torch
 
 import diffattn
 from diffattn.configs import FreeInitConfig, FreeNoiseConfig, InitNOConfig
+from diffattn.environment import environment
 from diffattn.noise import frequency_mix, low_pass_filter, renoise
 
 SD15_UNET = dict(
@@ -333,10 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cuda")
         results = architecture_measurements(device, FULL)
     report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "torch": torch.__version__,
-        "diffusers": __import__("diffusers").__version__,
+        **environment(device),
         "mode": "tiny" if args.tiny else "full-size",
         "results": results,
     }

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-__all__ = ["AttentionStats", "CallRecord", "Timer"]
+__all__ = ["AttentionStats", "CallRecord", "Timer", "timed"]
 
 
 class Timer:
@@ -43,6 +44,13 @@ class Timer:
             self._end.synchronize()
             return float(self._start.elapsed_time(self._end))
         return float(self._ms or 0.0)
+
+
+def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, Any]:
+    """`(milliseconds, result)` of one call of `fn` (waits for the device: for benchmarks, not hot paths)."""
+    timer = Timer(device)
+    result = fn()
+    return timer.stop().ms, result
 
 
 @dataclass

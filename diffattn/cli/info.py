@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import platform
 from typing import Any
@@ -17,13 +16,6 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("info", help="show versions, device, working backends and methods")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
     parser.set_defaults(run=run)
-
-
-def _version(package: str) -> str | None:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def _device() -> dict[str, Any]:
@@ -42,6 +34,7 @@ def _backends() -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     """Everything `info` prints, as plain data."""
+    from ..environment import package_version
     from ..geometry import supported_families
     from ..registry import methods
 
@@ -50,7 +43,7 @@ def collect() -> dict[str, Any]:
     return {
         "diffattn": __version__,
         "python": platform.python_version(),
-        "packages": {name: _version(name) for name in _PACKAGES},
+        "packages": {name: package_version(name) for name in _PACKAGES},
         "device": _device(),
         "backends": _backends(),
         "methods": {name: cls.description for name, cls in methods().items()},
