@@ -404,3 +404,7 @@ def _default_out(tiny: bool) -> Path:
     if os.environ.get("OUT"):
         return Path(os.environ["OUT"]) / name
     return Path(__file__).resolve().parent / "results" / name
+
+
+if __name__ == "__main__":
+    main()

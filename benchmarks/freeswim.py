@@ -363,3 +363,7 @@ def markdown_rows(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | {ms(entry['ms'])} | {ms(entry.get('self_attention_ms'))} | {gib(entry)} |")
     lines += ["", "summary: " + ", ".join(f"{k}={v:.2f}" for k, v in forward["summary"].items())]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
