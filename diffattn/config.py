@@ -13,12 +13,13 @@ import enum
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .errors import ConfigError
 
-__all__ = ["MethodConfig", "AttentionConfig", "Phase", "check", "check_range", "field_parser"]
+__all__ = ["MethodConfig", "AttentionConfig", "Phase", "check", "check_range", "field_parser", "read_settings", "write_settings"]
 
 
 def check(condition: bool, message: str) -> None:
@@ -183,3 +184,35 @@ def _parse_bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise ConfigError(f"expected a boolean (true/false); got {text!r}")
+
+
+def read_settings(path: str | Path, what: str = "a config") -> dict[str, Any]:
+    """A settings mapping from a YAML (by suffix) or JSON file; anything else raises `ConfigError`."""
+    import json
+
+    path = Path(path)
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold {what} (a mapping)")
+    return data
+
+
+def write_settings(data: Mapping[str, Any], path: str | Path) -> Path:
+    """Write settings as YAML (by suffix) or JSON, creating the folder; `read_settings` reads them back."""
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        path.write_text(yaml.safe_dump(dict(data), sort_keys=False))
+    else:
+        path.write_text(json.dumps(dict(data), indent=2))
+    return path

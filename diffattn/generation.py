@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .config import MethodConfig
+from .config import MethodConfig, read_settings, write_settings
 from .errors import ConfigError
 from .registry import get_method
 
@@ -177,22 +176,9 @@ def generate(spec: GenerationSpec, pipe: Any | None = None) -> GenerationResult:
 
 def load_spec(path: str | Path) -> GenerationSpec:
     """Read a spec written by `save_spec` (JSON, or YAML by suffix)."""
-    path = Path(path)
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a generation config (a mapping)")
-    return GenerationSpec.from_dict(data)
+    return GenerationSpec.from_dict(read_settings(path, "a generation config"))
 
 
 def save_spec(spec: GenerationSpec, path: str | Path) -> Path:
-    """Write the spec as JSON; `diffattn generate --config PATH` reproduces the run."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(spec.to_dict(), indent=2))
-    return path
+    """Write the spec (JSON, or YAML by suffix); `diffattn generate --config PATH` reproduces the run."""
+    return write_settings(spec.to_dict(), path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 
 import torch
 
-from diffattn.config import MethodConfig
+from diffattn.config import MethodConfig, read_settings, write_settings
 from diffattn.errors import ConfigError, UnsupportedModelError, VideoReadError
 
 __all__ = [
@@ -153,15 +152,7 @@ def load_edit_spec(path: str | Path) -> EditSpec:
         path = EXAMPLE_CONFIGS / path.name
     if not path.exists():
         raise ConfigError(f"edit config {path} does not exist (examples: {', '.join(sorted(p.name for p in EXAMPLE_CONFIGS.glob('*.yaml')))})")
-    text = path.read_text()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold an edit config (a mapping)")
+    data = read_settings(path, "an edit config")
     video = data.get("video")
     if isinstance(video, str) and not Path(video).is_absolute() and (path.parent / video).exists():
         data["video"] = str(path.parent / video)
@@ -256,13 +247,4 @@ def edit_metrics(result: EditResult) -> dict[str, float]:
 
 def save_edit_spec(spec: EditSpec, path: str | Path) -> Path:
     """Write the spec as YAML (by suffix) or JSON; `diffattn edit EDITOR --config PATH` reproduces the edit."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = spec.to_dict()
-    if path.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        path.write_text(yaml.safe_dump(data, sort_keys=False))
-    else:
-        path.write_text(json.dumps(data, indent=2))
-    return path
+    return write_settings(spec.to_dict(), path)
