@@ -21,7 +21,6 @@ from diffattn.errors import ConfigError, DiffAttnError
 from diffattn.generation import GenerationSpec
 
 from . import catalog
-from .catalog import EntryPoint
 from diffattn.kernels.bench import KernelBenchSpec, run_kernel_benchmark
 from .limits import (
     AppLimits,
@@ -86,11 +85,6 @@ def _sizes(**values: str | float | None) -> dict[str, int | None]:
     return {name: _optional_number(value, name) for name, value in values.items()}
 
 
-def _require(entry: EntryPoint) -> None:
-    if entry.missing:
-        raise ConfigError(entry.missing)
-
-
 def _run_outputs(ctx: AppContext, spec: GenerationSpec, progress: gr.Progress, kind: str) -> tuple[Any, ...]:
     if not ctx.pipes.is_loaded(generation_key(spec)):
         progress(0, desc=f"loading {spec.model}")
@@ -126,7 +120,7 @@ def generate_handler(ctx: AppContext, attention: MethodPanel, noise: MethodPanel
     return generate
 
 
-def edit_handler(ctx: AppContext, editors: MethodPanel, entry: EntryPoint) -> Callable[..., Any]:
+def edit_handler(ctx: AppContext, editors: MethodPanel) -> Callable[..., Any]:
     """`/edit`: zero-shot editing of an uploaded video with FateZero, RealCraft or FRESCO."""
 
     @shown_to_user
@@ -134,7 +128,6 @@ def edit_handler(ctx: AppContext, editors: MethodPanel, entry: EntryPoint) -> Ca
              height: str | None = None, width: str | None = None, seed: float = 0, fps: float = 8,
              progress: gr.Progress = gr.Progress(track_tqdm=True), **editor_settings: Any):
         """Edit the uploaded video; returns the edited video, a summary and the config that reproduces the edit."""
-        _require(entry)
         from diffattn.pipelines.editing import EditSpec
 
         sizes = _sizes(frames=frames, height=height, width=width)
@@ -156,7 +149,7 @@ def edit_handler(ctx: AppContext, editors: MethodPanel, entry: EntryPoint) -> Ca
     return edit
 
 
-def high_resolution_handler(ctx: AppContext, freeswim: MethodPanel, entry: EntryPoint) -> Callable[..., Any]:
+def high_resolution_handler(ctx: AppContext, freeswim: MethodPanel) -> Callable[..., Any]:
     """`/high_resolution`: FreeSwim's two-stage generation at a size beyond the model's native one."""
 
     @shown_to_user
@@ -164,7 +157,6 @@ def high_resolution_handler(ctx: AppContext, freeswim: MethodPanel, entry: Entry
                         steps: float | None = None, seed: float = 0, fps: float = 8,
                         progress: gr.Progress = gr.Progress(track_tqdm=True), **freeswim_settings: Any):
         """Generate at height x width with FreeSwim; returns the video, heatmap, timing plot, summary and config."""
-        _require(entry)
         sizes = _sizes(frames=frames, height=height, width=width, steps=steps)
         check_sampling(ctx.limits, **sizes)
         if sizes["height"] is None or sizes["width"] is None or sizes["steps"] is None:

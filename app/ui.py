@@ -94,10 +94,6 @@ def _generate_tab(ctx: AppContext, model: str) -> None:
     )
 
 
-def _unavailable(message: str) -> None:
-    gr.Markdown(f"⚠️ **Not available in this build.** {message}", elem_classes="unavailable")
-
-
 def _tiny_model_for(editor: str, model: str) -> str:
     """Switching editors switches between built-in models (FRESCO needs the ControlNet one); real models stay."""
     return catalog.EDITOR_TINY_MODELS.get(editor, model) if model.startswith("tiny:") else model
@@ -112,13 +108,10 @@ def _sample_clip(folder: Path) -> Path:
 
 
 def _edit_tab(ctx: AppContext, model: str, examples: Path) -> None:
-    entry = catalog.edit_entry_point()
     editors = catalog.editor_configs()
     gr.Markdown("Zero-shot video editing: the video is inverted with the source prompt, then regenerated with the "
                 "target prompt while attention from the source keeps structure and motion. Stable Diffusion 1.x/2.x "
                 "models (FRESCO with a ControlNet: `tiny:sd-controlnet`).")
-    if entry.missing:
-        _unavailable(entry.missing)
     with gr.Row():
         with gr.Column(scale=5):
             video = gr.Video(label="Input video", sources=["upload"], format=None, height=240, elem_id="edit-input")
@@ -136,7 +129,7 @@ def _edit_tab(ctx: AppContext, model: str, examples: Path) -> None:
             with gr.Row():
                 seed = gr.Number(label="seed", value=0, precision=0)
                 fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60)
-            button = gr.Button("Edit video", variant="primary", interactive=entry.missing is None)
+            button = gr.Button("Edit video", variant="primary")
             panel = method_panel(editors, editor)
         with gr.Column(scale=6):
             result = gr.Video(label="Edited video", autoplay=True, loop=True, height=360, interactive=False,
@@ -147,7 +140,7 @@ def _edit_tab(ctx: AppContext, model: str, examples: Path) -> None:
     editor.change(_tiny_model_for, inputs=[editor, model_box], outputs=model_box, api_name="editor_model",
                   api_visibility="private", queue=False)
     button.click(
-        edit_handler(ctx, panel, entry),
+        edit_handler(ctx, panel),
         inputs=[video, editor, model_box, source_prompt, target_prompt, frames, height, width, seed, fps],
         inputs_kwargs=panel.inputs_kwargs(),
         outputs=[result, summary, config], api_name="edit", concurrency_id=DEVICE_JOBS,
@@ -155,12 +148,9 @@ def _edit_tab(ctx: AppContext, model: str, examples: Path) -> None:
 
 
 def _high_resolution_tab(ctx: AppContext, model: str) -> None:
-    entry = catalog.high_resolution_entry_point()
     gr.Markdown("FreeSwim: generate at the model's native size, upscale, then refine at the target size with inward "
                 "sliding-window attention and a full-attention branch whose cross-attention keeps the layout coherent. "
                 "Wan text-to-video models only.")
-    if entry.missing:
-        _unavailable(entry.missing)
     registry = {name: cls for name, cls in methods().items() if name == catalog.HIGH_RESOLUTION}
     tiny = model.startswith("tiny:")
     with gr.Row():
@@ -175,13 +165,13 @@ def _high_resolution_tab(ctx: AppContext, model: str) -> None:
                 steps = gr.Number(label="steps", value=6 if tiny else 50, precision=0)
                 seed = gr.Number(label="seed", value=0, precision=0)
                 fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60)
-            button = gr.Button("Generate at high resolution", variant="primary", interactive=entry.missing is None)
+            button = gr.Button("Generate at high resolution", variant="primary")
             tiny_base = {catalog.HIGH_RESOLUTION: {"base_height": 32, "base_width": 32}}  # the tiny Wan's "native" size
             panel = method_panel(registry, initial=tiny_base if tiny else None)
         with gr.Column(scale=6):
             video, summary, config, density, timing = _results("high-resolution")
     button.click(
-        high_resolution_handler(ctx, panel, entry),
+        high_resolution_handler(ctx, panel),
         inputs=[model_box, prompt, height, width, frames, steps, seed, fps], inputs_kwargs=panel.inputs_kwargs(),
         outputs=[video, density, timing, summary, config], api_name="high_resolution", concurrency_id=DEVICE_JOBS,
     )

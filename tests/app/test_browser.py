@@ -12,7 +12,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from diffattn.app.catalog import edit_entry_point
 
 pytestmark = pytest.mark.browser
 
@@ -62,11 +61,6 @@ def test_generation_and_edit_play_in_the_browser(page, clip_file, tmp_path):
     page.screenshot(path=tmp_path / "generate.png", full_page=True)
 
     page.get_by_role("tab", name="Edit video").click()
-    if edit_entry_point().missing:
-        assert page.get_by_text("Not available in this build.").is_visible()
-        assert page.get_by_role("button", name="Edit video").is_disabled()
-        page.screenshot(path=tmp_path / "edit.png", full_page=True)
-        return
     page.locator("#edit-input input[type=file]").set_input_files(str(clip_file))
     page.locator("#edit-input video").wait_for(timeout=30_000)
     page.locator("#edit-frames input").fill("4")

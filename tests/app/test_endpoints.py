@@ -13,12 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from diffattn.app.catalog import (
-    EDITOR_TINY_MODELS,
-    edit_entry_point,
-    generation_methods,
-    high_resolution_entry_point,
-)
+from diffattn.app.catalog import EDITOR_TINY_MODELS, generation_methods
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
@@ -80,11 +75,6 @@ def test_generate_reports_progress_and_returns_a_replayable_run(client, tmp_path
 
 
 def test_high_resolution_runs_freeswim_at_the_target_size(client):
-    entry = high_resolution_entry_point()
-    if entry.missing:
-        with pytest.raises(AppError, match="not available in this build"):
-            client.predict(api_name="/high_resolution", prompt="a face", height=64, width=96, steps=2)
-        return
     (video, *_, config), progress = _run(client, "/high_resolution", prompt="a face", height=64, width=96, steps=20)
     # stage 1 runs the 20 steps at the native size, stage 2 the last 70% (14) at the target size
     assert any(p.unit == "steps" and p.length in (20, 14) and p.desc == "denoise" for p in progress), progress
@@ -97,11 +87,6 @@ def test_high_resolution_runs_freeswim_at_the_target_size(client):
 def test_edit_returns_the_edited_video_and_its_config(client, clip_file, editor):
     request = {"video": handle_file(str(clip_file)), "editor": editor, "model": EDITOR_TINY_MODELS[editor],
                "frames": 4, f"{editor}__num_inference_steps": 8, **EDIT_PROMPTS}
-    entry = edit_entry_point()
-    if entry.missing:
-        with pytest.raises(AppError, match="not available in this build"):
-            client.predict(api_name="/edit", **request)
-        return
     (video, summary, config), progress = _run(client, "/edit", **request)
     assert any(p.unit == "steps" and p.length in (6, 8) for p in progress), progress  # FRESCO runs 75% of them
     assert read_video(video).shape == (4, 3, 64, 64)
@@ -160,7 +145,6 @@ def test_bad_inputs_get_clear_messages(client, endpoint, request_, message):
         client.predict(api_name=endpoint, **request_)
 
 
-@pytest.mark.skipif(edit_entry_point().missing is not None, reason="editing is not in this build (covered above)")
 def test_bad_uploads_get_clear_messages(client, tmp_path):
     request = {"editor": "fatezero", "model": "tiny:sd", "frames": 4, **EDIT_PROMPTS}
     with pytest.raises(AppError, match="no video uploaded"):
