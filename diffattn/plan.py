@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -104,6 +104,9 @@ class BlockPlan:
         num_kv_blocks (`int`): number of kv blocks, `ceil(kv_len / block_k)`.
         levels (`tuple[int, ...]`, defaults to `(1,)`): the pooling level of each segment, ascending.
         token_mask (`BoxMask`, *optional*): exact token-level edges applied inside the listed blocks.
+        trusted (`bool`, defaults to `False`): the contents are valid by construction (ids in range, counts within
+            the width, no empty row), so kernels skip their host-side content check, which reads the plan back and
+            would stall the GPU on every call of a plan built per call. The library's per-call builders set it.
     """
 
     kv_indices: torch.Tensor
@@ -113,6 +116,7 @@ class BlockPlan:
     num_kv_blocks: int
     levels: tuple[int, ...] = (1,)
     token_mask: BoxMask | None = None
+    trusted: bool = field(default=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.kv_indices.ndim != 4 or self.kv_counts.ndim != 4:
@@ -169,7 +173,8 @@ class BlockPlan:
 
         By default the map's values are checked, the plan's levels are those present and the row capacity is the
         longest row, which reads the map back to the host. With `levels` and `width` given (e.g. `kv_blocks`) nothing
-        is read back, for plans built per call on the GPU; values outside `levels` then count as skipped.
+        is read back, for plans built per call on the GPU; values outside `levels` then count as skipped. Such a
+        plan with the full width (`kv_blocks`) is `trusted`: the caller guarantees that no row is empty.
         """
         if level_map.ndim != 4:
             raise PlanError(f"a level map must be [B|1, H|1, q_blocks, kv_blocks]; got shape {tuple(level_map.shape)}")
@@ -186,12 +191,14 @@ class BlockPlan:
         kv = torch.arange(kv_blocks, device=level_map.device, dtype=torch.int32)
         order = (rank * kv_blocks + kv).argsort(dim=-1, stable=True).to(torch.int32)
         counts = torch.stack([(level_map == lvl).sum(-1, dtype=torch.int32) for lvl in levels], dim=-1)
+        sync_free = width is not None
         if width is None:
             width = max(int(counts.sum(-1).max()), 1)
         width = min(width, kv_blocks)
         slot = kv[:width]
         indices = torch.where(slot < counts.sum(-1, keepdim=True), order[..., :width], -1)
-        return cls(indices, counts, block_q, block_k, kv_blocks, tuple(levels), token_mask)
+        trusted = sync_free and width == kv_blocks
+        return cls(indices, counts, block_q, block_k, kv_blocks, tuple(levels), token_mask, trusted=trusted)
 
     @classmethod
     def from_block_mask(
@@ -243,7 +250,7 @@ class BlockPlan:
         q_blocks, kv_blocks = math.ceil(q_len / block_q), math.ceil(kv_len / block_k)
         indices = torch.arange(kv_blocks, device=device, dtype=torch.int32).expand(1, 1, q_blocks, kv_blocks)
         counts = torch.full((1, 1, q_blocks, 1), kv_blocks, device=device, dtype=torch.int32)
-        return cls(indices.contiguous(), counts, block_q, block_k, kv_blocks)
+        return cls(indices.contiguous(), counts, block_q, block_k, kv_blocks, trusted=True)
 
     # --------------------------------------------------------------------------------- conversions
     def to_level_map(self) -> torch.Tensor:

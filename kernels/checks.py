@@ -2,7 +2,8 @@
 
 Cheap checks (shapes, dtypes, devices, plan geometry) run on every call. Checks that read plan contents on the
 host (no empty row, ids in range) run once per plan object: plans are immutable and reused across layers and
-steps, so `_SYNC_CHECKED` remembers them weakly. Under `torch.compile` the cached host checks are skipped
+steps, so `_SYNC_CHECKED` remembers them weakly. Plans built per call on the device by the library's builders
+are `trusted` (valid by construction) and never read back: one read per call would stall the GPU every layer. Under `torch.compile` the cached host checks are skipped
 (they would break the graph); validate a plan once eagerly, or build it with the library's builders.
 """
 
@@ -71,7 +72,7 @@ def check_plan(plan: BlockPlan, q: torch.Tensor, k: torch.Tensor) -> None:
     pb, ph = plan.kv_indices.shape[:2]
     if pb not in (1, batch) or ph not in (1, heads):
         raise PlanError(f"plan batch/heads ({pb}, {ph}) do not broadcast to q's ({batch}, {heads})")
-    if not _compiling() and plan not in _SYNC_CHECKED:
+    if not plan.trusted and not _compiling() and plan not in _SYNC_CHECKED:
         _check_contents(plan)
         _SYNC_CHECKED.add(plan)
 

@@ -29,14 +29,15 @@ def plan_from_keep_mask(mask: torch.Tensor, block_q: int, block_k: int) -> Block
     """A level-1 plan from a bool block mask `[B|1, H|1, q_blocks, kv_blocks]`, without a host sync.
 
     Unlike `BlockPlan.from_block_mask`, the row capacity is fixed to `kv_blocks` and nothing is read back to the
-    host, so this is what GPU-side planners (Sparge) use. Rows must be non-empty; callers guarantee it.
+    host, so this is what GPU-side planners (Sparge) use. Rows must be non-empty; callers guarantee it, and the
+    plan is `trusted` (kernels do not read it back to check).
     """
     kv_blocks = mask.shape[-1]
     order = torch.argsort((~mask).to(torch.int8), dim=-1, stable=True).to(torch.int32)
     counts = mask.sum(-1, keepdim=True, dtype=torch.int32)
     slot = torch.arange(kv_blocks, device=mask.device, dtype=torch.int32)
     indices = torch.where(slot < counts, order, -1)
-    return BlockPlan(indices, counts, block_q, block_k, kv_blocks)
+    return BlockPlan(indices, counts, block_q, block_k, kv_blocks, trusted=True)
 
 
 def plan_from_kept_slots(plan: BlockPlan, kept: torch.Tensor) -> BlockPlan:
@@ -44,7 +45,8 @@ def plan_from_kept_slots(plan: BlockPlan, kept: torch.Tensor) -> BlockPlan:
 
     Order within each level segment is preserved and level segments stay in place, so the result is a valid
     plan of the same geometry, width and token mask. A row with no kept slot keeps its first slot, so the
-    result never leaves a row empty (only reachable through degenerate fully-masked rows).
+    result never leaves a row empty (only reachable through degenerate fully-masked rows); it is as `trusted` as
+    `plan` was checked, since its ids are a subset of `plan`'s.
     """
     levels = slot_levels(plan).expand(kept.shape)
     kept = kept & (levels > 0)
@@ -58,4 +60,5 @@ def plan_from_kept_slots(plan: BlockPlan, kept: torch.Tensor) -> BlockPlan:
     slot = torch.arange(plan.width, device=kept.device)
     indices = torch.where(slot < total, indices, -1).to(torch.int32)
     counts = torch.stack([(kept & (levels == lvl)).sum(-1) for lvl in plan.levels], dim=-1).to(torch.int32)
-    return BlockPlan(indices, counts, plan.block_q, plan.block_k, plan.num_kv_blocks, plan.levels, plan.token_mask)
+    return BlockPlan(indices, counts, plan.block_q, plan.block_k, plan.num_kv_blocks, plan.levels, plan.token_mask,
+                     trusted=True)

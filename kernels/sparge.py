@@ -106,7 +106,7 @@ def _triton_plan(q, k, block_q, block_k, topk, cdf_threshold, theta, attention_s
     count = _topk_count(topk, kv_blocks) if topk is not None else 0
     indices, counts = ts.sparge_select_op(scores, sim_q, sim_k, theta, scale, count, cdf_threshold or 0.0,
                                           attention_sink)
-    return BlockPlan(indices, counts, block_q, block_k, kv_blocks)
+    return BlockPlan(indices, counts, block_q, block_k, kv_blocks, trusted=True)  # full width, row 0 always kept
 
 
 def sparge_plan(

@@ -114,3 +114,31 @@ def test_host_checks_run_once_per_plan(monkeypatch):
     for _ in range(3):
         block_sparse_attention(q, k, v, plan)
     assert len(calls) == 1
+
+
+def test_plans_built_per_call_are_trusted_and_never_read_back(monkeypatch):
+    """Per-call builders give valid-by-construction plans; reading one back would stall the GPU every layer."""
+    from diffattn.kernels import sparge_plan
+    from diffattn.kernels.layout import plan_from_kept_slots
+
+    q, k, v = qkv(1, 2, 256, 256, 64)
+    level_map = (torch.rand(1, 2, 4, 4) < 0.5).int()
+    level_map[..., 0] = 1  # rows non-empty: the sync-free builder's precondition
+    sync_free = BlockPlan.from_level_map(level_map, 64, 64, width=4, levels=(1,))
+    planned = sparge_plan(q, k, block_q=64, block_k=64, topk=0.5, backend="reference")
+    built = [sync_free, planned, sync_free & planned, plan_from_kept_slots(planned, torch.rand(1, 2, 4, 4) < 0.5),
+             BlockPlan.dense(256, 256, 64, 64)]
+    assert all(plan.trusted for plan in built)
+    monkeypatch.setattr(checks, "_check_contents", lambda plan: pytest.fail("a trusted plan was read back"))
+    for plan in built:
+        block_sparse_attention(q, k, v, plan)
+
+
+def test_user_plans_and_narrow_sync_free_plans_are_still_checked():
+    level_map = torch.tensor([[[[1, 1, 0], [0, 0, 0]]]])  # the second row is empty
+    narrow = BlockPlan.from_level_map(level_map, 64, 64, width=2, levels=(1,))
+    assert not narrow.trusted and not _plan().trusted
+    assert BlockPlan.from_level_map(level_map, 64, 64, width=3, levels=(1,)).trusted
+    q, k, v = qkv(1, 1, 128, 130, 64)
+    with pytest.raises(PlanError, match="no kv block"):
+        block_sparse_attention(q, k, v, narrow)
