@@ -227,6 +227,9 @@ class _RouteSDPA(TorchFunctionMode):
         kwargs = kwargs or {}
         if func is F.scaled_dot_product_attention:
             return self.handler(*args, **kwargs)
+        if func is torch.Tensor.unflatten:
+            # same op; torch.compile cannot trace Tensor.unflatten's Python body (`super().unflatten`) under a mode
+            return torch.unflatten(*args, **kwargs)
         return func(*args, **kwargs)
 
 
