@@ -22,11 +22,16 @@ Measured per model, everything in the same process:
    method at its default against dense SDPA: relative L1 error, cosine similarity, density (LiteAttention: its
    second step, with the first step's marks).
 
+With `--compile`, every variant (dense too) runs with the transformer's blocks compiled by `torch.compile`
+(inductor, regional: `compile_repeated_blocks`), one forward section only; the first forward of each variant
+(compilation included) is reported as `first_s`.
+
 Random weights give diffuse attention, so data-dependent methods (Sparge TopCdf, PSA thresholds, LiteAttention)
 find little to skip on the models; the fixed-budget variants (top-k) and the structured proxy show their behaviour.
 
     pip install --no-deps -e . && python benchmarks/e2e.py          # one H200, about 6 minutes
     python benchmarks/e2e.py --tiny                                   # CPU check, under a minute
+    python benchmarks/e2e.py --models wan2.1-1.3b-480p --variants "sparge 90%" radial --compile
 
 Writes `benchmarks/results/e2e.json` (`e2e_tiny.json` with `--tiny`), or under `$OUT` when it is set, and prints a
 Markdown table for `benchmarks/RESULTS.md`.
@@ -168,6 +173,17 @@ def first_blocks(model: torch.nn.Module, count: int):
         model.blocks = blocks
 
 
+def compile_blocks(model: torch.nn.Module, device: torch.device) -> None:
+    """Regional compilation of the transformer blocks (inductor on CUDA, the eager backend on the CPU check).
+
+    Every variant changes the attention processors, which the compiled blocks guard on, so each variant (and its
+    stats-on warm-up) compiles its own graphs: the recompile limit is raised to hold them all.
+    """
+    torch._dynamo.config.recompile_limit = 64
+    torch._dynamo.config.accumulated_recompile_limit = 4096
+    model.compile_repeated_blocks(backend="inductor" if device.type == "cuda" else "eager")
+
+
 def density_of(handle) -> float | None:
     return handle.stats.summary()["mean_density"]
 
@@ -180,6 +196,7 @@ def bench_forward(name, model, inputs, variants, repeats, device, full_warmup) -
     def run_variant(label: str, configs: tuple) -> None:
         handle = diffattn.apply(model, *configs) if configs else None
         try:
+            start = time.perf_counter()
             if full_warmup:  # also fills LiteAttention's marks, so timed forwards use them
                 forward(model, inputs)
             else:
@@ -188,12 +205,15 @@ def bench_forward(name, model, inputs, variants, repeats, device, full_warmup) -
             density = density_of(handle) if handle is not None else 1.0
             if handle is not None:
                 handle.stats.enabled = False
+            forward(model, inputs)  # with stats off (under torch.compile: the graphs timed below)
+            sync(device)
+            first_s = time.perf_counter() - start
             times, out = [], None
             for _ in range(repeats):
                 sync(device)
                 ms, out = timed(lambda: forward(model, inputs), device)
                 times.append(ms)
-            entry = {"ms": sorted(times)[len(times) // 2], "density": density}
+            entry = {"ms": sorted(times)[len(times) // 2], "density": density, "first_s": first_s}
             if configs:
                 entry.update(errors(out, results["dense"]["out"]))
             else:
@@ -331,6 +351,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines += ["", f"LiteAttention over {len(schedule['skipped_fraction_per_step'])} steps (simulated): mean skipped-tile fraction "
                       f"{'n/a' if mean is None else f'{mean:.3f}'}"]
         lines.append("")
+    if "quality_proxy" not in report:
+        return "\n".join(lines)
     lines += ["### Quality proxy (structured q/k, energy decay)", "", "| method | rel L1 | cosine | density |", "|---|---|---|---|"]
     for label, entry in report["quality_proxy"].items():
         lines.append(f"| {label} | {entry['rel_l1']:.4f} | {entry['cosine']:.5f} | {entry['density']:.3f} |")
@@ -342,19 +364,27 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tiny", action="store_true", help="tiny random Wan on the CPU (a check of this script)")
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of {list(MODELS)}")
     parser.add_argument("--steps", type=int, default=None, help="steps of the short loop (default 4; 2 with --tiny)")
+    parser.add_argument("--variants", nargs="*", default=None,
+                        help="run only the method variants whose label contains one of these strings (dense always runs)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the transformer blocks (inductor) for every variant; implies --forward-only")
+    parser.add_argument("--forward-only", action="store_true", help="only the one-forward section")
     parser.add_argument("--out", default=None, help="output JSON (default: benchmarks/results/e2e[_tiny].json or $OUT)")
     args = parser.parse_args(argv)
+    forward_only = args.forward_only or args.compile
 
     tiny = args.tiny
     device = torch.device("cpu" if tiny else "cuda")
     dtype = torch.float32 if tiny else torch.bfloat16
     catalogue = TINY_MODELS if tiny else {k: v for k, v in MODELS.items() if not args.models or k in args.models}
-    variants = methods(tiny)
+    variants = {label: configs for label, configs in methods(tiny).items()
+                if not args.variants or any(wanted in label for wanted in args.variants)}
     report: dict[str, Any] = {
         "meta": {
             **environment(device),
             "dtype": str(dtype),
             "tiny": tiny,
+            "compiled": args.compile,
         },
         "models": {},
     }
@@ -362,19 +392,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with cudnn_attention(device):
         for name, (config, latent, text_len, repeats, extras) in catalogue.items():
             model = build_model(config, device, dtype)
+            if args.compile:
+                compile_blocks(model, device)
             inputs = model_inputs(config, latent, text_len, device, dtype)
             grid = Grid(latent[0], latent[1] // 2, latent[2] // 2)
             data: dict[str, Any] = {
                 "tokens": grid.tokens,
                 "grid": [grid.frames, grid.height, grid.width],
                 "timing": (
-                    f"median of {repeats} forwards after a full warm-up forward (which also gives the density)" if extras
-                    else f"{repeats} forward after a warm-up through the first 2 blocks (which also gives the density); "
-                    "LiteAttention's timed forward is its first step in the other blocks"
+                    f"median of {repeats} forwards after a full warm-up forward (which also gives the density) and "
+                    "one with stats off" if extras
+                    else f"{repeats} forward after a warm-up through the first 2 blocks (which also gives the density) "
+                    "and one full forward with stats off"
                 ),
             }
             data["forward"] = bench_forward(name, model, inputs, variants, repeats, device, full_warmup=extras)
-            if extras:
+            if extras and not forward_only:
                 data["loop"] = bench_loop(name, model, inputs, variants, args.steps or (2 if tiny else 4), device)
                 data["lite_schedule"] = lite_schedule(model, inputs, tiny)
             report["models"][name] = data
@@ -382,12 +415,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-        proxy_config, proxy_latent = next(iter(catalogue.values()))[:2]
-        proxy_grid = Grid(proxy_latent[0], proxy_latent[1] // 2, proxy_latent[2] // 2)
-        defaults = {label: configs for label, configs in variants.items() if "90%" not in label and "sparsest" not in label}
-        report["quality_proxy"] = quality_proxy(
-            proxy_grid, proxy_config["num_attention_heads"], proxy_config["attention_head_dim"], defaults, device, dtype
-        )
+        if not forward_only:
+            proxy_config, proxy_latent = next(iter(catalogue.values()))[:2]
+            proxy_grid = Grid(proxy_latent[0], proxy_latent[1] // 2, proxy_latent[2] // 2)
+            defaults = {label: configs for label, configs in variants.items() if "90%" not in label and "sparsest" not in label}
+            report["quality_proxy"] = quality_proxy(
+                proxy_grid, proxy_config["num_attention_heads"], proxy_config["attention_head_dim"], defaults, device, dtype
+            )
     report["meta"]["seconds"] = time.perf_counter() - start
     out = Path(args.out) if args.out else _default_out(tiny)
     out.parent.mkdir(parents=True, exist_ok=True)
