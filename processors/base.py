@@ -289,11 +289,23 @@ class DiffAttnProcessor:
             **values, layer=self.layer, context=self.context, layout=layout, stats=self.stats, index=len(calls)
         )
         calls.append(1)
-        timer = Timer(query.device) if self.stats.enabled else None
+        timer = _start_timer(query.device) if self.stats.enabled else None
         out = run_chain(self.chain, call)
         if timer is not None:
-            self.stats.record(self.layer.name, self.context.step_index, timer=timer.stop(), count_call=True)
+            _record_call(self.stats, self.layer.name, self.context.step_index, timer)
         return out
+
+
+# Timing runs outside compiled graphs (CUDA events cannot be recorded from inside one): with stats on, torch.compile
+# breaks the graph around each attention call; turn stats off for the fastest compiled runs.
+@torch.compiler.disable
+def _start_timer(device: torch.device) -> Timer:
+    return Timer(device)
+
+
+@torch.compiler.disable
+def _record_call(stats: AttentionStats, layer: str, step: int, timer: Timer) -> None:
+    stats.record(layer, step, timer=timer.stop(), count_call=True)
 
 
 def _refuse_ring_attention(parallel_config: Any, layer: LayerInfo) -> None:
