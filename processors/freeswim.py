@@ -344,7 +344,9 @@ class FreeSwimMethod(AttentionMethod):
     def _order(self, grid: Grid, device: torch.device) -> TileOrder:
         key = (grid, device)
         if key not in self._orders:
-            self._orders[key] = window_tile_order(grid, self.radius, self.config.block_size, inward=self.config.inward, device=device)
+            self._orders[key] = torch.compiler.disable(window_tile_order)(
+                grid, self.radius, self.config.block_size, inward=self.config.inward, device=device
+            )
         return self._orders[key]
 
     def _plan(
@@ -353,9 +355,13 @@ class FreeSwimMethod(AttentionMethod):
         """The window plan for tokens in `order` (raster when None), built once on the device, and its density."""
         key = (grid, device, block_q, block_k, None if order is None else order.tile)
         if key not in self._plans:
-            plan = window_plan(grid, self.radius, inward=self.config.inward, block_q=block_q, block_k=block_k, order=order)
-            self._plans[key] = (plan, plan.density())
+            self._plans[key] = self._build_plan(grid, block_q, block_k, order)
         return self._plans[key]
+
+    @torch.compiler.disable  # once per grid, reads sizes back to the host: never part of a compiled graph
+    def _build_plan(self, grid: Grid, block_q: int, block_k: int, order: TileOrder | None) -> tuple[BlockPlan, float]:
+        plan = window_plan(grid, self.radius, inward=self.config.inward, block_q=block_q, block_k=block_k, order=order)
+        return plan, plan.density()
 
     def _cross_attention(self, call: AttentionCall, proceed: Proceed, mode: CallMode) -> torch.Tensor:
         key = (call.layer.name, call.index)

@@ -106,8 +106,13 @@ def tile_order(grid: Grid, tile: tuple[int, int, int], device: torch.device) -> 
     """The (cached) tile permutation of a grid."""
     key = (grid, tile, device)
     if key not in _TILE_ORDERS:
-        _TILE_ORDERS[key] = TileOrder(grid, tile, device)
+        _TILE_ORDERS[key] = _new_tile_order(grid, tile, device)
     return _TILE_ORDERS[key]
+
+
+@torch.compiler.disable  # built once per grid: kept out of compiled graphs
+def _new_tile_order(grid: Grid, tile: tuple[int, int, int], device: torch.device) -> TileOrder:
+    return TileOrder(grid, tile, device)
 
 
 def _tile_shape(block_q: int) -> tuple[int, int, int]:
@@ -140,7 +145,9 @@ def dense_plan(q_blocks: int, kv_blocks: int, block_q: int, block_k: int, device
     """Every block, broadcast over batch and heads (cached: static)."""
     key = (q_blocks, kv_blocks, block_q, block_k, device)
     if key not in _DENSE_PLANS:
-        _DENSE_PLANS[key] = BlockPlan.dense(q_blocks * block_q, kv_blocks * block_k, block_q, block_k, device=device)
+        _DENSE_PLANS[key] = torch.compiler.disable(BlockPlan.dense)(
+            q_blocks * block_q, kv_blocks * block_k, block_q, block_k, device=device
+        )
     return _DENSE_PLANS[key]
 
 

@@ -51,9 +51,13 @@ class RadialMethod(BlockSparseMethod):
         key = (layout.grid, tile, layout.block_q, layout.block_k, layout.text_keys, device)
         plan = self._plans.get(key)
         if plan is None:
-            video = radial_video_mask(layout, self.config, half_band_next_frame=self._half_band_next_frame, device=device)
-            plan = self._plans[key] = joint_plan(video[None, None], layout)
+            plan = self._plans[key] = self._build(layout, device)
         return plan
+
+    @torch.compiler.disable  # once per grid, reads sizes back to the host: never part of a compiled graph
+    def _build(self, layout: SparseLayout, device: torch.device) -> BlockPlan:
+        video = radial_video_mask(layout, self.config, half_band_next_frame=self._half_band_next_frame, device=device)
+        return joint_plan(video[None, None], layout)
 
     def on_remove(self) -> None:
         self._plans.clear()
