@@ -189,8 +189,9 @@ def density_of(handle) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------- sections
-def bench_forward(name, model, inputs, variants, repeats, device, full_warmup) -> dict[str, Any]:
-    """One forward per variant: time, speedup, density, error against dense."""
+def bench_forward(name, model, inputs, variants, repeats, device, full_warmup, eager_dense=None) -> dict[str, Any]:
+    """One forward per variant: time, speedup, density, error against dense (and against `eager_dense`, the
+    uncompiled dense output, when given: compiled graphs round differently from eager ones)."""
     results: dict[str, Any] = {}
 
     def run_variant(label: str, configs: tuple) -> None:
@@ -218,6 +219,8 @@ def bench_forward(name, model, inputs, variants, repeats, device, full_warmup) -
                 entry.update(errors(out, results["dense"]["out"]))
             else:
                 entry["out"] = out
+            if eager_dense is not None:
+                entry["vs_eager_dense"] = errors(out, eager_dense)
             results[label] = entry
         finally:
             if handle is not None:
@@ -392,9 +395,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with cudnn_attention(device):
         for name, (config, latent, text_len, repeats, extras) in catalogue.items():
             model = build_model(config, device, dtype)
-            if args.compile:
-                compile_blocks(model, device)
             inputs = model_inputs(config, latent, text_len, device, dtype)
+            eager_dense = None
+            if args.compile:
+                eager_dense = forward(model, inputs)
+                compile_blocks(model, device)
             grid = Grid(latent[0], latent[1] // 2, latent[2] // 2)
             data: dict[str, Any] = {
                 "tokens": grid.tokens,
@@ -406,12 +411,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "and one full forward with stats off"
                 ),
             }
-            data["forward"] = bench_forward(name, model, inputs, variants, repeats, device, full_warmup=extras)
+            data["forward"] = bench_forward(name, model, inputs, variants, repeats, device, extras, eager_dense)
             if extras and not forward_only:
                 data["loop"] = bench_loop(name, model, inputs, variants, args.steps or (2 if tiny else 4), device)
                 data["lite_schedule"] = lite_schedule(model, inputs, tiny)
             report["models"][name] = data
-            del model, inputs
+            del model, inputs, eager_dense
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
