@@ -51,6 +51,7 @@ class BoxMask:
     q_lo: torch.Tensor
     q_hi: torch.Tensor
     k_coord: torch.Tensor
+    _full_blocks: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.q_lo.shape != self.q_hi.shape or self.q_lo.ndim != 2:
@@ -75,6 +76,25 @@ class BoxMask:
         lo, hi, kc = self.q_lo[q], self.q_hi[q], self.k_coord[k]
         return ((kc >= lo) & (kc <= hi)).all(-1) & q_ok & k_ok
 
+    def full_blocks(self, block_q: int, block_k: int) -> torch.Tensor:
+        """bool `[q_blocks, kv_blocks]`: True where the mask hides no (query, key) pair of the two blocks.
+
+        Kernels test tokens against the box only on the other (partial) blocks. Exact: every pair is visible iff on
+        every axis the keys' lowest coordinate is at least the queries' highest `q_lo` and the keys' highest is at
+        most the queries' lowest `q_hi` (tokens past the ends are left out). Cached per block sizes; memory is
+        O(q_blocks x kv_blocks), never tokens^2.
+        """
+        key = (block_q, block_k)
+        if key not in self._full_blocks:
+            big = torch.iinfo(torch.int32).max
+            lo_max = _per_block(self.q_lo, block_q, -big, torch.amax)  # [q_blocks, axes]
+            hi_min = _per_block(self.q_hi, block_q, big, torch.amin)
+            k_min = _per_block(self.k_coord, block_k, big, torch.amin)  # [kv_blocks, axes]
+            k_max = _per_block(self.k_coord, block_k, -big, torch.amax)
+            inside = (k_min[None] >= lo_max[:, None]) & (k_max[None] <= hi_min[:, None])
+            self._full_blocks[key] = inside.all(-1)
+        return self._full_blocks[key]
+
     def dense(self) -> torch.Tensor:
         """Token mask `[q_len, kv_len]`; for tests and small inputs only."""
         q = torch.arange(self.q_len, device=self.q_lo.device)[:, None]
@@ -82,12 +102,22 @@ class BoxMask:
         return self.mask_mod(q.new_zeros(()), q.new_zeros(()), q, k)
 
     def __and__(self, other: BoxMask) -> BoxMask:
+        if self is other:
+            return self
         if not torch.equal(self.k_coord, other.k_coord):
             raise PlanError("cannot intersect BoxMasks over different key coordinates")
         return BoxMask(torch.maximum(self.q_lo, other.q_lo), torch.minimum(self.q_hi, other.q_hi), self.k_coord)
 
     def to(self, device: torch.device | str) -> BoxMask:
         return BoxMask(self.q_lo.to(device), self.q_hi.to(device), self.k_coord.to(device))
+
+
+def _per_block(values: torch.Tensor, block: int, fill: int, reduce: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """`reduce` of int `values [n, axes]` over each block of `block` rows; padding rows hold `fill`."""
+    blocks = math.ceil(values.shape[0] / block)
+    padded = values.new_full((blocks * block, values.shape[1]), fill)
+    padded[: values.shape[0]] = values
+    return reduce(padded.view(blocks, block, -1), dim=1)
 
 
 @dataclass(frozen=True, eq=False)

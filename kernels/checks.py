@@ -92,9 +92,10 @@ def _check_contents(plan: BlockPlan) -> None:
 
 
 def plan_tensors(plan: BlockPlan) -> tuple[torch.Tensor, ...]:
-    """Kernel-ready plan tensors, built once per plan: `(kv_indices, kv_offsets[, q_lo, q_hi, k_coord])`.
+    """Kernel-ready plan tensors, built once per plan: `(kv_indices, kv_offsets[, q_lo, q_hi, k_coord, partial])`.
 
-    All int32 and contiguous (broadcast dims stay size 1); token-mask tensors are present only with a mask.
+    int32 and contiguous (broadcast dims stay size 1); token-mask tensors are present only with a mask, with
+    `partial` int8 `[q_blocks, kv_blocks]` flagging the blocks the mask cuts (the others need no token test).
     """
     cached = None if _compiling() else _PLAN_TENSORS.get(plan)
     if cached is not None:
@@ -103,6 +104,7 @@ def plan_tensors(plan: BlockPlan) -> tuple[torch.Tensor, ...]:
     if plan.token_mask is not None:
         m = plan.token_mask
         tensors += [t.to(torch.int32).contiguous() for t in (m.q_lo, m.q_hi, m.k_coord)]
+        tensors.append((~m.full_blocks(plan.block_q, plan.block_k)).to(torch.int8).contiguous())
     result = tuple(tensors)
     if not _compiling():
         _PLAN_TENSORS[plan] = result

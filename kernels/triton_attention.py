@@ -9,7 +9,8 @@ One kernel, specialised by constexpr switches, covers every method (sparse.md se
   level-l blocks read `block_k / l` rows of the pooled K/V (padded to 16 rows for `tl.dot`) with a
   `+log2(n_valid)` bias;
 - online softmax in log2 units with `scale * log2(e)` folded into one FMA, `exp2` throughout;
-- boundary masking only on the tile that crosses `kv_len`; token masks (`BoxMask`) only when the plan has one;
+- boundary masking only on the tile that crosses `kv_len`; token masks (`BoxMask`) only when the plan has one,
+  and then only on the blocks the mask cuts (a per-(query block, kv block) flag; whole blocks skip the test);
 - `HAS_PV`: SpargeAttn stage 2, skip exp and P.V for a plan block when no valid row's local max comes within
   `pv_threshold` of its running max (decided per plan block, hence `BLOCK_N == block_k` then);
 - `HAS_MARKS`: a second pass over the row's blocks recomputes Q.K and flags the blocks where some valid row's
@@ -152,14 +153,15 @@ def _load_rows(base, offs_n, stride_n, offs_d, stride_d, n_ok, d_ok, MASK_N: tl.
 @triton.jit
 def _tile_scores(
     q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, first, offs_m, offs_d, d_ok, kv_len, q_len, qk_scale,
-    MaskLo, MaskHi, MaskK,
+    MaskLo, MaskHi, MaskK, Partial,
     POOL: tl.constexpr, ROWS: tl.constexpr, TILE: tl.constexpr, MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
     HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """Raw Q.K for the TILE (pooled) rows starting at `first` of a segment, invisible keys at -inf.
 
     Returns `(qk [BLOCK_M, TILE], offs_n, n_ok)`; pooled rows carry their `log2(n_valid)` bias (in raw
-    units, i.e. divided by qk_scale), and only the tile crossing kv_len pays for the boundary mask.
+    units, i.e. divided by qk_scale), and only the tile crossing kv_len pays for the boundary mask. With a token
+    mask, only tiles of blocks flagged in this row's `Partial` (int8 per kv block) are tested token by token.
     """
     tile = tl.arange(0, TILE)
     offs_n = first + tile
@@ -180,9 +182,10 @@ def _tile_scores(
     elif not EVEN_N:  # noqa: SIM102 - a compile-time test around a run-time one: Triton cannot `and` them
         if first + TILE > kv_len:
             qk = tl.where(n_ok[None, :], qk, float("-inf"))
-    if HAS_TMASK:
-        visible = _box_visible(MaskLo, MaskHi, MaskK, offs_m, offs_n, q_len, kv_len, NUM_AXES)
-        qk = tl.where(visible, qk, float("-inf"))
+    if HAS_TMASK:  # noqa: SIM102 - a compile-time test around a run-time one
+        if tl.load(Partial + first // ROWS) != 0:  # level 1 only: ROWS == BLOCK_K, so this is the kv block
+            visible = _box_visible(MaskLo, MaskHi, MaskK, offs_m, offs_n, q_len, kv_len, NUM_AXES)
+            qk = tl.where(visible, qk, float("-inf"))
     return qk, offs_n, n_ok
 
 
@@ -193,7 +196,7 @@ def _segment(
     Idx, Kept, lo, hi,
     k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, row0,
     kv_len, qk_scale, neg_pv, skip_thr,
-    MaskLo, MaskHi, MaskK, q_len,
+    MaskLo, MaskHi, MaskK, Partial, q_len,
     POOL: tl.constexpr, ROWS: tl.constexpr, TILE: tl.constexpr, SUB: tl.constexpr,
     MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
     HAS_PV: tl.constexpr, HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, MARK: tl.constexpr,
@@ -214,7 +217,7 @@ def _segment(
             for sub in tl.static_range(SUB):
                 qk, offs_n, n_ok = _tile_scores(
                     q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, blk * ROWS + sub * TILE, offs_m, offs_d,
-                    d_ok, kv_len, q_len, qk_scale, MaskLo, MaskHi, MaskK, POOL, ROWS, TILE, MASK_D, EVEN_N,
+                    d_ok, kv_len, q_len, qk_scale, MaskLo, MaskHi, MaskK, Partial, POOL, ROWS, TILE, MASK_D, EVEN_N,
                     HAS_TMASK, NUM_AXES, UPCAST, USE_TMA)
                 m_loc = tl.max(qk, 1) * qk_scale
                 significant = row_ok & (m_loc > float("-inf")) & (m_loc - m_fin >= skip_thr)
@@ -226,7 +229,7 @@ def _segment(
             first = blk * ROWS + (t % SUB) * TILE
             qk, offs_n, n_ok = _tile_scores(
                 q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, first, offs_m, offs_d, d_ok, kv_len, q_len,
-                qk_scale, MaskLo, MaskHi, MaskK, POOL, ROWS, TILE, MASK_D, EVEN_N, HAS_TMASK, NUM_AXES, UPCAST,
+                qk_scale, MaskLo, MaskHi, MaskK, Partial, POOL, ROWS, TILE, MASK_D, EVEN_N, HAS_TMASK, NUM_AXES, UPCAST,
                 USE_TMA)
             m_loc = tl.max(qk, 1) * qk_scale
             if USE_TMA:
@@ -250,7 +253,7 @@ def _walk_row(
     Idx, Off, Kept,
     k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h,
     p_kbase, p_vbase, stride_pn, START2, START4, START8,
-    kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+    kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TILE2: tl.constexpr, TILE4: tl.constexpr, TILE8: tl.constexpr,
     COL1: tl.constexpr, COL2: tl.constexpr, COL4: tl.constexpr, COL8: tl.constexpr,
     MASK_D: tl.constexpr, EVEN_N: tl.constexpr, HAS_PV: tl.constexpr, HAS_TMASK: tl.constexpr,
@@ -262,28 +265,28 @@ def _walk_row(
             acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
             Idx, Kept, tl.load(Off + COL1), tl.load(Off + COL1 + 1),
             k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, 0,
-            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
             1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, NUM_AXES, MARK, UPCAST, USE_TMA)
     if COL2 >= 0:
         acc, l_i, m_i, started = _segment(
             acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
             Idx, Kept, tl.load(Off + COL2), tl.load(Off + COL2 + 1),
             p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START2,
-            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
             2, BLOCK_K // 2, TILE2, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST, False)
     if COL4 >= 0:
         acc, l_i, m_i, started = _segment(
             acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
             Idx, Kept, tl.load(Off + COL4), tl.load(Off + COL4 + 1),
             p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START4,
-            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
             4, BLOCK_K // 4, TILE4, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST, False)
     if COL8 >= 0:
         acc, l_i, m_i, started = _segment(
             acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
             Idx, Kept, tl.load(Off + COL8), tl.load(Off + COL8 + 1),
             p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START8,
-            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
             8, BLOCK_K // 8, TILE8, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST, False)
     return acc, l_i, m_i, started
 
@@ -296,7 +299,7 @@ def _walk_row(
 )
 @triton.jit
 def _block_sparse_attn_fwd(
-    Q, K, V, Out, Lse, Kept, KP, VP, DescK, DescV, Idx, Off, MaskLo, MaskHi, MaskK, PvThr, SkipThr,
+    Q, K, V, Out, Lse, Kept, KP, VP, DescK, DescV, Idx, Off, MaskLo, MaskHi, MaskK, Partial, PvThr, SkipThr,
     qk_scale, q_len, kv_len, num_heads, num_q_blocks, width, seq_bucket,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -329,6 +332,8 @@ def _block_sparse_attn_fwd(
     Idx = Idx + b * stride_ib + h * stride_ih + qb * stride_iq
     Off = Off + b * stride_fb + h * stride_fh + qb * stride_fq
     Kept = Kept + ((b * num_heads + h) * num_q_blocks + qb) * width
+    if HAS_TMASK:
+        Partial = Partial + qb * tl.cdiv(kv_len, BLOCK_K)
     k_base = K + b * stride_kb + h * stride_kh
     v_base = V + b * stride_vb + h * stride_vh
     p_kbase = KP + b * stride_pb + h * stride_ph
@@ -348,7 +353,7 @@ def _block_sparse_attn_fwd(
         acc, l_i, m_i, started, m_i, q, offs_m, row_ok, offs_d, d_ok, Idx, Off, Kept,
         k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, DescK, DescV, b, h,
         p_kbase, p_vbase, stride_pn, START2, START4, START8,
-        kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+        kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
         BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, NUM_AXES,
         False, UPCAST, USE_TMA)
     if HAS_MARKS:
@@ -356,7 +361,7 @@ def _block_sparse_attn_fwd(
             acc, l_i, m_i, started, m_i, q, offs_m, row_ok, offs_d, d_ok, Idx, Off, Kept,
             k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, DescK, DescV, b, h,
         p_kbase, p_vbase, stride_pn, START2, START4, START8,
-            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, q_len,
+            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
             BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, False, HAS_TMASK, NUM_AXES,
             True, UPCAST, USE_TMA)
 
@@ -403,7 +408,7 @@ def _launch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_indices: torch.Tensor, kv_offsets: torch.Tensor,
     pooled_k: torch.Tensor | None, pooled_v: torch.Tensor | None, pooled_starts: list[int], levels: list[int],
     mask_lo: torch.Tensor | None, mask_hi: torch.Tensor | None, mask_k: torch.Tensor | None,
-    pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
+    mask_partial: torch.Tensor | None, pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
     scale: float, block_q: int, block_k: int, return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     batch, heads, q_len, head_dim = q.shape
@@ -431,6 +436,7 @@ def _launch(
             mask_lo if mask_lo is not None else dummy_i32,
             mask_hi if mask_hi is not None else dummy_i32,
             mask_k if mask_k is not None else dummy_i32,
+            mask_partial if mask_partial is not None else kept,
             pv_threshold if pv_threshold is not None else dummy_f32,
             skip_threshold if skip_threshold is not None else dummy_f32,
             scale * LOG2E, q_len, kv_len, heads, num_q_blocks, width, triton.next_power_of_2(max(q_len, kv_len)),
@@ -465,22 +471,23 @@ def block_sparse_attention_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_indices: torch.Tensor, kv_offsets: torch.Tensor,
     pooled_k: torch.Tensor | None, pooled_v: torch.Tensor | None, pooled_starts: list[int], levels: list[int],
     mask_lo: torch.Tensor | None, mask_hi: torch.Tensor | None, mask_k: torch.Tensor | None,
-    pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
+    mask_partial: torch.Tensor | None, pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
     scale: float, block_q: int, block_k: int, return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton block-sparse attention as a torch op: `(out like q, lse f32 [B,H,Sq] or [1], kept int8 or [1])`.
 
     Inputs are validated by `diffattn.kernels.api`; this op trusts them. `kv_indices`/`kv_offsets` may have
     size-1 batch/head dims (broadcast). `pooled_k/v` hold the pooled levels (see `pool_kv`) at `pooled_starts`
-    rows for levels 2, 4, 8 in that order.
+    rows for levels 2, 4, 8 in that order. With a token mask (`mask_lo/hi/k`), `mask_partial` int8
+    `[q_blocks, kv_blocks]` flags the blocks the mask cuts (`BoxMask.full_blocks` negated); only those are masked.
     """
     return _launch(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, mask_lo, mask_hi,
-                   mask_k, pv_threshold, skip_threshold, scale, block_q, block_k, return_lse)
+                   mask_k, mask_partial, pv_threshold, skip_threshold, scale, block_q, block_k, return_lse)
 
 
 @block_sparse_attention_op.register_fake
 def _(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, mask_lo, mask_hi, mask_k,
-      pv_threshold, skip_threshold, scale, block_q, block_k, return_lse):
+      mask_partial, pv_threshold, skip_threshold, scale, block_q, block_k, return_lse):
     batch, heads, q_len, _ = q.shape
     lse = q.new_empty((batch, heads, q_len) if return_lse else (1,), dtype=torch.float32)
     kept_shape = (batch, heads, kv_indices.shape[2], kv_indices.shape[3]) if skip_threshold is not None else (1,)

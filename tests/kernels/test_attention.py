@@ -111,3 +111,27 @@ def test_strided_inputs_and_output_layout():
     out = block_sparse_attention(q, k, v, plan, backend="triton")
     ref = block_sparse_attention(q.float(), k.float(), v.float(), plan, backend="reference")
     assert rel_err(out, ref) < 1e-2 and out.stride() == q.stride()
+
+
+def test_full_blocks_are_exactly_the_blocks_the_mask_does_not_cut():
+    """`BoxMask.full_blocks` against the token mask, on a window with full, cut and empty blocks (odd sizes)."""
+    window = _window(13, 30, (4, 9))  # 390 tokens: 64-token blocks span 2-3 rows
+    full = window.full_blocks(64, 32)
+    dense = torch.nn.functional.pad(window.dense(), (0, 416 - 390, 0, 448 - 390), value=True)  # padding: visible
+    expected = dense.view(7, 64, 13, 32).all(3).all(1)
+    assert torch.equal(full, expected)
+    assert 0 < int(full.sum()) < int(BlockPlan.from_mask_mod(window.mask_mod, 1, 1, 390, 390, 64, 32).block_counts().sum())
+
+
+def test_token_mask_on_full_and_cut_blocks_equals_masked_sdpa():
+    """Full blocks skip the token test in the Triton kernel; cut blocks keep it: both equal masked SDPA."""
+    window = _window(64, 8, (10, 7))  # 512 tokens, 64-token blocks of 8 whole rows
+    plan = BlockPlan.from_mask_mod(window.mask_mod, 1, 1, 512, 512, 64, 64, token_mask=window)
+    full = window.full_blocks(64, 64) & plan.to_block_mask()[0, 0]
+    assert full.any() and (plan.to_block_mask()[0, 0] & ~full).any()
+    q, k, v = qkv(1, 2, 512, 512, 64)
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=window.dense())
+    assert rel_err(block_sparse_attention(q, k, v, plan, backend="reference"), expected) < 1e-5
+    triton_or_skip()
+    out = block_sparse_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), plan, backend="triton")
+    assert rel_err(out, expected) < 1e-2
