@@ -127,7 +127,7 @@ def attention_alone(grid: Grid, heads: int, head_dim: int, radius: tuple[int, in
     results["tile"] = list(order.tile)
     square = TileOrder(grid, (2, 8, 8), device)
     square_plan = window_plan(grid, radius, order=square)
-    raster_plan = window_plan(grid, radius)
+    raster_plan = window_plan(grid, radius).to(device)
     results["token_density"] = (2 * radius[0] + 1) * (2 * radius[1] + 1) / (grid.height * grid.width) if (
         2 * radius[0] + 1 <= grid.height and 2 * radius[1] + 1 <= grid.width) else None
     results["block_density_tiles"] = plan.density()
