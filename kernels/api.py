@@ -123,8 +123,8 @@ def _pooled_for(k: torch.Tensor, v: torch.Tensor, plan: BlockPlan) -> tuple[torc
 
 
 def _run_triton(q, k, v, plan, scale, pv, skip, return_lse):
-    tensors = plan_tensors(plan)
-    mask = tensors[2:] if len(tensors) > 2 else (None, None, None, None)
+    tensors = plan_tensors(plan, split_full=pv is None and skip is None)  # slot order matters to both
+    mask = tensors[2:] if len(tensors) > 2 else (None, None, None, None, None)
     kp, vp, starts = _pooled_for(k, v, plan)
     _ta = backends.triton_modules()[0]
     out, lse, kept = _ta.block_sparse_attention_op(

@@ -20,7 +20,7 @@ from diffattn.plan import BlockPlan
 __all__ = ["AttentionInputError", "check_plan", "check_qkv", "plan_tensors", "resolve_scale", "resolve_threshold"]
 
 _SYNC_CHECKED: weakref.WeakSet[BlockPlan] = weakref.WeakSet()
-_PLAN_TENSORS: weakref.WeakKeyDictionary[BlockPlan, tuple[torch.Tensor, ...]] = weakref.WeakKeyDictionary()
+_PLAN_TENSORS: weakref.WeakKeyDictionary[BlockPlan, dict[bool, tuple[torch.Tensor, ...]]] = weakref.WeakKeyDictionary()
 
 
 class AttentionInputError(DiffAttnError, ValueError):
@@ -91,24 +91,44 @@ def _check_contents(plan: BlockPlan) -> None:
         raise PlanError(f"kv_indices lists a block id outside [0, {plan.num_kv_blocks})")
 
 
-def plan_tensors(plan: BlockPlan) -> tuple[torch.Tensor, ...]:
-    """Kernel-ready plan tensors, built once per plan: `(kv_indices, kv_offsets[, q_lo, q_hi, k_coord, partial])`.
+def plan_tensors(plan: BlockPlan, split_full: bool = False) -> tuple[torch.Tensor, ...]:
+    """Kernel-ready plan tensors, built once per plan: `(kv_indices, kv_offsets[, q_lo, q_hi, k_coord, partial,
+    full_counts])`.
 
     int32 and contiguous (broadcast dims stay size 1); token-mask tensors are present only with a mask, with
-    `partial` int8 `[q_blocks, kv_blocks]` flagging the blocks the mask cuts (the others need no token test).
+    `partial` int8 `[q_blocks, kv_blocks]` flagging the blocks the mask cuts. With `split_full` (only when slot
+    order does not matter: no pv_threshold, no marks), each row lists the blocks the mask leaves whole first and
+    `full_counts` (shaped like `kv_offsets`, column 0) says how many, so the kernel walks them in a loop without
+    any token test (FlexAttention's full/partial blocks); otherwise rows keep the plan's order and the count is 0.
     """
-    cached = None if _compiling() else _PLAN_TENSORS.get(plan)
+    cached = None if _compiling() else _PLAN_TENSORS.get(plan, {}).get(split_full)
     if cached is not None:
         return cached
-    tensors = [plan.kv_indices.contiguous(), plan.kv_offsets.contiguous()]
+    indices, offsets = plan.kv_indices.contiguous(), plan.kv_offsets.contiguous()
+    tensors = [indices, offsets]
     if plan.token_mask is not None:
         m = plan.token_mask
-        tensors += [t.to(torch.int32).contiguous() for t in (m.q_lo, m.q_hi, m.k_coord)]
-        tensors.append((~m.full_blocks(plan.block_q, plan.block_k)).to(torch.int8).contiguous())
+        full = m.full_blocks(plan.block_q, plan.block_k)
+        full_counts = torch.zeros_like(offsets)
+        if split_full:
+            indices, full_counts[..., 0] = _whole_blocks_first(indices, full)
+        tensors = [indices, offsets, *(t.to(torch.int32).contiguous() for t in (m.q_lo, m.q_hi, m.k_coord)),
+                   (~full).to(torch.int8).contiguous(), full_counts]
     result = tuple(tensors)
     if not _compiling():
-        _PLAN_TENSORS[plan] = result
+        _PLAN_TENSORS.setdefault(plan, {})[split_full] = result
     return result
+
+
+def _whole_blocks_first(indices: torch.Tensor, full: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of `indices` (level-1 ids, -1 past the count) with the ids flagged in `full [q_blocks, kv_blocks]`
+    first (both parts keep their order), and how many there are per row; no host synchronisation."""
+    listed = indices >= 0
+    q_block = torch.arange(indices.shape[2], device=indices.device)[:, None]
+    whole = listed & full[q_block, indices.clamp(min=0).long()]
+    rank = torch.where(listed, torch.where(whole, 0, 1), 2).to(torch.int8)
+    order = torch.argsort(rank, dim=-1, stable=True)
+    return torch.gather(indices, -1, order).contiguous(), whole.sum(-1, dtype=torch.int32)
 
 
 def resolve_scale(scale: float | None, head_dim: int) -> float:

@@ -10,7 +10,8 @@ One kernel, specialised by constexpr switches, covers every method (sparse.md se
   `+log2(n_valid)` bias;
 - online softmax in log2 units with `scale * log2(e)` folded into one FMA, `exp2` throughout;
 - boundary masking only on the tile that crosses `kv_len`; token masks (`BoxMask`) only when the plan has one,
-  and then only on the blocks the mask cuts (a per-(query block, kv block) flag; whole blocks skip the test);
+  and then only on the blocks the mask cuts: whole blocks come first in each row and run in their own loop with
+  no token test (when slot order is free), and a per-(query block, kv block) flag skips the test otherwise;
 - `HAS_PV`: SpargeAttn stage 2, skip exp and P.V for a plan block when no valid row's local max comes within
   `pv_threshold` of its running max (decided per plan block, hence `BLOCK_N == block_k` then);
 - `HAS_MARKS`: a second pass over the row's blocks recomputes Q.K and flags the blocks where some valid row's
@@ -253,17 +254,31 @@ def _walk_row(
     Idx, Off, Kept,
     k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h,
     p_kbase, p_vbase, stride_pn, START2, START4, START8,
-    kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
+    kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, Full, q_len,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TILE2: tl.constexpr, TILE4: tl.constexpr, TILE8: tl.constexpr,
     COL1: tl.constexpr, COL2: tl.constexpr, COL4: tl.constexpr, COL8: tl.constexpr,
     MASK_D: tl.constexpr, EVEN_N: tl.constexpr, HAS_PV: tl.constexpr, HAS_TMASK: tl.constexpr,
     NUM_AXES: tl.constexpr, MARK: tl.constexpr, UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
 ):
-    """Every level segment of one plan row in order (level 1, 2, 4, 8); absent levels have COL < 0."""
+    """Every level segment of one plan row in order (level 1, 2, 4, 8); absent levels have COL < 0.
+
+    With a token mask, the row's first `Full[0]` level-1 slots are blocks the mask leaves whole: they run in their
+    own loop without any token test (a branch-free loop pipelines like the mask-free kernel), the rest test tokens.
+    """
     if COL1 >= 0:
+        lo1 = tl.load(Off + COL1)
+        mid1 = lo1
+        if HAS_TMASK:
+            mid1 = lo1 + tl.load(Full)
+            acc, l_i, m_i, started = _segment(
+                acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
+                Idx, Kept, lo1, mid1,
+                k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, 0,
+                kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
+                1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST, USE_TMA)
         acc, l_i, m_i, started = _segment(
             acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
-            Idx, Kept, tl.load(Off + COL1), tl.load(Off + COL1 + 1),
+            Idx, Kept, mid1, tl.load(Off + COL1 + 1),
             k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, 0,
             kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
             1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, NUM_AXES, MARK, UPCAST, USE_TMA)
@@ -299,7 +314,7 @@ def _walk_row(
 )
 @triton.jit
 def _block_sparse_attn_fwd(
-    Q, K, V, Out, Lse, Kept, KP, VP, DescK, DescV, Idx, Off, MaskLo, MaskHi, MaskK, Partial, PvThr, SkipThr,
+    Q, K, V, Out, Lse, Kept, KP, VP, DescK, DescV, Idx, Off, MaskLo, MaskHi, MaskK, Partial, Full, PvThr, SkipThr,
     qk_scale, q_len, kv_len, num_heads, num_q_blocks, width, seq_bucket,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
@@ -334,6 +349,7 @@ def _block_sparse_attn_fwd(
     Kept = Kept + ((b * num_heads + h) * num_q_blocks + qb) * width
     if HAS_TMASK:
         Partial = Partial + qb * tl.cdiv(kv_len, BLOCK_K)
+        Full = Full + b * stride_fb + h * stride_fh + qb * stride_fq  # shaped like the offsets
     k_base = K + b * stride_kb + h * stride_kh
     v_base = V + b * stride_vb + h * stride_vh
     p_kbase = KP + b * stride_pb + h * stride_ph
@@ -353,7 +369,7 @@ def _block_sparse_attn_fwd(
         acc, l_i, m_i, started, m_i, q, offs_m, row_ok, offs_d, d_ok, Idx, Off, Kept,
         k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, DescK, DescV, b, h,
         p_kbase, p_vbase, stride_pn, START2, START4, START8,
-        kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
+        kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, Full, q_len,
         BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, NUM_AXES,
         False, UPCAST, USE_TMA)
     if HAS_MARKS:
@@ -361,7 +377,7 @@ def _block_sparse_attn_fwd(
             acc, l_i, m_i, started, m_i, q, offs_m, row_ok, offs_d, d_ok, Idx, Off, Kept,
             k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, DescK, DescV, b, h,
         p_kbase, p_vbase, stride_pn, START2, START4, START8,
-            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
+            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, Full, q_len,
             BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, False, HAS_TMASK, NUM_AXES,
             True, UPCAST, USE_TMA)
 
@@ -408,7 +424,8 @@ def _launch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_indices: torch.Tensor, kv_offsets: torch.Tensor,
     pooled_k: torch.Tensor | None, pooled_v: torch.Tensor | None, pooled_starts: list[int], levels: list[int],
     mask_lo: torch.Tensor | None, mask_hi: torch.Tensor | None, mask_k: torch.Tensor | None,
-    mask_partial: torch.Tensor | None, pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
+    mask_partial: torch.Tensor | None, mask_full_counts: torch.Tensor | None,
+    pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
     scale: float, block_q: int, block_k: int, return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     batch, heads, q_len, head_dim = q.shape
@@ -437,6 +454,7 @@ def _launch(
             mask_hi if mask_hi is not None else dummy_i32,
             mask_k if mask_k is not None else dummy_i32,
             mask_partial if mask_partial is not None else kept,
+            mask_full_counts if mask_full_counts is not None else dummy_i32,
             pv_threshold if pv_threshold is not None else dummy_f32,
             skip_threshold if skip_threshold is not None else dummy_f32,
             scale * LOG2E, q_len, kv_len, heads, num_q_blocks, width, triton.next_power_of_2(max(q_len, kv_len)),
@@ -471,7 +489,8 @@ def block_sparse_attention_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_indices: torch.Tensor, kv_offsets: torch.Tensor,
     pooled_k: torch.Tensor | None, pooled_v: torch.Tensor | None, pooled_starts: list[int], levels: list[int],
     mask_lo: torch.Tensor | None, mask_hi: torch.Tensor | None, mask_k: torch.Tensor | None,
-    mask_partial: torch.Tensor | None, pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
+    mask_partial: torch.Tensor | None, mask_full_counts: torch.Tensor | None,
+    pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
     scale: float, block_q: int, block_k: int, return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton block-sparse attention as a torch op: `(out like q, lse f32 [B,H,Sq] or [1], kept int8 or [1])`.
@@ -479,15 +498,17 @@ def block_sparse_attention_op(
     Inputs are validated by `diffattn.kernels.api`; this op trusts them. `kv_indices`/`kv_offsets` may have
     size-1 batch/head dims (broadcast). `pooled_k/v` hold the pooled levels (see `pool_kv`) at `pooled_starts`
     rows for levels 2, 4, 8 in that order. With a token mask (`mask_lo/hi/k`), `mask_partial` int8
-    `[q_blocks, kv_blocks]` flags the blocks the mask cuts (`BoxMask.full_blocks` negated); only those are masked.
+    `[q_blocks, kv_blocks]` flags the blocks the mask cuts (`BoxMask.full_blocks` negated), and `mask_full_counts`
+    (shaped like `kv_offsets`, column 0) how many leading slots of each row are whole blocks (see `plan_tensors`).
     """
     return _launch(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, mask_lo, mask_hi,
-                   mask_k, mask_partial, pv_threshold, skip_threshold, scale, block_q, block_k, return_lse)
+                   mask_k, mask_partial, mask_full_counts, pv_threshold, skip_threshold, scale, block_q, block_k,
+                   return_lse)
 
 
 @block_sparse_attention_op.register_fake
 def _(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, mask_lo, mask_hi, mask_k,
-      mask_partial, pv_threshold, skip_threshold, scale, block_q, block_k, return_lse):
+      mask_partial, mask_full_counts, pv_threshold, skip_threshold, scale, block_q, block_k, return_lse):
     batch, heads, q_len, _ = q.shape
     lse = q.new_empty((batch, heads, q_len) if return_lse else (1,), dtype=torch.float32)
     kept_shape = (batch, heads, kv_indices.shape[2], kv_indices.shape[3]) if skip_threshold is not None else (1,)
