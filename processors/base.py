@@ -162,9 +162,14 @@ def execute(call: AttentionCall) -> torch.Tensor:
     result = block_sparse_attention(call.query, call.key, call.value, call.plan, scale=call.scale, **call.kernel_options)
     if isinstance(result, torch.Tensor):
         return result
-    for callback in call.on_kernel_result:
-        callback(result)
+    _notify(call.on_kernel_result, result)
     return result.out
+
+
+@torch.compiler.disable  # callbacks keep per-layer state (e.g. LiteAttention's marks): traced, each layer would recompile
+def _notify(callbacks: list[Callable[[Any], None]], result: Any) -> None:
+    for callback in callbacks:
+        callback(result)
 
 
 # ------------------------------------------------------------------------------------------ methods

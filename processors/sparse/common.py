@@ -286,13 +286,20 @@ def sparse_attend(method: BlockSparseMethod, call: AttentionCall, proceed: Proce
         if views:
             method.log_once(f"{views}; such calls stay dense")
         return proceed(call)
-    outputs = []
-    for view in views:
-        out = proceed(method.refine(view.call))
-        if call.stats.enabled:
-            _record(view.call)
-        outputs.append(view.restore(out))
+    # The first view outside any loop: a graph break inside a loop (a static plan built on first use) makes
+    # torch.compile give up on the whole frame; only batches split by text padding have more views.
+    first, *others = views
+    outputs = [_attend_view(method, first, call.stats.enabled, proceed)]
+    for view in others:
+        outputs.append(_attend_view(method, view, call.stats.enabled, proceed))
     return outputs[0] if len(outputs) == 1 else torch.cat(outputs, 0)
+
+
+def _attend_view(method: BlockSparseMethod, view: _View, record: bool, proceed: Proceed) -> torch.Tensor:
+    out = proceed(method.refine(view.call))
+    if record:
+        _record(view.call)
+    return view.restore(out)
 
 
 # ------------------------------------------------------------------------------------------------ method

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from diffattn.configs.sparse import LiteAttentionConfig
 from diffattn.context import RunContext
 from diffattn.kernels import SparseAttentionOutput
@@ -42,6 +44,7 @@ class LiteAttentionMethod(BlockSparseMethod):
             self._marks.clear()
         self._early = ctx.step_index < self.config.early_steps
 
+    @torch.compiler.disable  # per-layer marks in a dict: traced, every layer would be its own recompile
     def refine(self, call: AttentionCall) -> AttentionCall:
         layout: SparseLayout = call.layout
         key: MarkKey = (call.layer.name, call.context.cfg_branch, call.index, layout.part)
