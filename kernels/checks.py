@@ -3,8 +3,9 @@
 Cheap checks (shapes, dtypes, devices, plan geometry) run on every call. Checks that read plan contents on the
 host (no empty row, ids in range) run once per plan object: plans are immutable and reused across layers and
 steps, so `_SYNC_CHECKED` remembers them weakly. Plans built per call on the device by the library's builders
-are `trusted` (valid by construction) and never read back: one read per call would stall the GPU every layer. Under `torch.compile` the cached host checks are skipped
-(they would break the graph); validate a plan once eagerly, or build it with the library's builders.
+are `trusted` (valid by construction) and never read back: one read per call would stall the GPU every layer.
+Under `torch.compile` the cached host checks are skipped (they would break the graph); validate a plan once
+eagerly, or build it with the library's builders.
 """
 
 from __future__ import annotations

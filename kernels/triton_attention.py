@@ -453,7 +453,7 @@ def _launch(
             mask_lo if mask_lo is not None else dummy_i32,
             mask_hi if mask_hi is not None else dummy_i32,
             mask_k if mask_k is not None else dummy_i32,
-            mask_partial if mask_partial is not None else kept,
+            mask_partial if mask_partial is not None else dummy_i32,
             mask_full_counts if mask_full_counts is not None else dummy_i32,
             pv_threshold if pv_threshold is not None else dummy_f32,
             skip_threshold if skip_threshold is not None else dummy_f32,

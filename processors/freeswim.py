@@ -344,10 +344,12 @@ class FreeSwimMethod(AttentionMethod):
     def _order(self, grid: Grid, device: torch.device) -> TileOrder:
         key = (grid, device)
         if key not in self._orders:
-            self._orders[key] = torch.compiler.disable(window_tile_order)(
-                grid, self.radius, self.config.block_size, inward=self.config.inward, device=device
-            )
+            self._orders[key] = self._build_order(grid, device)
         return self._orders[key]
+
+    @torch.compiler.disable  # once per grid: never part of a compiled graph
+    def _build_order(self, grid: Grid, device: torch.device) -> TileOrder:
+        return window_tile_order(grid, self.radius, self.config.block_size, inward=self.config.inward, device=device)
 
     def _plan(
         self, grid: Grid, device: torch.device, block_q: int, block_k: int, order: TileOrder | None
