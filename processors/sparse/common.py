@@ -145,9 +145,7 @@ def dense_plan(q_blocks: int, kv_blocks: int, block_q: int, block_k: int, device
     """Every block, broadcast over batch and heads (cached: static)."""
     key = (q_blocks, kv_blocks, block_q, block_k, device)
     if key not in _DENSE_PLANS:
-        _DENSE_PLANS[key] = torch.compiler.disable(BlockPlan.dense)(
-            q_blocks * block_q, kv_blocks * block_k, block_q, block_k, device=device
-        )
+        _DENSE_PLANS[key] = BlockPlan.dense(q_blocks * block_q, kv_blocks * block_k, block_q, block_k, device=device)
     return _DENSE_PLANS[key]
 
 
