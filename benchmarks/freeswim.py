@@ -27,6 +27,7 @@ import json
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ import diffattn
 from diffattn.configs import FreeSwimConfig, ObserveConfig
 from diffattn.environment import environment
 from diffattn.geometry import Grid, TileOrder
-from diffattn.kernels import block_sparse_attention
+from diffattn.kernels import backends, block_sparse_attention
 from diffattn.windows import attention_temperature, window_box_mask, window_plan, window_tile_order
 
 WAN_1_3B = {
@@ -147,6 +148,8 @@ def attention_alone(grid: Grid, heads: int, head_dim: int, radius: tuple[int, in
         "dense_sdpa": lambda: F.scaled_dot_product_attention(q, k, v, scale=scale),
         "window_tiles": window_tiled,
         "window_tiles_with_permutation": window_with_permutation,
+        "window_tiles_no_token_test": lambda: block_sparse_attention(qt, kt, vt, replace(plan, token_mask=None), scale=scale,
+                                                                     backend=backend),
         "window_tiles_2x8x8": lambda: block_sparse_attention(qs, ks, vs, square_plan, scale=scale, backend=backend),
         "window_raster": lambda: block_sparse_attention(q, k, v, raster_plan, scale=scale, backend=backend),
     }
@@ -156,10 +159,14 @@ def attention_alone(grid: Grid, heads: int, head_dim: int, radius: tuple[int, in
         for name, fn in tqdm(cases.items(), desc="attention alone", leave=False):
             try:
                 results[f"{name}_ms"] = clock.bench_ms(fn, rep_ms)
+                if backend == "triton" and name.startswith("window") and not name.endswith("flex"):
+                    kernel = backends.triton_modules()[0]._block_sparse_attn_fwd
+                    results[f"{name}_config"] = str(kernel.best_config)  # the autotuner's pick for this case
             except Exception as exc:  # noqa: BLE001 - a baseline that cannot run here is reported, not fatal
                 results[f"{name}_ms"] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
     dense = results["dense_sdpa_ms"]
-    for name in ("window_tiles", "window_tiles_with_permutation", "window_tiles_2x8x8", "window_raster", "window_tiles_flex"):
+    for name in ("window_tiles", "window_tiles_with_permutation", "window_tiles_no_token_test", "window_tiles_2x8x8",
+                 "window_raster", "window_tiles_flex"):
         if isinstance(results.get(f"{name}_ms"), float):
             results[f"speedup_{name}_vs_dense"] = dense / results[f"{name}_ms"]
 
@@ -353,8 +360,8 @@ def markdown_rows(report: dict[str, Any]) -> str:
         "| attention alone (one layer) | ms | vs dense |",
         "|---|---|---|",
     ]
-    for name in ("dense_sdpa", "window_tiles", "window_tiles_with_permutation", "window_tiles_2x8x8", "window_raster",
-                 "window_tiles_flex"):
+    for name in ("dense_sdpa", "window_tiles", "window_tiles_with_permutation", "window_tiles_no_token_test",
+                 "window_tiles_2x8x8", "window_raster", "window_tiles_flex"):
         speed = attention.get(f"speedup_{name}_vs_dense")
         lines.append(f"| {name} | {ms(attention.get(f'{name}_ms'))} | {f'{speed:.2f}x' if speed else '1.00x' if name == 'dense_sdpa' else 'n/a'} |")
     lines += ["", "| forward | ms | self-attention ms | peak GiB |", "|---|---|---|---|"]

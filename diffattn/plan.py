@@ -19,12 +19,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import torch
 
 from .errors import PlanError
 
-__all__ = ["BlockPlan", "BoxMask", "MaskMod", "POOL_LEVELS"]
+__all__ = ["BlockPlan", "BoxMask", "MaskMod", "POOL_LEVELS", "PackedBox"]
 
 POOL_LEVELS = (1, 2, 4, 8)
 """Pooling levels a plan may use (PSA)."""
@@ -33,6 +34,20 @@ MaskMod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tor
 """`mask_mod(b, h, q_idx, kv_idx) -> bool`, vectorised over broadcastable index tensors (as in FlexAttention)."""
 
 _MASK_MOD_CHUNK = 1 << 24  # booleans evaluated per chunk when building a plan from a mask_mod
+_PACKED_BITS = 31  # bit fields of a packed box, guard bits included, kept clear of the int32 sign bit
+
+
+class PackedBox(NamedTuple):
+    """A `BoxMask` as one int32 per token (see `BoxMask.packed`)."""
+
+    q_lo: torch.Tensor
+    """int32 `[q_len]`: each query's lowest visible coordinates, one bit field per axis."""
+    q_hi: torch.Tensor
+    """int32 `[q_len]`: each query's highest visible coordinates, with every guard bit set."""
+    k_coord: torch.Tensor
+    """int32 `[kv_len]`: each key's coordinates, guard bits clear."""
+    guard: int
+    """The guard bits: the bit above each axis's field."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,7 +66,8 @@ class BoxMask:
     q_lo: torch.Tensor
     q_hi: torch.Tensor
     k_coord: torch.Tensor
-    _full_blocks: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cache: dict[object, object] = field(default_factory=dict, init=False, repr=False, compare=False)
+    """Derived forms computed once: full blocks per block sizes, the packed form."""
 
     def __post_init__(self) -> None:
         if self.q_lo.shape != self.q_hi.shape or self.q_lo.ndim != 2:
@@ -85,15 +101,48 @@ class BoxMask:
         O(q_blocks x kv_blocks), never tokens^2.
         """
         key = (block_q, block_k)
-        if key not in self._full_blocks:
+        if key not in self._cache:
             big = torch.iinfo(torch.int32).max
             lo_max = _per_block(self.q_lo, block_q, -big, torch.amax)  # [q_blocks, axes]
             hi_min = _per_block(self.q_hi, block_q, big, torch.amin)
             k_min = _per_block(self.k_coord, block_k, big, torch.amin)  # [kv_blocks, axes]
             k_max = _per_block(self.k_coord, block_k, -big, torch.amax)
             inside = (k_min[None] >= lo_max[:, None]) & (k_max[None] <= hi_min[:, None])
-            self._full_blocks[key] = inside.all(-1)
-        return self._full_blocks[key]
+            self._cache[key] = inside.all(-1)
+        return self._cache[key]
+
+    def packed(self) -> PackedBox | None:
+        """The mask with all axes packed into one int32 per token, so a kernel tests a pair in four integer ops.
+
+        Each axis gets a bit field wide enough for its key coordinates (shifted to start at 0) and a guard bit
+        above it. With the guard bits set in the minuend, no field borrows from the next one and a field keeps
+        its guard bit iff its difference is not negative, so key `j` is visible to query `i` iff
+        `((k_coord[j] | guard) - q_lo[i]) & (q_hi[i] - k_coord[j]) & guard == guard` (SWAR). Boxes are clipped
+        to the keys' range first; a query that sees no key gets an empty box. Cached. None when the fields need
+        more than 31 bits (the Triton kernel then cannot take this mask).
+        """
+        if "packed" not in self._cache:
+            k = self.k_coord.long()
+            origin = k.amin(0)
+            k = k - origin
+            extent = k.amax(0) + 1  # keys' coordinates lie in [0, extent) on each axis
+            lo = torch.minimum((self.q_lo.long() - origin).clamp(min=0), extent)
+            hi = torch.minimum(self.q_hi.long() - origin, extent - 1)
+            empty = (lo > hi).any(-1, keepdim=True)
+            lo, hi = torch.where(empty, extent, lo), torch.where(empty, 0, hi)
+            widths = [int(e).bit_length() for e in extent.tolist()]  # extent < 2**width: an empty box's lo fits
+            shifts = [sum(w + 1 for w in widths[:axis]) for axis in range(len(widths))]
+            packed = None
+            if sum(w + 1 for w in widths) <= _PACKED_BITS:
+                guard = sum(1 << (shift + width) for shift, width in zip(shifts, widths))
+
+                def pack(values: torch.Tensor) -> torch.Tensor:
+                    return sum(values[:, axis] << shift for axis, shift in enumerate(shifts))
+
+                packed = PackedBox(pack(lo).to(torch.int32), (pack(hi) | guard).to(torch.int32),
+                                   pack(k).to(torch.int32), guard)
+            self._cache["packed"] = packed
+        return self._cache["packed"]
 
     def dense(self) -> torch.Tensor:
         """Token mask `[q_len, kv_len]`; for tests and small inputs only."""

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 
 from diffattn.errors import BackendUnavailableError, PlanError
-from diffattn.plan import BlockPlan
+from diffattn.plan import BlockPlan, PackedBox
 
 from . import backends
 from .checks import (
@@ -78,6 +78,8 @@ def _triton_obstacle(q: torch.Tensor, plan: BlockPlan) -> tuple[str | None, bool
     if plan.block_q not in ta.SUPPORTED_BLOCKS or plan.block_k not in ta.SUPPORTED_BLOCKS:
         return (f"plan blocks {plan.block_q}x{plan.block_k} (the Triton kernel takes block_q and block_k in "
                 f"{ta.SUPPORTED_BLOCKS})"), True
+    if plan.token_mask is not None and plan.token_mask.packed() is None:
+        return "a token mask whose coordinates do not pack into 31 bits (see BoxMask.packed)", False
     return None, False
 
 
@@ -123,13 +125,13 @@ def _pooled_for(k: torch.Tensor, v: torch.Tensor, plan: BlockPlan) -> tuple[torc
 
 
 def _run_triton(q, k, v, plan, scale, pv, skip, return_lse):
-    tensors = plan_tensors(plan, split_full=pv is None and skip is None)  # slot order matters to both
-    mask = tensors[2:] if len(tensors) > 2 else (None, None, None, None, None)
+    t = plan_tensors(plan, split_full=pv is None and skip is None)  # slot order matters to both
+    box = t.box if t.box is not None else PackedBox(None, None, None, 0)
     kp, vp, starts = _pooled_for(k, v, plan)
     _ta = backends.triton_modules()[0]
     out, lse, kept = _ta.block_sparse_attention_op(
-        q, k, v, tensors[0], tensors[1], kp, vp, starts, list(plan.levels), *mask, pv, skip,
-        scale, plan.block_q, plan.block_k, return_lse)
+        q, k, v, t.kv_indices, t.kv_offsets, kp, vp, starts, list(plan.levels), *box, t.partial, t.full_counts,
+        pv, skip, scale, plan.block_q, plan.block_k, return_lse)
     return out, (lse if return_lse else None), (kept.bool() if skip is not None else None)
 
 

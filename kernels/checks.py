@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import math
 import weakref
+from typing import NamedTuple
 
 import torch
 
 from diffattn.errors import ConfigError, DiffAttnError, PlanError
-from diffattn.plan import BlockPlan
+from diffattn.plan import BlockPlan, PackedBox
 
-__all__ = ["AttentionInputError", "check_plan", "check_qkv", "plan_tensors", "resolve_scale", "resolve_threshold"]
+__all__ = ["AttentionInputError", "KernelPlan", "check_plan", "check_qkv", "plan_tensors", "resolve_scale",
+           "resolve_threshold"]
 
 _SYNC_CHECKED: weakref.WeakSet[BlockPlan] = weakref.WeakSet()
-_PLAN_TENSORS: weakref.WeakKeyDictionary[BlockPlan, dict[bool, tuple[torch.Tensor, ...]]] = weakref.WeakKeyDictionary()
+_PLAN_TENSORS: weakref.WeakKeyDictionary[BlockPlan, dict[bool, KernelPlan]] = weakref.WeakKeyDictionary()
 
 
 class AttentionInputError(DiffAttnError, ValueError):
@@ -92,30 +94,41 @@ def _check_contents(plan: BlockPlan) -> None:
         raise PlanError(f"kv_indices lists a block id outside [0, {plan.num_kv_blocks})")
 
 
-def plan_tensors(plan: BlockPlan, split_full: bool = False) -> tuple[torch.Tensor, ...]:
-    """Kernel-ready plan tensors, built once per plan: `(kv_indices, kv_offsets[, q_lo, q_hi, k_coord, partial,
-    full_counts])`.
+class KernelPlan(NamedTuple):
+    """A plan as the Triton kernel reads it (see `plan_tensors`); the token-mask fields are None without a mask."""
 
-    int32 and contiguous (broadcast dims stay size 1); token-mask tensors are present only with a mask, with
-    `partial` int8 `[q_blocks, kv_blocks]` flagging the blocks the mask cuts. With `split_full` (only when slot
-    order does not matter: no pv_threshold, no marks), each row lists the blocks the mask leaves whole first and
-    `full_counts` (shaped like `kv_offsets`, column 0) says how many, so the kernel walks them in a loop without
-    any token test (FlexAttention's full/partial blocks); otherwise rows keep the plan's order and the count is 0.
+    kv_indices: torch.Tensor
+    kv_offsets: torch.Tensor
+    box: PackedBox | None
+    partial: torch.Tensor | None
+    """int8 `[q_blocks, kv_blocks]`: the blocks the token mask cuts, for rows in the plan's own order."""
+    full_counts: torch.Tensor | None
+    """Shaped like `kv_offsets` (column 0 used): how many leading slots of each row the mask leaves whole."""
+
+
+def plan_tensors(plan: BlockPlan, split_full: bool = False) -> KernelPlan:
+    """Kernel-ready plan tensors, built once per plan.
+
+    int32 and contiguous (broadcast dims stay size 1). A token mask comes packed (`BoxMask.packed`). With
+    `split_full` (only when slot order does not matter: no pv_threshold, no marks), each row lists the blocks the
+    mask leaves whole first and `full_counts` says how many, so the kernel walks them without any token test and
+    tests every later one (FlexAttention's full/partial blocks); otherwise rows keep the plan's order and
+    `partial` flags the blocks to test.
     """
     cached = None if _compiling() else _PLAN_TENSORS.get(plan, {}).get(split_full)
     if cached is not None:
         return cached
     indices, offsets = plan.kv_indices.contiguous(), plan.kv_offsets.contiguous()
-    tensors = [indices, offsets]
+    result = KernelPlan(indices, offsets, None, None, None)
     if plan.token_mask is not None:
         m = plan.token_mask
         full = m.full_blocks(plan.block_q, plan.block_k)
-        full_counts = torch.zeros_like(offsets)
         if split_full:
+            full_counts = torch.zeros_like(offsets)
             indices, full_counts[..., 0] = _whole_blocks_first(indices, full)
-        tensors = [indices, offsets, *(t.to(torch.int32).contiguous() for t in (m.q_lo, m.q_hi, m.k_coord)),
-                   (~full).to(torch.int8).contiguous(), full_counts]
-    result = tuple(tensors)
+            result = KernelPlan(indices, offsets, m.packed(), None, full_counts)
+        else:
+            result = KernelPlan(indices, offsets, m.packed(), (~full).to(torch.int8).contiguous(), None)
     if not _compiling():
         _PLAN_TENSORS.setdefault(plan, {})[split_full] = result
     return result

@@ -11,7 +11,9 @@ One kernel, specialised by constexpr switches, covers every method (sparse.md se
 - online softmax in log2 units with `scale * log2(e)` folded into one FMA, `exp2` throughout;
 - boundary masking only on the tile that crosses `kv_len`; token masks (`BoxMask`) only when the plan has one,
   and then only on the blocks the mask cuts: whole blocks come first in each row and run in their own loop with
-  no token test (when slot order is free), and a per-(query block, kv block) flag skips the test otherwise;
+  no token test (when slot order is free), and a per-(query block, kv block) flag skips the test otherwise; the
+  test itself is four integer operations per pair on packed coordinates (`checks.pack_box`), with the queries'
+  boxes loaded once per program;
 - `HAS_PV`: SpargeAttn stage 2, skip exp and P.V for a plan block when no valid row's local max comes within
   `pv_threshold` of its running max (decided per plan block, hence `BLOCK_N == block_k` then);
 - `HAS_MARKS`: a second pass over the row's blocks recomputes Q.K and flags the blocks where some valid row's
@@ -131,15 +133,15 @@ def _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale, UPCAST: tl.constexpr)
 
 
 @triton.jit
-def _box_visible(MaskLo, MaskHi, MaskK, offs_m, offs_n, q_len, kv_len, NUM_AXES: tl.constexpr):
-    """Token-level visibility of a tile under a `BoxMask`: every axis within [q_lo, q_hi]."""
-    visible = (offs_m[:, None] < q_len) & (offs_n[None, :] < kv_len)
-    for a in tl.static_range(NUM_AXES):
-        lo = tl.load(MaskLo + offs_m * NUM_AXES + a, mask=offs_m < q_len, other=0)
-        hi = tl.load(MaskHi + offs_m * NUM_AXES + a, mask=offs_m < q_len, other=0)
-        kc = tl.load(MaskK + offs_n * NUM_AXES + a, mask=offs_n < kv_len, other=0)
-        visible = visible & (kc[None, :] >= lo[:, None]) & (kc[None, :] <= hi[:, None])
-    return visible
+def _box_masked(qk, box_lo, box_hi, BoxK, box_guard, offs_n, n_ok, MASK_N: tl.constexpr):
+    """`qk` with each query's keys outside its `BoxMask` box at -inf, on packed coordinates (`checks.pack_box`):
+    a key is inside iff both differences keep every guard bit, whatever the number of axes."""
+    if MASK_N:
+        kc = tl.load(BoxK + offs_n, mask=n_ok, other=0)
+    else:
+        kc = tl.load(BoxK + offs_n)
+    kept = ((kc | box_guard)[None, :] - box_lo[:, None]) & (box_hi[:, None] - kc[None, :]) & box_guard
+    return tl.where(kept == box_guard, qk, float("-inf"))
 
 
 @triton.jit
@@ -153,16 +155,17 @@ def _load_rows(base, offs_n, stride_n, offs_d, stride_d, n_ok, d_ok, MASK_N: tl.
 
 @triton.jit
 def _tile_scores(
-    q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, first, offs_m, offs_d, d_ok, kv_len, q_len, qk_scale,
-    MaskLo, MaskHi, MaskK, Partial,
+    q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, first, offs_d, d_ok, kv_len, qk_scale,
+    box_lo, box_hi, BoxK, box_guard, Partial,
     POOL: tl.constexpr, ROWS: tl.constexpr, TILE: tl.constexpr, MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
-    HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
+    TOKEN_TEST: tl.constexpr, UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """Raw Q.K for the TILE (pooled) rows starting at `first` of a segment, invisible keys at -inf.
 
     Returns `(qk [BLOCK_M, TILE], offs_n, n_ok)`; pooled rows carry their `log2(n_valid)` bias (in raw
-    units, i.e. divided by qk_scale), and only the tile crossing kv_len pays for the boundary mask. With a token
-    mask, only tiles of blocks flagged in this row's `Partial` (int8 per kv block) are tested token by token.
+    units, i.e. divided by qk_scale), and only the tile crossing kv_len pays for the boundary mask. The token
+    mask is tested on no tile (TOKEN_TEST 0), on tiles of blocks flagged in this row's `Partial` (int8 per kv
+    block; 1) or on every tile (2).
     """
     tile = tl.arange(0, TILE)
     offs_n = first + tile
@@ -183,24 +186,25 @@ def _tile_scores(
     elif not EVEN_N:  # noqa: SIM102 - a compile-time test around a run-time one: Triton cannot `and` them
         if first + TILE > kv_len:
             qk = tl.where(n_ok[None, :], qk, float("-inf"))
-    if HAS_TMASK:  # noqa: SIM102 - a compile-time test around a run-time one
+    if TOKEN_TEST == 2:
+        qk = _box_masked(qk, box_lo, box_hi, BoxK, box_guard, offs_n, n_ok, MASK_N)
+    elif TOKEN_TEST == 1:  # noqa: SIM102 - a compile-time test around a run-time one
         if tl.load(Partial + first // ROWS) != 0:  # level 1 only: ROWS == BLOCK_K, so this is the kv block
-            visible = _box_visible(MaskLo, MaskHi, MaskK, offs_m, offs_n, q_len, kv_len, NUM_AXES)
-            qk = tl.where(visible, qk, float("-inf"))
+            qk = _box_masked(qk, box_lo, box_hi, BoxK, box_guard, offs_n, n_ok, MASK_N)
     return qk, offs_n, n_ok
 
 
 @triton.jit
 def _segment(
     acc, l_i, m_i, started, m_fin,
-    q, offs_m, row_ok, offs_d, d_ok,
+    q, row_ok, offs_d, d_ok,
     Idx, Kept, lo, hi,
     k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, row0,
     kv_len, qk_scale, neg_pv, skip_thr,
-    MaskLo, MaskHi, MaskK, Partial, q_len,
+    box_lo, box_hi, BoxK, box_guard, Partial,
     POOL: tl.constexpr, ROWS: tl.constexpr, TILE: tl.constexpr, SUB: tl.constexpr,
     MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
-    HAS_PV: tl.constexpr, HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, MARK: tl.constexpr,
+    HAS_PV: tl.constexpr, TOKEN_TEST: tl.constexpr, MARK: tl.constexpr,
     UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """Walk slots [lo, hi) of one level segment: attend (MARK=False) or flag significant blocks (MARK=True).
@@ -217,9 +221,9 @@ def _segment(
             flags = tl.zeros_like(row_ok).to(tl.int32)
             for sub in tl.static_range(SUB):
                 qk, offs_n, n_ok = _tile_scores(
-                    q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, blk * ROWS + sub * TILE, offs_m, offs_d,
-                    d_ok, kv_len, q_len, qk_scale, MaskLo, MaskHi, MaskK, Partial, POOL, ROWS, TILE, MASK_D, EVEN_N,
-                    HAS_TMASK, NUM_AXES, UPCAST, USE_TMA)
+                    q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, blk * ROWS + sub * TILE, offs_d, d_ok,
+                    kv_len, qk_scale, box_lo, box_hi, BoxK, box_guard, Partial, POOL, ROWS, TILE, MASK_D, EVEN_N,
+                    TOKEN_TEST, UPCAST, USE_TMA)
                 m_loc = tl.max(qk, 1) * qk_scale
                 significant = row_ok & (m_loc > float("-inf")) & (m_loc - m_fin >= skip_thr)
                 flags = tl.maximum(flags, significant.to(tl.int32))
@@ -229,9 +233,8 @@ def _segment(
             blk = tl.load(Idx + t // SUB)
             first = blk * ROWS + (t % SUB) * TILE
             qk, offs_n, n_ok = _tile_scores(
-                q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, first, offs_m, offs_d, d_ok, kv_len, q_len,
-                qk_scale, MaskLo, MaskHi, MaskK, Partial, POOL, ROWS, TILE, MASK_D, EVEN_N, HAS_TMASK, NUM_AXES, UPCAST,
-                USE_TMA)
+                q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, first, offs_d, d_ok, kv_len, qk_scale,
+                box_lo, box_hi, BoxK, box_guard, Partial, POOL, ROWS, TILE, MASK_D, EVEN_N, TOKEN_TEST, UPCAST, USE_TMA)
             m_loc = tl.max(qk, 1) * qk_scale
             if USE_TMA:
                 v = desc_v.load([b, h, row0 + first, 0]).reshape(TILE, q.shape[1])
@@ -250,72 +253,73 @@ def _segment(
 @triton.jit
 def _walk_row(
     acc, l_i, m_i, started, m_fin,
-    q, offs_m, row_ok, offs_d, d_ok,
+    q, row_ok, offs_d, d_ok,
     Idx, Off, Kept,
     k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h,
     p_kbase, p_vbase, stride_pn, START2, START4, START8,
-    kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, Full, q_len,
+    kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial, Full,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TILE2: tl.constexpr, TILE4: tl.constexpr, TILE8: tl.constexpr,
     COL1: tl.constexpr, COL2: tl.constexpr, COL4: tl.constexpr, COL8: tl.constexpr,
     MASK_D: tl.constexpr, EVEN_N: tl.constexpr, HAS_PV: tl.constexpr, HAS_TMASK: tl.constexpr,
-    NUM_AXES: tl.constexpr, MARK: tl.constexpr, UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
+    SPLIT_FULL: tl.constexpr, MARK: tl.constexpr, UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """Every level segment of one plan row in order (level 1, 2, 4, 8); absent levels have COL < 0.
 
-    With a token mask, the row's first `Full[0]` level-1 slots are blocks the mask leaves whole: they run in their
-    own loop without any token test (a branch-free loop pipelines like the mask-free kernel), the rest test tokens.
+    With SPLIT_FULL, the row's first `Full[0]` level-1 slots are blocks the token mask leaves whole: they run in
+    their own loop without any token test, and the rest (all cut) test every tile; both loops are branch-free, so
+    they pipeline like the mask-free kernel. Otherwise a token mask is tested on the blocks flagged in `Partial`.
     """
     if COL1 >= 0:
         lo1 = tl.load(Off + COL1)
-        mid1 = lo1
-        if HAS_TMASK:
+        hi1 = tl.load(Off + COL1 + 1)
+        CUT_TEST: tl.constexpr = 2 if SPLIT_FULL else (1 if HAS_TMASK else 0)
+        if SPLIT_FULL:
             mid1 = lo1 + tl.load(Full)
             acc, l_i, m_i, started = _segment(
-                acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
-                Idx, Kept, lo1, mid1,
+                acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok, Idx, Kept, lo1, mid1,
                 k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, 0,
-                kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
-                1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST, USE_TMA)
+                kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial,
+                1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, 0, MARK, UPCAST, USE_TMA)
+            lo1 = mid1
         acc, l_i, m_i, started = _segment(
-            acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
-            Idx, Kept, mid1, tl.load(Off + COL1 + 1),
+            acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok, Idx, Kept, lo1, hi1,
             k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, 0,
-            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
-            1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, NUM_AXES, MARK, UPCAST, USE_TMA)
+            kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial,
+            1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, CUT_TEST, MARK, UPCAST, USE_TMA)
     if COL2 >= 0:
         acc, l_i, m_i, started = _segment(
-            acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
+            acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok,
             Idx, Kept, tl.load(Off + COL2), tl.load(Off + COL2 + 1),
             p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START2,
-            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
-            2, BLOCK_K // 2, TILE2, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST, False)
+            kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial,
+            2, BLOCK_K // 2, TILE2, 1, MASK_D, EVEN_N, HAS_PV, 0, MARK, UPCAST, False)
     if COL4 >= 0:
         acc, l_i, m_i, started = _segment(
-            acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
+            acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok,
             Idx, Kept, tl.load(Off + COL4), tl.load(Off + COL4 + 1),
             p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START4,
-            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
-            4, BLOCK_K // 4, TILE4, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST, False)
+            kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial,
+            4, BLOCK_K // 4, TILE4, 1, MASK_D, EVEN_N, HAS_PV, 0, MARK, UPCAST, False)
     if COL8 >= 0:
         acc, l_i, m_i, started = _segment(
-            acc, l_i, m_i, started, m_fin, q, offs_m, row_ok, offs_d, d_ok,
+            acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok,
             Idx, Kept, tl.load(Off + COL8), tl.load(Off + COL8 + 1),
             p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START8,
-            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, q_len,
-            8, BLOCK_K // 8, TILE8, 1, MASK_D, EVEN_N, HAS_PV, False, NUM_AXES, MARK, UPCAST, False)
+            kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial,
+            8, BLOCK_K // 8, TILE8, 1, MASK_D, EVEN_N, HAS_PV, 0, MARK, UPCAST, False)
     return acc, l_i, m_i, started
 
 
 @triton.autotune(
     configs=_configs(),
-    key=["seq_bucket", "BLOCK_M", "BLOCK_K", "D_PAD", "COL2", "COL4", "COL8", "HAS_PV", "HAS_MARKS", "HAS_TMASK", "EVEN_N",
-         "TMA_OK"],
+    key=["seq_bucket", "BLOCK_M", "BLOCK_K", "D_PAD", "COL2", "COL4", "COL8", "HAS_PV", "HAS_MARKS", "HAS_TMASK",
+         "SPLIT_FULL", "EVEN_N", "TMA_OK"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
 def _block_sparse_attn_fwd(
-    Q, K, V, Out, Lse, Kept, KP, VP, DescK, DescV, Idx, Off, MaskLo, MaskHi, MaskK, Partial, Full, PvThr, SkipThr,
-    qk_scale, q_len, kv_len, num_heads, num_q_blocks, width, seq_bucket,
+    Q, K, V, Out, Lse, Kept, KP, VP, DescK, DescV, Idx, Off, BoxLo, BoxHi, BoxK, Partial, Full, PvThr, SkipThr,
+    box_guard, qk_scale, q_len, kv_len, num_heads, num_q_blocks, width, seq_bucket,
     stride_qb, stride_qh, stride_qm, stride_qd,
     stride_kb, stride_kh, stride_kn, stride_kd,
     stride_vb, stride_vh, stride_vn, stride_vd,
@@ -328,7 +332,7 @@ def _block_sparse_attn_fwd(
     BLOCK_K: tl.constexpr, TILE2: tl.constexpr, TILE4: tl.constexpr, TILE8: tl.constexpr,
     COL1: tl.constexpr, COL2: tl.constexpr, COL4: tl.constexpr, COL8: tl.constexpr,
     EVEN_N: tl.constexpr, HAS_PV: tl.constexpr, HAS_MARKS: tl.constexpr, HAS_LSE: tl.constexpr,
-    HAS_TMASK: tl.constexpr, NUM_AXES: tl.constexpr, UPCAST: tl.constexpr, TMA_OK: tl.constexpr,
+    HAS_TMASK: tl.constexpr, SPLIT_FULL: tl.constexpr, UPCAST: tl.constexpr, TMA_OK: tl.constexpr,
     USE_TMA: tl.constexpr,
 ):
     qb = tl.program_id(0)
@@ -347,8 +351,13 @@ def _block_sparse_attn_fwd(
     Idx = Idx + b * stride_ib + h * stride_ih + qb * stride_iq
     Off = Off + b * stride_fb + h * stride_fh + qb * stride_fq
     Kept = Kept + ((b * num_heads + h) * num_q_blocks + qb) * width
-    if HAS_TMASK:
+    box_lo = offs_m  # placeholders without a token mask, never read
+    box_hi = offs_m
+    if HAS_TMASK:  # each query's packed box, loaded once (see checks.pack_box)
+        box_lo = tl.load(BoxLo + offs_m, mask=row_ok, other=0)
+        box_hi = tl.load(BoxHi + offs_m, mask=row_ok, other=0)
         Partial = Partial + qb * tl.cdiv(kv_len, BLOCK_K)
+    if SPLIT_FULL:
         Full = Full + b * stride_fb + h * stride_fh + qb * stride_fq  # shaped like the offsets
     k_base = K + b * stride_kb + h * stride_kh
     v_base = V + b * stride_vb + h * stride_vh
@@ -366,19 +375,19 @@ def _block_sparse_attn_fwd(
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     started = tl.program_id(0) * 0
     acc, l_i, m_i, started = _walk_row(
-        acc, l_i, m_i, started, m_i, q, offs_m, row_ok, offs_d, d_ok, Idx, Off, Kept,
+        acc, l_i, m_i, started, m_i, q, row_ok, offs_d, d_ok, Idx, Off, Kept,
         k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, DescK, DescV, b, h,
         p_kbase, p_vbase, stride_pn, START2, START4, START8,
-        kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, Full, q_len,
-        BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, NUM_AXES,
+        kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial, Full,
+        BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, SPLIT_FULL,
         False, UPCAST, USE_TMA)
     if HAS_MARKS:
         _walk_row(
-            acc, l_i, m_i, started, m_i, q, offs_m, row_ok, offs_d, d_ok, Idx, Off, Kept,
+            acc, l_i, m_i, started, m_i, q, row_ok, offs_d, d_ok, Idx, Off, Kept,
             k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, DescK, DescV, b, h,
-        p_kbase, p_vbase, stride_pn, START2, START4, START8,
-            kv_len, qk_scale, neg_pv, skip_thr, MaskLo, MaskHi, MaskK, Partial, Full, q_len,
-            BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, False, HAS_TMASK, NUM_AXES,
+            p_kbase, p_vbase, stride_pn, START2, START4, START8,
+            kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial, Full,
+            BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, False, HAS_TMASK, SPLIT_FULL,
             True, UPCAST, USE_TMA)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
@@ -423,8 +432,8 @@ def _level_column(levels: list[int], level: int) -> int:
 def _launch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_indices: torch.Tensor, kv_offsets: torch.Tensor,
     pooled_k: torch.Tensor | None, pooled_v: torch.Tensor | None, pooled_starts: list[int], levels: list[int],
-    mask_lo: torch.Tensor | None, mask_hi: torch.Tensor | None, mask_k: torch.Tensor | None,
-    mask_partial: torch.Tensor | None, mask_full_counts: torch.Tensor | None,
+    box_lo: torch.Tensor | None, box_hi: torch.Tensor | None, box_k: torch.Tensor | None, box_guard: int,
+    box_partial: torch.Tensor | None, box_full_counts: torch.Tensor | None,
     pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
     scale: float, block_q: int, block_k: int, return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -450,14 +459,10 @@ def _launch(
         desc_k, desc_v = (_descriptor(k, d_pad), _descriptor(v, d_pad)) if tma_ok else (k, v)
         _block_sparse_attn_fwd[(num_q_blocks, batch * heads)](
             q, k, v, out, lse, kept, pk, pv, desc_k, desc_v, kv_indices, kv_offsets,
-            mask_lo if mask_lo is not None else dummy_i32,
-            mask_hi if mask_hi is not None else dummy_i32,
-            mask_k if mask_k is not None else dummy_i32,
-            mask_partial if mask_partial is not None else dummy_i32,
-            mask_full_counts if mask_full_counts is not None else dummy_i32,
+            *(t if t is not None else dummy_i32 for t in (box_lo, box_hi, box_k, box_partial, box_full_counts)),
             pv_threshold if pv_threshold is not None else dummy_f32,
             skip_threshold if skip_threshold is not None else dummy_f32,
-            scale * LOG2E, q_len, kv_len, heads, num_q_blocks, width, triton.next_power_of_2(max(q_len, kv_len)),
+            box_guard, scale * LOG2E, q_len, kv_len, heads, num_q_blocks, width, triton.next_power_of_2(max(q_len, kv_len)),
             *q.stride(), *k.stride(), *v.stride(), *out.stride(),
             pk.stride(0), pk.stride(1), pk.stride(2),
             *strides(kv_indices), *strides(kv_offsets),
@@ -467,8 +472,7 @@ def _launch(
             COL1=_level_column(levels, 1), COL2=_level_column(levels, 2),
             COL4=_level_column(levels, 4), COL8=_level_column(levels, 8),
             EVEN_N=kv_len % block_k == 0, HAS_PV=pv_threshold is not None, HAS_MARKS=marks,
-            HAS_LSE=return_lse, HAS_TMASK=mask_lo is not None,
-            NUM_AXES=mask_lo.shape[1] if mask_lo is not None else 0,
+            HAS_LSE=return_lse, HAS_TMASK=box_lo is not None, SPLIT_FULL=box_full_counts is not None,
             UPCAST=INTERPRETED and q.dtype == torch.bfloat16, TMA_OK=tma_ok,
         )
 
@@ -488,8 +492,8 @@ def _launch(
 def block_sparse_attention_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_indices: torch.Tensor, kv_offsets: torch.Tensor,
     pooled_k: torch.Tensor | None, pooled_v: torch.Tensor | None, pooled_starts: list[int], levels: list[int],
-    mask_lo: torch.Tensor | None, mask_hi: torch.Tensor | None, mask_k: torch.Tensor | None,
-    mask_partial: torch.Tensor | None, mask_full_counts: torch.Tensor | None,
+    box_lo: torch.Tensor | None, box_hi: torch.Tensor | None, box_k: torch.Tensor | None, box_guard: int,
+    box_partial: torch.Tensor | None, box_full_counts: torch.Tensor | None,
     pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
     scale: float, block_q: int, block_k: int, return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -497,18 +501,19 @@ def block_sparse_attention_op(
 
     Inputs are validated by `diffattn.kernels.api`; this op trusts them. `kv_indices`/`kv_offsets` may have
     size-1 batch/head dims (broadcast). `pooled_k/v` hold the pooled levels (see `pool_kv`) at `pooled_starts`
-    rows for levels 2, 4, 8 in that order. With a token mask (`mask_lo/hi/k`), `mask_partial` int8
-    `[q_blocks, kv_blocks]` flags the blocks the mask cuts (`BoxMask.full_blocks` negated), and `mask_full_counts`
-    (shaped like `kv_offsets`, column 0) how many leading slots of each row are whole blocks (see `plan_tensors`).
+    rows for levels 2, 4, 8 in that order. A token mask comes packed (`box_lo/hi/k`, `box_guard`: see
+    `checks.pack_box`) with either `box_partial`, int8 `[q_blocks, kv_blocks]` flagging the blocks the mask cuts
+    (`BoxMask.full_blocks` negated), or `box_full_counts` (shaped like `kv_offsets`, column 0): how many leading
+    level-1 slots of each row are whole blocks, all later ones being cut (see `plan_tensors`).
     """
-    return _launch(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, mask_lo, mask_hi,
-                   mask_k, mask_partial, mask_full_counts, pv_threshold, skip_threshold, scale, block_q, block_k,
+    return _launch(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, box_lo, box_hi,
+                   box_k, box_guard, box_partial, box_full_counts, pv_threshold, skip_threshold, scale, block_q, block_k,
                    return_lse)
 
 
 @block_sparse_attention_op.register_fake
-def _(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, mask_lo, mask_hi, mask_k,
-      mask_partial, mask_full_counts, pv_threshold, skip_threshold, scale, block_q, block_k, return_lse):
+def _(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, box_lo, box_hi, box_k, box_guard,
+      box_partial, box_full_counts, pv_threshold, skip_threshold, scale, block_q, block_k, return_lse):
     batch, heads, q_len, _ = q.shape
     lse = q.new_empty((batch, heads, q_len) if return_lse else (1,), dtype=torch.float32)
     kept_shape = (batch, heads, kv_indices.shape[2], kv_indices.shape[3]) if skip_threshold is not None else (1,)

@@ -135,3 +135,33 @@ def test_box_mask_is_exact_and_intersects():
 def test_plan_rejects_bad_levels():
     with pytest.raises(PlanError):
         BlockPlan.from_level_map(torch.tensor([[[[3, 1]]]]))
+
+
+def _swar_visible(packed) -> torch.Tensor:
+    """The kernel's packed test, written out in torch: `[q_len, kv_len]`."""
+    k = packed.k_coord.long()[None, :]
+    lo, hi = packed.q_lo.long()[:, None], packed.q_hi.long()[:, None]
+    return (((k | packed.guard) - lo) & (hi - k) & packed.guard) == packed.guard
+
+
+@pytest.mark.parametrize("axes", [1, 2, 3])
+def test_packed_box_test_equals_the_box_mask(axes):
+    """Random boxes that stick out of the keys' range, miss it, or are empty on one axis; negative coordinates."""
+    gen = torch.Generator().manual_seed(axes)
+    k_coord = torch.randint(-5, 40, (300, axes), generator=gen, dtype=torch.int32)
+    lo = torch.randint(-20, 50, (200, axes), generator=gen, dtype=torch.int32)
+    hi = lo + torch.randint(-3, 30, (200, axes), generator=gen, dtype=torch.int32)  # some lo > hi: empty
+    lo[0], hi[0] = 100, 200  # misses every key
+    box = BoxMask(lo, hi, k_coord)
+    packed = box.packed()
+    assert packed is box.packed()  # cached
+    assert packed.q_lo.dtype == packed.q_hi.dtype == packed.k_coord.dtype == torch.int32
+    expected = box.dense()
+    assert 0 < int(expected.sum()) < expected.numel() and not expected[0].any()
+    assert torch.equal(_swar_visible(packed), expected)
+
+
+def test_packed_box_refuses_coordinates_wider_than_31_bits():
+    coords = torch.tensor([[0, 0, 0], [2000, 2000, 2000]], dtype=torch.int32)  # 3 x (11 + 1) bits
+    assert BoxMask(coords, coords, coords).packed() is None
+    assert BoxMask(coords[:, :2], coords[:, :2], coords[:, :2]).packed() is not None

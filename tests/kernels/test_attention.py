@@ -132,15 +132,16 @@ def test_token_mask_on_full_and_cut_blocks_equals_masked_sdpa():
     q, k, v = qkv(1, 2, 512, 512, 64)
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=window.dense())
     assert rel_err(block_sparse_attention(q, k, v, plan, backend="reference"), expected) < 1e-5
-    tensors = checks.plan_tensors(plan, split_full=True)
-    indices, full_counts = tensors[0][0, 0], tensors[-1][0, 0, :, 0]
+    split = checks.plan_tensors(plan, split_full=True)
+    indices, full_counts = split.kv_indices[0, 0], split.full_counts[0, 0, :, 0]
     for row in range(plan.num_q_blocks):  # whole blocks first, then the cut ones; the same set as the plan's row
         listed = indices[row][: int(plan.kv_counts[0, 0, row].sum())]
         assert sorted(listed.tolist()) == sorted(plan.kv_indices[0, 0, row][: len(listed)].tolist())
         whole = window.full_blocks(64, 64)[row][listed.long()]
         assert whole[: int(full_counts[row])].all() and not whole[int(full_counts[row]):].any()
     plain = checks.plan_tensors(plan, split_full=False)  # what pv_threshold and marks get: the plan's own order
-    assert torch.equal(plain[0], plan.kv_indices) and not plain[-1].any()
+    assert torch.equal(plain.kv_indices, plan.kv_indices) and plain.full_counts is None
+    assert torch.equal(plain.partial.bool(), ~window.full_blocks(64, 64))
     triton_or_skip()
     qb, kb, vb = q.bfloat16(), k.bfloat16(), v.bfloat16()
     assert rel_err(block_sparse_attention(qb, kb, vb, plan, backend="triton"), expected) < 1e-2

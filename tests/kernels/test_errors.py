@@ -97,6 +97,11 @@ def test_triton_refusals_say_what_works():
     big = [torch.randn(1, 1, 100, 256, dtype=torch.half) for _ in range(3)]
     with pytest.raises(BackendUnavailableError, match="head_dim 256"):
         block_sparse_attention(*big, BlockPlan.dense(100, 100, 64, 64), backend="triton")
+    spread = torch.arange(100, dtype=torch.int32)[:, None].expand(100, 3) * 100  # 3 axes of 14 + 1 bits
+    wide = BoxMask(spread, spread, spread)
+    plan = BlockPlan.from_mask_mod(wide.mask_mod, 1, 1, 100, 100, 64, 64, token_mask=wide)
+    with pytest.raises(BackendUnavailableError, match="31 bits"):
+        block_sparse_attention(q.half(), k.half(), v.half(), plan, backend="triton")
 
 
 def test_available_backends_reports_every_backend():
