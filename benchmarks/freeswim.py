@@ -7,9 +7,10 @@ Random weights from the model's config, bf16, batch 1, one forward per mode:
   `refresh` (conditional pass that runs the full branch: doubled batch, dense full self-attention, stores the
   cross-attention), `reuse` (conditional pass between refreshes: window + cached cross-attention) and `uncond`
   (window only); and no-cache mode (every call dual, as the paper's no-cache code);
-- attention alone on one layer's shapes: cuDNN dense vs the window through the Triton block-sparse kernel in
-  FreeSwim's tile order (the candidate tile with the fewest kv blocks; with and without the token permutation),
-  in square 2x8x8 tiles, in raster order, and compiled FlexAttention on the tile-order plan; plus the plan's build
+- attention alone on one layer's shapes (q/k/v in the layout diffusers passes: `[B, H, S, D]` views of
+  `[B, S, H, D]` memory): cuDNN dense vs the window through the Triton block-sparse kernel in
+  FreeSwim's tile order (the candidate tile with the fewest kv blocks; with and without the token permutation;
+  and its blocks without any token test, wrong at the window's edges: the floor of that plan), in square 2x8x8 tiles, in raster order, and compiled FlexAttention on the tile-order plan; plus the plan's build
   time and a check of the window output against exact masked attention on sampled query rows.
 
 Per mode: wall time (CUDA events), self-attention time (diffattn's per-call timers on `attn1`), peak memory
@@ -121,7 +122,9 @@ def attention_alone(grid: Grid, heads: int, head_dim: int, radius: tuple[int, in
     """One layer's self-attention: dense vs the window in every layout, the plan build, and a correctness check."""
     results: dict[str, Any] = {}
     generator = torch.Generator(device).manual_seed(0)
-    q, k, v = (torch.randn(1, heads, grid.tokens, head_dim, device=device, dtype=dtype, generator=generator) for _ in range(3))
+    # the layout diffusers hands attention: [B, H, S, D] views of [B, S, H, D] memory
+    q, k, v = (torch.randn(1, grid.tokens, heads, head_dim, device=device, dtype=dtype, generator=generator).transpose(1, 2)
+               for _ in range(3))
     scale = head_dim ** -0.5 * temperature
 
     results["plan_build_ms"], (order, plan) = clock.time_ms(lambda: _tiled_plan(grid, radius, device))

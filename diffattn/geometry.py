@@ -19,7 +19,9 @@ import torch
 
 from .errors import GridError, UnsupportedModelError
 
-__all__ = ["Grid", "Family", "FAMILIES", "family_of", "supported_families", "bind_forward_args", "TileOrder"]
+__all__ = [
+    "FAMILIES", "Family", "Grid", "TileOrder", "bind_forward_args", "family_of", "gather_keeping_layout", "supported_families",
+]
 
 
 @dataclass(frozen=True)
@@ -167,6 +169,20 @@ def bind_forward_args(model: torch.nn.Module, args: tuple, kwargs: Mapping[str, 
     return arguments
 
 
+def gather_keeping_layout(x: torch.Tensor, dim: int, index: torch.Tensor) -> torch.Tensor:
+    """`x.index_select(dim, index)` in x's memory layout: dims are gathered in memory order and the result has x's
+    dim order in memory.
+
+    Attention gets `[B, H, S, D]` views of `[B, S, H, D]` memory from diffusers; gathering tokens then copies whole
+    `H x D` rows, and the output (the kernels allocate it like q) goes back in the layout the model's
+    transpose-and-flatten after attention takes as a view, with no copy.
+    """
+    dim = dim % x.ndim
+    outer_first = sorted(range(x.ndim), key=lambda d: x.stride(d), reverse=True)
+    gathered = x.permute(outer_first).index_select(outer_first.index(dim), index)
+    return gathered.permute([outer_first.index(d) for d in range(x.ndim)])
+
+
 class TileOrder:
     """A permutation of raster-ordered video tokens into spatio-temporal tiles, and its inverse.
 
@@ -198,12 +214,12 @@ class TileOrder:
         self.num_full_tiles = math.prod(full_per_axis)
 
     def to_tiles(self, x: torch.Tensor, dim: int = -2) -> torch.Tensor:
-        """Reorder raster tokens along `dim` into tile order."""
-        return x.index_select(dim, self.perm.to(x.device))
+        """Reorder raster tokens along `dim` into tile order, keeping x's memory layout (`gather_keeping_layout`)."""
+        return gather_keeping_layout(x, dim, self.perm.to(x.device))
 
     def to_raster(self, x: torch.Tensor, dim: int = -2) -> torch.Tensor:
         """Inverse of `to_tiles`."""
-        return x.index_select(dim, self.inverse.to(x.device))
+        return gather_keeping_layout(x, dim, self.inverse.to(x.device))
 
     def coords(self) -> torch.Tensor:
         """int32 `[tokens, 3]`: (frame, row, column) of each token in tile order."""

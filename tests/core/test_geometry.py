@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from diffattn.geometry import Grid, TileOrder
+from diffattn.geometry import Grid, TileOrder, gather_keeping_layout
 
 
 @pytest.mark.parametrize("grid", [Grid(3, 5, 7), Grid(21, 17, 30), Grid(1, 8, 8), Grid(4, 16, 16)])
@@ -13,6 +13,22 @@ def test_tile_order_is_exact_inverse(grid):
     tiled = order.to_tiles(x)
     assert torch.equal(order.to_raster(tiled), x)
     assert sorted(order.perm.tolist()) == list(range(grid.tokens))
+
+
+def test_tile_order_keeps_the_memory_layout_of_diffusers_attention_inputs():
+    """[B, H, S, D] views of [B, S, H, D] memory stay in that layout, so the model's transpose back is a view."""
+    grid = Grid(3, 5, 7)
+    order = TileOrder(grid, (2, 8, 8))
+    memory = torch.randn(2, grid.tokens, 3, 4)
+    x = memory.transpose(1, 2)
+    tiled = order.to_tiles(x)
+    assert torch.equal(tiled, x.index_select(2, order.perm)) and tiled.stride() == x.stride()
+    back = order.to_raster(tiled)
+    assert torch.equal(back, x) and back.transpose(1, 2).is_contiguous()
+    contiguous = torch.randn(2, 3, grid.tokens, 4)
+    assert order.to_tiles(contiguous).is_contiguous()
+    index = torch.tensor([2, 0, 1])
+    assert torch.equal(gather_keeping_layout(contiguous, 1, index), contiguous.index_select(1, index))
 
 
 def test_full_tiles_are_contiguous_blocks():
