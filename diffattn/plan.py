@@ -299,14 +299,17 @@ class BlockPlan:
         block_q: int = 128,
         block_k: int = 128,
         *,
-        device: torch.device | str = "cpu",
+        device: torch.device | str | None = None,
         token_mask: BoxMask | None = None,
     ) -> BlockPlan:
         """Build from a `mask_mod(b, h, q_idx, kv_idx)`: a block is kept when any token pair in it is visible.
 
         The mask is evaluated a chunk of query blocks at a time, so memory stays bounded (never tokens^2 at once).
-        Pass `batch=1` / `heads=1` when the mask does not depend on them.
+        Pass `batch=1` / `heads=1` when the mask does not depend on them. `device` defaults to the token mask's,
+        else torch's default device.
         """
+        if device is None and token_mask is not None:
+            device = token_mask.q_lo.device
         q_blocks, kv_blocks = math.ceil(q_len / block_q), math.ceil(kv_len / block_k)
         rows_per_chunk = max(1, _MASK_MOD_CHUNK // max(1, batch * heads * block_q * kv_blocks * block_k))
         b = torch.arange(batch, device=device)[:, None, None, None]
@@ -323,9 +326,10 @@ class BlockPlan:
 
     @classmethod
     def dense(
-        cls, q_len: int, kv_len: int, block_q: int = 128, block_k: int = 128, *, device: torch.device | str = "cpu"
+        cls, q_len: int, kv_len: int, block_q: int = 128, block_k: int = 128, *, device: torch.device | str | None = None
     ) -> BlockPlan:
-        """Every query block attends to every kv block (broadcast over batch and heads)."""
+        """Every query block attends to every kv block (broadcast over batch and heads); on `device` (torch's default
+        device when None)."""
         q_blocks, kv_blocks = math.ceil(q_len / block_q), math.ceil(kv_len / block_k)
         indices = torch.arange(kv_blocks, device=device, dtype=torch.int32).expand(1, 1, q_blocks, kv_blocks)
         counts = torch.full((1, 1, q_blocks, 1), kv_blocks, device=device, dtype=torch.int32)

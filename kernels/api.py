@@ -13,9 +13,12 @@ Semantics (every backend computes exactly this; `reference.py` is the definition
   every row (same output as None); `-inf` lets only the first slot of each row contribute (with a token mask,
   also slots that give a row its first visible key, since `m_running` is `-inf` there).
 - `skip_threshold` (log2 units, LiteAttention): the output is unchanged; `kept_plan` lists the slots where some
-  valid row has `(m_local - m_final) * log2(e) >= skip_threshold`, `m_final` being the row's max over the
-  contributing slots: independent of traversal order. `-inf` keeps every slot, `0` the slots holding some row's
-  max. A row left with no kept slot keeps its first slot (only possible for degenerate rows or thresholds > 0).
+  valid row has `(m_local - m_final) * log2(e) >= skip_threshold - MARK_SLACK`, `m_final` being the row's max over
+  the contributing slots: independent of traversal order. `-inf` keeps every slot, `0` the slots holding some
+  row's max (and those within the slack of it). The slack (2^-10) absorbs the rounding between the Triton
+  kernel's two Q.K passes, which may sum a tile's products in another order: without it, a threshold of 0 could
+  drop the very slot that holds a row's max. A row left with no kept slot keeps its first slot (only possible
+  for degenerate rows or thresholds > 0).
 - A query row that sees no key at all (token mask) gets output 0 and lse `-inf`.
 """
 
@@ -40,9 +43,11 @@ from .checks import (
 from .layout import plan_from_kept_slots
 from .reference import pool_reference, reference_attention
 
-__all__ = ["PooledKV", "SparseAttentionOutput", "available_backends", "block_sparse_attention", "pool_kv"]
+__all__ = ["MARK_SLACK", "PooledKV", "SparseAttentionOutput", "available_backends", "block_sparse_attention", "pool_kv"]
 
 available_backends = backends.available_backends
+MARK_SLACK = 2.0**-10
+"""log2 units below `skip_threshold` that still count as significant (see the module docstring)."""
 _GPU_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -169,6 +174,8 @@ def block_sparse_attention(
     scale = resolve_scale(scale, q.shape[3])
     pv = resolve_threshold(pv_threshold, q, "pv_threshold")
     skip = resolve_threshold(skip_threshold, q, "skip_threshold")
+    if skip is not None:
+        skip = skip - MARK_SLACK  # every backend compares against the same slackened threshold
     name = _choose(backend, q, plan, pv is not None or skip is not None)
     if name == "triton":
         out, lse, kept = _run_triton(q, k, v, plan, scale, pv, skip, return_lse)

@@ -149,18 +149,29 @@ def _flex():
     return _COMPILED
 
 
+def _tile_options(block_mask: fa.BlockMask) -> dict[str, int]:
+    """Kernel tiles that divide the mask's blocks. The compiled kernel's default tiles (up to 128) must divide the
+    BlockMask's block sizes, so blocks that are not multiples of 128 (a 64-block plan) would leave inductor no valid
+    kernel to choose (`NoValidChoicesError`)."""
+    q_block, kv_block = block_mask.BLOCK_SIZE
+    if q_block % 128 == 0 and kv_block % 128 == 0:
+        return {}
+    return {"BLOCK_M": math.gcd(q_block, 64), "BLOCK_N": math.gcd(kv_block, 64)}
+
+
 def flex_attention_call(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask: fa.BlockMask, scale: float, score_mod=None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`(out, lse)` from flex_attention with a prebuilt BlockMask (lse natural log, float32)."""
+    kwargs = {"kernel_options": _tile_options(block_mask)} if q.is_cuda else {}
     fn = _flex() if q.is_cuda else fa.flex_attention
     if hasattr(fa, "AuxRequest"):
-        lse_kwargs = {"return_aux": fa.AuxRequest(lse=True)}
+        kwargs["return_aux"] = fa.AuxRequest(lse=True)
     else:  # torch < 2.9
-        lse_kwargs = {"return_lse": True}
+        kwargs["return_lse"] = True
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
-        out, aux = fn(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, **lse_kwargs)
+        out, aux = fn(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, **kwargs)
     lse = aux.lse if hasattr(aux, "lse") else aux
     return out, lse.float()
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from diffattn.kernels import block_sparse_attention, checks, triton_attention
+from diffattn.kernels import available_backends, block_sparse_attention, checks, triton_attention
 
 from diffattn.plan import BlockPlan, BoxMask
 
 from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip
+
+pytestmark = pytest.mark.usefixtures("kernel_device")  # the GPU when there is one (conftest)
 
 # (batch, heads, q_len, kv_len, head_dim, block_q, block_k, levels, plan batch/heads broadcast)
 CASES = [
@@ -94,7 +96,7 @@ def test_row_without_visible_key_is_zero_with_minus_inf_lse():
     mask = BoxMask(lo, hi, torch.arange(70, dtype=torch.int32)[:, None])
     plan = BlockPlan.from_mask_mod(mask.mask_mod, 1, 1, 70, 70, 64, 64, token_mask=mask)
     q, k, v = qkv(1, 1, 70, 70, 64)
-    backends = ["reference", "flex"] + (["triton"] if triton_attention.INTERPRETED else [])
+    backends = ["reference", "flex"] + (["triton"] if available_backends()["triton"] is True else [])
     for backend in backends:
         dtype = torch.bfloat16 if backend == "triton" else torch.float32
         res = block_sparse_attention(q.to(dtype), k.to(dtype), v.to(dtype), plan, backend=backend, return_lse=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from diffattn.kernels import block_sparse_attention
 
 from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip
+
+pytestmark = pytest.mark.usefixtures("kernel_device")  # the GPU when there is one (conftest)
 
 
 def test_fullgraph_compile_through_triton_op():

@@ -10,6 +10,8 @@ from diffattn.kernels.reference import block_stats_reference
 
 from ._kernel_testing import qkv, rel_err, triton_or_skip
 
+pytestmark = pytest.mark.usefixtures("kernel_device")  # the GPU when there is one (conftest)
+
 
 def _similar_blocks(batch: int, heads: int, tokens: int, dim: int, block: int) -> torch.Tensor:
     """Tokens that are a per-block direction plus small noise: every block strongly self-similar."""
