@@ -210,8 +210,10 @@ def window_plan(
     """
     box = window_box_mask(grid, radius, inward=inward, order=order)
     mask = box_block_mask(box, block_q, block_k)
-    box.full_blocks(block_q, block_k)  # cached on the mask now (kernels test tokens only on the other blocks),
-    box.packed()  # like the packed form the Triton kernel tests them with: nothing is derived per call
+    # derived once here and cached on the mask, so no attention call derives them: the blocks the window leaves whole
+    # (the kernels test tokens only on the others) and the packed form the Triton kernel tests tokens with
+    box.full_blocks(block_q, block_k)
+    box.packed()
     return BlockPlan.from_level_map(mask[None, None].to(torch.int32), block_q, block_k, token_mask=box)
 
 

@@ -12,7 +12,7 @@ One kernel, specialised by constexpr switches, covers every method (sparse.md se
 - boundary masking only on the tile that crosses `kv_len`; token masks (`BoxMask`) only when the plan has one,
   and then only on the blocks the mask cuts: whole blocks come first in each row and run in their own loop with
   no token test (when slot order is free), and a per-(query block, kv block) flag skips the test otherwise; the
-  test itself is four integer operations per pair on packed coordinates (`checks.pack_box`), with the queries'
+  test itself is four integer operations per pair on packed coordinates (`BoxMask.packed`), with the queries'
   boxes loaded once per program;
 - `HAS_PV`: SpargeAttn stage 2, skip exp and P.V for a plan block when no valid row's local max comes within
   `pv_threshold` of its running max (decided per plan block, hence `BLOCK_N == block_k` then);
@@ -134,7 +134,7 @@ def _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale, UPCAST: tl.constexpr)
 
 @triton.jit
 def _box_masked(qk, box_lo, box_hi, BoxK, box_guard, offs_n, n_ok, MASK_N: tl.constexpr):
-    """`qk` with each query's keys outside its `BoxMask` box at -inf, on packed coordinates (`checks.pack_box`):
+    """`qk` with each query's keys outside its `BoxMask` box at -inf, on packed coordinates (`BoxMask.packed`):
     a key is inside iff both differences keep every guard bit, whatever the number of axes."""
     if MASK_N:
         kc = tl.load(BoxK + offs_n, mask=n_ok, other=0)
@@ -353,7 +353,7 @@ def _block_sparse_attn_fwd(
     Kept = Kept + ((b * num_heads + h) * num_q_blocks + qb) * width
     box_lo = offs_m  # placeholders without a token mask, never read
     box_hi = offs_m
-    if HAS_TMASK:  # each query's packed box, loaded once (see checks.pack_box)
+    if HAS_TMASK:  # each query's packed box, loaded once (see BoxMask.packed)
         box_lo = tl.load(BoxLo + offs_m, mask=row_ok, other=0)
         box_hi = tl.load(BoxHi + offs_m, mask=row_ok, other=0)
         Partial = Partial + qb * tl.cdiv(kv_len, BLOCK_K)
@@ -502,7 +502,7 @@ def block_sparse_attention_op(
     Inputs are validated by `diffattn.kernels.api`; this op trusts them. `kv_indices`/`kv_offsets` may have
     size-1 batch/head dims (broadcast). `pooled_k/v` hold the pooled levels (see `pool_kv`) at `pooled_starts`
     rows for levels 2, 4, 8 in that order. A token mask comes packed (`box_lo/hi/k`, `box_guard`: see
-    `checks.pack_box`) with either `box_partial`, int8 `[q_blocks, kv_blocks]` flagging the blocks the mask cuts
+    `BoxMask.packed`) with either `box_partial`, int8 `[q_blocks, kv_blocks]` flagging the blocks the mask cuts
     (`BoxMask.full_blocks` negated), or `box_full_counts` (shaped like `kv_offsets`, column 0): how many leading
     level-1 slots of each row are whole blocks, all later ones being cut (see `plan_tensors`).
     """
