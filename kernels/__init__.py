@@ -26,8 +26,25 @@ if __name__ == "diffattn.kernels":
         "sparge_plan",
     ]
 else:
-    # This folder is installed as `diffattn.kernels`. With a source checkout's root on sys.path, transformers and
-    # diffusers probing for Hugging Face's unrelated `kernels` package import it as top-level `kernels` (to read a
-    # version it does not have, so they treat it as absent). Import nothing then: a second copy of the kernel modules
-    # would register diffattn's torch custom ops a second time and break the first.
-    __all__ = []
+    # This folder installs as `diffattn.kernels`. With a source checkout's root on sys.path (`python -m pytest`,
+    # `python -c`, a notebook in the checkout) a plain `import kernels` finds it before Hugging Face's `kernels`
+    # package, which transformers, diffusers and peft import. Hand the name over to the installed package (Python's
+    # import returns whatever `sys.modules[name]` holds once this code has run), or fail as if this folder were
+    # absent; never load diffattn's kernel modules, whose torch custom ops must be registered only once.
+    import importlib.machinery
+    import importlib.util
+    import os
+    import sys
+
+    _checkout_root = os.path.realpath(os.path.dirname(os.path.dirname(__file__)))
+    _elsewhere = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != _checkout_root]
+    _spec = importlib.machinery.PathFinder.find_spec(__name__, _elsewhere)
+    if _spec is None or _spec.loader is None:
+        raise ModuleNotFoundError(f"No module named {__name__!r}", name=__name__)
+    _installed = importlib.util.module_from_spec(_spec)
+    sys.modules[__name__] = _installed
+    try:
+        _spec.loader.exec_module(_installed)
+    except BaseException:
+        del sys.modules[__name__]
+        raise

@@ -1,28 +1,91 @@
-"""The kernel sources imported under a second name must not register diffattn's custom ops twice."""
+"""A source checkout's `kernels/` folder never shadows Hugging Face's `kernels` package, nor loads twice.
+
+transformers, diffusers and peft import Hugging Face's `kernels`; with the checkout root on sys.path (`python -m
+pytest`, `python -c`, a notebook) Python finds this repository's `kernels/` first. Each check runs in a fresh
+interpreter started in the repository root, as a user would.
+"""
 
 from __future__ import annotations
 
-import importlib
+import importlib.metadata
+import subprocess
 import sys
 from pathlib import Path
 
-import torch
+import pytest
 
-from diffattn.kernels import block_sparse_attention, triton_attention
-from diffattn.plan import BlockPlan
-
-from ._kernel_testing import qkv
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_top_level_kernels_import_registers_nothing(monkeypatch):
-    """transformers/diffusers probe for Hugging Face's `kernels` package by importing `kernels`; from a source
-    checkout that finds this folder. Importing it under that name loads no kernel module, and the ops still run."""
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))  # the repository root, as in a checkout
-    module = importlib.import_module("kernels")
-    assert module.__name__ == "kernels" and module.__all__ == []
-    assert not [name for name in sys.modules if name.startswith("kernels.")]
-    q, k, v = qkv(1, 1, 128, 128, 64)
-    backend = "triton" if triton_attention.INTERPRETED else "reference"
-    out = block_sparse_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), BlockPlan.dense(128, 128, 64, 64), backend=backend)
-    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v)
-    assert (out.float() - expected).abs().max() < 2e-2
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.distribution(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+HF_KERNELS = _installed("kernels")
+
+
+def _python(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip()
+
+
+def test_top_level_kernels_is_the_installed_package_or_absent():
+    """`import kernels` from the checkout root gives the installed package; without one, it fails as if absent."""
+    origin = _python(
+        "import sys\n"
+        "try:\n    import kernels\nexcept ModuleNotFoundError as exc:\n    print('absent', exc.name, 'kernels' in sys.modules)\n"
+        "else:\n    print(kernels.__file__)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('diffattn')))"
+    )
+    found, loaded = origin.splitlines()
+    assert loaded == "[]"  # diffattn's kernel modules were not loaded under any name
+    if HF_KERNELS:
+        assert Path(found).resolve().parent.parent != ROOT and "site-packages" in found
+    else:
+        assert found == "absent kernels False"
+
+
+def test_checkout_folder_alone_behaves_as_absent():
+    """With nothing but the checkout on sys.path the name is simply not there (no half-initialised module left)."""
+    out = _python(
+        "import sys\nsys.path[:] = ['']\n"
+        "try:\n    import kernels\nexcept ModuleNotFoundError as exc:\n    print(exc.name, 'kernels' in sys.modules)\n"
+    )
+    assert out == "kernels False"
+
+
+@pytest.mark.skipif(not HF_KERNELS, reason="Hugging Face's kernels package is not installed (transformers >= 5 installs it)")
+def test_peft_and_diffusers_import_from_the_checkout_root():
+    """The failure users hit: peft's `from kernels import CUDAProperties` broke `from diffusers import ...`."""
+    out = _python("from diffusers import DiffusionPipeline\nimport peft\nfrom kernels import CUDAProperties\nprint('ok')")
+    assert out == "ok"
+
+
+def test_diffattn_kernels_run_after_top_level_import():
+    """The package's ops are registered once and still run after the top-level name was imported."""
+    out = _python(
+        "import torch\n"
+        "try:\n    import kernels\nexcept ModuleNotFoundError:\n    pass\n"
+        "from diffattn.kernels import block_sparse_attention\nfrom diffattn.plan import BlockPlan\n"
+        "q, k, v = (torch.randn(1, 1, 128, 64) for _ in range(3))\n"
+        "out = block_sparse_attention(q, k, v, BlockPlan.dense(128, 128, 64, 64), backend='reference')\n"
+        "ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)\n"
+        "print(float((out - ref).abs().max()) < 1e-5)"
+    )
+    assert out == "True"
+
+
+@pytest.mark.parametrize("command", [[sys.executable, "-m", "pytest"], [str(Path(sys.executable).parent / "pytest")]])
+def test_pytest_collects_from_the_checkout_root(command):
+    """`python -m pytest` puts the checkout root first on sys.path, `pytest` inserts it as the tests' rootdir."""
+    result = subprocess.run(
+        [*command, "--collect-only", "-q", "-p", "no:cacheprovider", "tests/core", "tests/kernels/test_errors.py"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "error" not in result.stdout.lower().splitlines()[-1]
