@@ -6,11 +6,16 @@ from __future__ import annotations
 import datetime
 import importlib.metadata
 import platform
+import re
 from typing import Any
 
 import torch
 
-__all__ = ["package_version", "device_name", "environment"]
+__all__ = ["package_version", "dependency_versions", "device_name", "environment"]
+
+# Not declared by diffattn but imported on its paths: transformers/peft pull in Hugging Face's `kernels`, the hub
+# client does all loading, xformers is an optional extra whose wheels often mismatch torch.
+_INDIRECT = ("huggingface-hub", "kernels", "xformers")
 
 
 def package_version(package: str) -> str | None:
@@ -19,6 +24,17 @@ def package_version(package: str) -> str | None:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def dependency_versions() -> dict[str, str | None]:
+    """Installed version of every distribution diffattn declares (extras included) and of the few it uses
+    indirectly; `None` for those not installed. Read from the package metadata, so it follows pyproject.toml."""
+    try:
+        requirements = importlib.metadata.requires("diffattn") or []
+    except importlib.metadata.PackageNotFoundError:  # a source tree on sys.path without an install
+        requirements = []
+    names = [re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0] for requirement in requirements]
+    return {name: package_version(name) for name in dict.fromkeys([*names, *_INDIRECT])}
 
 
 def device_name(device: torch.device) -> str:

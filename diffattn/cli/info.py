@@ -9,9 +9,6 @@ from typing import Any
 
 __all__ = ["add_parser", "run", "collect"]
 
-_PACKAGES = ("torch", "diffusers", "transformers", "triton", "gradio", "opencv-python-headless", "xformers")
-
-
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser("info", help="show versions, device, working backends and methods")
     parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
@@ -34,7 +31,7 @@ def _backends() -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     """Everything `info` prints, as plain data."""
-    from ..environment import package_version
+    from ..environment import dependency_versions
     from ..geometry import supported_families
     from ..registry import methods
 
@@ -43,7 +40,7 @@ def collect() -> dict[str, Any]:
     return {
         "diffattn": __version__,
         "python": platform.python_version(),
-        "packages": {name: package_version(name) for name in _PACKAGES},
+        "packages": dependency_versions(),
         "device": _device(),
         "backends": _backends(),
         "methods": {name: cls.description for name, cls in methods().items()},
