@@ -1,13 +1,14 @@
 """SpargeAttn stage 1: predict the (q-block, kv-block) pairs worth computing, on the device, without a host sync.
 
-Per (batch, head), following sparse.md section 1:
+Per (batch, head), following SpargeAttn (thu-ml/SpargeAttn `spas_sage_attn/utils.py`, `get_block_map_meansim`):
 
 1. K is smoothed (`k - mean over tokens`); per block, the mean token (`pool`) and the mean pairwise cosine of
    its tokens (`sim`) are computed for Q and the smoothed K (one Triton pass, or torch).
 2. A block is self-similar when `sim > sim_threshold`. `S = pool_q . pool_k^T * scale`; columns of K blocks that
    are not self-similar become -inf; then a softmax per row.
-3. Selection per row: TopCdf(tau = `cdf_threshold`), the fewest highest blocks whose probability mass reaches tau,
-   or top-k, a fraction `topk` of the kv blocks (at least 1).
+3. Selection per row: TopCdf(tau = `cdf_threshold`), the highest blocks while their cumulative probability stays
+   at most tau (SpargeAttn's count `searchsorted(cdf, tau, right=True)`, so tuned thresholds transfer), or top-k,
+   a fraction `topk` of the kv blocks; at least 1 either way.
 4. Forced keeps: every non-self-similar K column, every row whose Q block is not self-similar (dense row), and
    kv block 0 when `attention_sink`.
 
@@ -60,8 +61,7 @@ def _select(probs: torch.Tensor, topk: float | None, cdf_threshold: float | None
     if topk is not None:
         keep_sorted = (rank < _topk_count(topk, kv_blocks)).expand(ordered.shape)
     else:
-        mass_before = ordered.cumsum(-1) - ordered
-        keep_sorted = (mass_before < cdf_threshold) | (rank == 0)
+        keep_sorted = (ordered.cumsum(-1) <= cdf_threshold) | (rank == 0)
     return torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
 
 

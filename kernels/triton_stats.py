@@ -208,8 +208,7 @@ def _sparge_select_kernel(
     if TOPK:
         n_keep = topk_count
     else:
-        mass_before = tl.cumsum(ordered, 0) - ordered
-        n_keep = tl.maximum(tl.sum((mass_before < cdf_threshold).to(tl.int32), 0), 1)
+        n_keep = tl.maximum(tl.sum((tl.cumsum(ordered, 0) <= cdf_threshold).to(tl.int32), 0), 1)
     cut = tl.sum(tl.where(offs == n_keep - 1, ordered, 0.0), 0)
     dense_row = tl.load(SimQ + row) <= theta  # a Q block that is not self-similar attends densely
     keep = tl.where(dense_row, k_ok, k_ok & ((p >= cut) | ~k_similar))

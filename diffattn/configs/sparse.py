@@ -33,6 +33,10 @@ SPARSE_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
 """Denoiser families the block-sparse methods support (video diffusion transformers)."""
 
 _BACKENDS = ("auto", "triton", "flex", "reference")
+_TOPK_SIM_THRESHOLD = -0.1
+"""`simthreshd1` default of SpargeAttn's top-k API (`spas_sage2_attn_meansim_topk_cuda`)."""
+_CDF_SIM_THRESHOLD = 0.6
+"""`simthreshd1` default of SpargeAttn's TopCdf API (`spas_sage2_attn_meansim_cuda`)."""
 _TOKEN_ORDERS = ("tiles", "raster")
 
 
@@ -87,27 +91,35 @@ class SpargeConfig(BlockSparseConfig):
     TopCdf on the softmax of the pooled scores; the P.V product of a block is skipped when its logits stay more
     than `pv_threshold` (log2 units) below the running row max. Blocks are 64 queries x 128 keys, as SpargeAttn
     uses on Hopper (`query_block=128` gives 128 x 128). `diffattn.tune_sparge` calibrates threshold, TopCdf and
-    P.V threshold per layer and head against dense attention; pass its JSON as `tuned`.
+    P.V threshold per layer and head against dense attention; pass its JSON as `tuned` (SpargeAttn's own tuned
+    `.pt` files load too). TopCdf keeps exactly as many blocks as SpargeAttn does (the highest ones while their
+    cumulative probability stays at most the threshold, at least one), so thresholds tuned there transfer.
 
     Partly faithful: attention is in the model's dtype (SpargeAttn quantises Q/K to INT8 and V to FP8); text rows
-    and columns of joint attention stay dense (SpargeAttn treats every token alike); `pv_threshold` defaults to
-    off (the reference's 50 almost never skips, and the check costs kernel time).
+    and columns of joint attention stay dense (SpargeAttn treats every token alike); tokens are grouped in 2x8x8
+    spatio-temporal tiles by default (SpargeAttn takes the model's frame-by-frame raster order:
+    `token_order="raster"`); `pv_threshold` defaults to off (the reference's 50 almost never skips, and the check
+    costs kernel time).
 
     Args:
         topk (`float`, *optional*, defaults to `0.5`):
             Fraction of key blocks each query block keeps (the recommended `spas_sage2_attn_meansim_topk_cuda`
             setting). Set to `None` to select by `cdf_threshold` instead.
         cdf_threshold (`float`, *optional*):
-            TopCdf: keep the fewest blocks whose probability mass reaches this (SpargeAttn's other API uses 0.98).
-        sim_threshold (`float`, defaults to `-0.1`):
-            Self-similarity threshold in [-1, 1]; -0.1 (the top-k API's default) effectively disables the check.
+            TopCdf: keep the highest blocks while their cumulative probability is at most this (SpargeAttn's
+            `spas_sage2_attn_meansim_cuda` uses 0.98).
+        sim_threshold (`float`, *optional*):
+            Self-similarity threshold in [-1, 1]. By default each API's own: -0.1 with `topk` (which effectively
+            disables the check), 0.6 with `cdf_threshold`.
         pv_threshold (`float`, *optional*):
             Skip P.V for blocks more than this many log2 units below the running max (SpargeAttn's `pvthreshd`).
-        attention_sink (`bool`, defaults to `True`):
-            Always keep key block 0 (SpargeAttn sets it for tuned inference).
+        attention_sink (`bool`, defaults to `False`):
+            Always keep key block 0. Off, as in both SpargeAttn APIs; tuned settings (`tuned`) always keep it, as
+            SpargeAttn's tuned inference does.
         tuned (`str`, *optional*):
-            Path of a `diffattn.tune_sparge` JSON file; its per-layer, per-head settings replace the four above for
-            the layers it lists.
+            Path of a `diffattn.tune_sparge` JSON file, or of SpargeAttn's tuned per-head parameters (a `.pt` state
+            dict of `<layer>.inner_attention.{cdfthreshd,simthreshd1,pvthreshd,is_sparse}` tensors, layers named as
+            in the diffusers model); its per-layer, per-head settings replace the four above for the layers it lists.
     """
 
     name = "sparge"
@@ -117,9 +129,9 @@ class SpargeConfig(BlockSparseConfig):
 
     topk: float | None = 0.5
     cdf_threshold: float | None = None
-    sim_threshold: float = -0.1
+    sim_threshold: float | None = None
     pv_threshold: float | None = None
-    attention_sink: bool = True
+    attention_sink: bool = False
     tuned: str | None = None
 
     def validate(self) -> None:
@@ -132,11 +144,19 @@ class SpargeConfig(BlockSparseConfig):
             check(0.0 < self.topk <= 1.0, f"topk is a fraction of key blocks in (0, 1]; got {self.topk}")
         if self.cdf_threshold is not None:
             check_range("cdf_threshold", self.cdf_threshold, 0.0, 1.0)
-        check_range("sim_threshold", self.sim_threshold, -1.0, 1.0)
+        if self.sim_threshold is not None:
+            check_range("sim_threshold", self.sim_threshold, -1.0, 1.0)
         if self.pv_threshold is not None:
             check_range("pv_threshold", self.pv_threshold, 0.0)
         if self.tuned is not None:
             check(Path(self.tuned).is_file(), f"tuned settings file {self.tuned!r} does not exist; write it with diffattn.tune_sparge")
+
+    @property
+    def similarity_threshold(self) -> float:
+        """`sim_threshold`, or the default of the SpargeAttn API the selection mode comes from."""
+        if self.sim_threshold is not None:
+            return self.sim_threshold
+        return _TOPK_SIM_THRESHOLD if self.topk is not None else _CDF_SIM_THRESHOLD
 
 
 @register_method

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from diffattn.configs.sparse import SpargeConfig
+from diffattn.context import LayerInfo
 from diffattn.errors import ConfigError
 from diffattn.kernels import block_sparse_attention, sparge_plan
 from diffattn.plan import BlockPlan
@@ -18,7 +22,14 @@ from diffattn.tune import SpargeCalibrationConfig, SpargeLayerSettings, SpargeTu
 from ..base import AttentionCall, Proceed
 from .common import BlockSparseMethod, SparseLayout, attach_plan, joint_plan, sparse_views
 
-__all__ = ["SpargeMethod", "SpargeCalibration", "sparge_view_plan", "autotune_head", "select_head_settings"]
+__all__ = [
+    "SpargeMethod",
+    "SpargeCalibration",
+    "sparge_view_plan",
+    "autotune_head",
+    "select_head_settings",
+    "load_spargeattn_parameters",
+]
 
 DENSE_SETTING = 1.0
 """theta and tau of a head left dense: no block is self-similar above 1.0, so every block is computed."""
@@ -27,6 +38,61 @@ _THETA_BIN = 2 / 16
 _MIN_SPARSITY = 0.1
 _CDF_TOLERANCE = 1e-3
 _PV_RANGE, _PV_TOLERANCE = 50.0, 0.1
+
+
+_SPARGEATTN_MODULE = ".inner_attention."
+_SPARGEATTN_FIELDS = ("simthreshd1", "cdfthreshd", "pvthreshd", "is_sparse")
+_SPARGEATTN_RENAMES = ((".self_attn", ".attn1"),)
+"""Wan's original module names (which SpargeAttn's Wan example tunes) -> diffusers' names."""
+
+
+def load_spargeattn_parameters(path: str | Path, block_q: int) -> SpargeTuning:
+    """SpargeAttn's tuned per-head parameters (its `extract_sparse_attention_state_dict` saved with `torch.save`)
+    as a `SpargeTuning`, so tuned checkpoints run here unchanged.
+
+    The file maps `<layer>.inner_attention.{simthreshd1,cdfthreshd,pvthreshd,is_sparse}` to per-head tensors; it
+    is read with `torch.load(weights_only=True)` (tensors only, no code). Error targets and tuning sparsity are
+    not in the file and are recorded as NaN.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a tensor state dict
+        raise ConfigError(f"cannot read SpargeAttn parameter file {str(path)!r}: {exc}") from exc
+    grouped: dict[str, dict[str, torch.Tensor]] = defaultdict(dict)
+    for key, value in state.items() if isinstance(state, Mapping) else ():
+        layer, found, field = str(key).rpartition(_SPARGEATTN_MODULE)
+        if found and isinstance(value, torch.Tensor):
+            for old, new in _SPARGEATTN_RENAMES:
+                layer = layer.replace(old, new)
+            grouped[layer][field] = value.detach().flatten()
+    if not grouped:
+        raise ConfigError(
+            f"{str(path)!r} holds no SpargeAttn parameters ('<layer>.inner_attention.cdfthreshd' ...); pass a file "
+            "saved from SpargeAttn's extract_sparse_attention_state_dict or one written by diffattn.tune_sparge"
+        )
+    layers = {}
+    for layer, values in grouped.items():
+        missing = [f for f in _SPARGEATTN_FIELDS if f not in values]
+        if missing:
+            raise ConfigError(f"{str(path)!r}: layer {layer!r} lacks {missing}; the file is incomplete")
+        heads = values["is_sparse"].numel()
+        layers[layer] = SpargeLayerSettings(
+            sim_threshold=tuple(values["simthreshd1"].float().tolist()),
+            cdf_threshold=tuple(values["cdfthreshd"].float().tolist()),
+            pv_threshold=tuple(values["pvthreshd"].float().tolist()),
+            sparsity=(math.nan,) * heads,
+            dense=tuple((~values["is_sparse"].bool()).tolist()),
+        )
+    return SpargeTuning(math.nan, math.nan, 0, layers, block_q)
+
+
+def _load_tuning(config: SpargeConfig) -> SpargeTuning | None:
+    """The tuned settings of `config.tuned`: SpargeAttn's `.pt`/`.pth` parameter files or `tune_sparge` JSON."""
+    if config.tuned is None:
+        return None
+    if Path(config.tuned).suffix.lower() in (".pt", ".pth"):
+        return load_spargeattn_parameters(config.tuned, config.block_q)
+    return SpargeTuning.load(config.tuned)
 
 
 def _plan_backend(backend: str) -> str:
@@ -72,7 +138,7 @@ class SpargeMethod(BlockSparseMethod):
 
     def __init__(self, config: SpargeConfig, target: Any) -> None:
         super().__init__(config, target)
-        self._tuning = SpargeTuning.load(config.tuned) if config.tuned else None
+        self._tuning = _load_tuning(config)
         if self._tuning is not None and self._tuning.block_q != config.block_q:
             raise ConfigError(
                 f"{config.tuned} was tuned with {self._tuning.block_q}-token query blocks but the config uses "
@@ -86,7 +152,7 @@ class SpargeMethod(BlockSparseMethod):
         if settings is None:
             plan = sparge_view_plan(
                 call, topk=self.config.topk, cdf_threshold=self.config.cdf_threshold,
-                sim_threshold=self.config.sim_threshold, attention_sink=self.config.attention_sink,
+                sim_threshold=self.config.similarity_threshold, attention_sink=self.config.attention_sink,
                 backend=self.config.backend,
             )
             if self.config.pv_threshold is not None:
@@ -125,6 +191,17 @@ class SpargeMethod(BlockSparseMethod):
             plan = sparge_view_plan(part, cdf_threshold=tau, sim_threshold=theta, attention_sink=True, backend=self.config.backend)
             mask[:, heads_idx] = plan.to_block_mask().expand(batch, -1, -1, -1)
         return joint_plan(mask, layout)
+
+    def on_install(self, layers: list[LayerInfo]) -> None:
+        """Refuse tuned settings that name none of the main denoiser's layers (they would silently do nothing)."""
+        if self._tuning is None or self.target.prefix or not layers:
+            return
+        names = {layer.name for layer in layers}
+        if not names & set(self._tuning.layers):
+            raise ConfigError(
+                f"{self.config.tuned} tunes layers such as {sorted(self._tuning.layers)[:3]} but this model's "
+                f"sparsifiable layers are named like {sorted(names)[:3]}; tune this model (diffattn.tune_sparge)"
+            )
 
     def on_remove(self) -> None:
         self._tuned.clear()
