@@ -10,16 +10,30 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
+import math
+import numbers
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import ConfigError
 
-__all__ = ["MethodConfig", "AttentionConfig", "Phase", "check", "check_range", "field_parser", "read_settings", "write_settings"]
+__all__ = [
+    "MethodConfig",
+    "AttentionConfig",
+    "Phase",
+    "check",
+    "check_range",
+    "conform",
+    "describe_type",
+    "field_parser",
+    "read_settings",
+    "write_settings",
+]
 
 
 def check(condition: bool, message: str) -> None:
@@ -29,8 +43,8 @@ def check(condition: bool, message: str) -> None:
 
 
 def check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    """Raise `ConfigError` unless `low <= value <= high` (either bound may be open-ended)."""
-    if (low is not None and value < low) or (high is not None and value > high):
+    """Raise `ConfigError` unless `low <= value <= high` (either bound may be open-ended; NaN is never in range)."""
+    if value != value or (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
         raise ConfigError(f"{name} must lie in {bounds}; got {value!r}")
 
@@ -64,16 +78,20 @@ class MethodConfig:
     runner: ClassVar[str] = ""
     """`"module:function"` of a custom sampling routine, for methods that need their own loop (e.g. two-stage
     FreeSwim): `function(pipe, methods, call_kwargs) -> (pipeline_output, AttentionStats | None)`."""
+    infinite_ok: ClassVar[frozenset[str]] = frozenset()
+    """Float fields for which +-infinity means something (e.g. a threshold of `-inf`: never); NaN never does."""
 
     def __post_init__(self) -> None:
+        types_ = self.field_types()
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, list):  # accept lists for tuple fields (YAML/JSON), keep configs hashable
-                object.__setattr__(self, field.name, tuple(value))
+                value = tuple(value)
+            object.__setattr__(self, field.name, conform(field.name, value, types_[field.name], field.name in self.infinite_ok))
         self.validate()
 
     def validate(self) -> None:
-        """Raise `ConfigError` when a value is out of range; subclasses extend it."""
+        """Raise `ConfigError` when a value is out of range; subclasses extend it (types are checked before)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (`{"method": name, **fields}`), round-trips through `from_dict` and JSON/YAML."""
@@ -99,8 +117,103 @@ class MethodConfig:
     @classmethod
     def field_types(cls) -> dict[str, Any]:
         """Resolved type hints of the dataclass fields (the CLI builds its flags from them)."""
-        hints = typing.get_type_hints(cls)
-        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+        return dict(_field_types(cls))
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls: type) -> dict[str, Any]:
+    """`MethodConfig.field_types`, resolved once per class (every construction checks against them)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+class _Mismatch(Exception):
+    """A value does not have the declared type (internal to `conform`)."""
+
+
+def conform(name: str, value: Any, tp: Any, infinite_ok: bool = False) -> Any:
+    """`value` checked against the declared type `tp`, ints widened to float where a float is declared.
+
+    bool is not an int; `X | None`, `Literal[...]`, `tuple[X, ...]` and fixed-length tuples are followed; NaN is
+    refused everywhere and +-infinity unless `infinite_ok`. Raises `ConfigError` naming `name` and what it takes.
+    """
+    try:
+        value = _conform(value, tp)
+    except _Mismatch:
+        raise ConfigError(f"{name} must be {describe_type(tp)}; got {value!r} ({type(value).__name__})") from None
+    bad = [v for v in _floats(value) if math.isnan(v) or (math.isinf(v) and not infinite_ok)]
+    if bad:
+        kind = "a number (not NaN)" if infinite_ok else "a finite number (not NaN or infinity)"
+        raise ConfigError(f"{name} must be {kind}; got {value!r}")
+    return value
+
+
+def _conform(value: Any, tp: Any) -> Any:
+    """`value` as type `tp` (ints widened to float), or raise `_Mismatch`."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for arg in args:
+            try:
+                return _conform(value, arg)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is typing.Literal:
+        if any(value == a and type(value) is type(a) for a in args):
+            return value
+        raise _Mismatch
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            raise _Mismatch
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_conform(item, args[0]) for item in value)
+        if args and len(value) != len(args):
+            raise _Mismatch
+        return tuple(_conform(item, arg) for item, arg in zip(value, args)) if args else value
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+        raise _Mismatch
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise _Mismatch
+    return value
+
+
+def _floats(value: Any) -> list[float]:
+    """The floats in a conformed value (itself, or the items of a tuple)."""
+    if isinstance(value, float):
+        return [value]
+    if isinstance(value, tuple):
+        return [item for item in value if isinstance(item, float)]
+    return []
+
+
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", type(None): "None"}
+_PLURAL_NAMES = {bool: "true/false values", int: "whole numbers", float: "numbers", str: "strings"}
+
+
+def describe_type(tp: Any) -> str:
+    """A declared field type in words, for error messages (`tuple[int, ...]` -> "a list of whole numbers")."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(describe_type(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_PLURAL_NAMES.get(args[0]) or 'values, each ' + describe_type(args[0])}"
+        return f"{len(args)} values ({', '.join(describe_type(a) for a in args)})"
+    return _TYPE_NAMES.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 @dataclass(frozen=True)
@@ -130,7 +243,7 @@ class AttentionConfig(MethodConfig):
         for name in ("layers", "dense_layers"):
             value = getattr(self, name)
             if value is not None:
-                check(all(isinstance(i, int) and i >= 0 for i in value), f"{name} must be non-negative block indices; got {value!r}")
+                check(all(i >= 0 for i in value), f"{name} must be non-negative block indices; got {value!r}")
 
     def runs_in_block(self, block_index: int | None) -> bool:
         """Whether the method is active in the block with this index (`None`: a block-less attention)."""
@@ -187,20 +300,54 @@ def _parse_bool(text: str) -> bool:
 
 
 def read_settings(path: str | Path, what: str = "a config") -> dict[str, Any]:
-    """A settings mapping from a YAML (by suffix) or JSON file; anything else raises `ConfigError`."""
+    """A settings mapping from a YAML (by suffix) or JSON file.
+
+    A missing or unreadable file, malformed YAML/JSON or anything but a mapping raises `ConfigError`, one line
+    naming the file and the problem (with its line and column for syntax errors).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist; give the path of {what} file (YAML or JSON)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; give the path of {what} file (YAML or JSON)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} cannot be read as {what} file: {_one_line(str(exc))}") from None
+    data = _parse_settings(path, text)
+    if data is None:
+        raise ConfigError(f"{path} is empty; it should hold {what} (a mapping of settings)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold {what} (a mapping of settings); it holds a {type(data).__name__}")
+    return data
+
+
+def _parse_settings(path: Path, text: str) -> Any:
+    """Parse `text` as YAML (by `path`'s suffix) or JSON; a syntax error raises a one-line `ConfigError`."""
     import json
 
-    path = Path(path)
-    text = path.read_text()
     if path.suffix.lower() in (".yaml", ".yml"):
         import yaml
 
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold {what} (a mapping)")
-    return data
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{path} is not valid YAML{where}: {_one_line(problem)}; fix the file") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}; fix the file "
+            "(or name it .yaml if it holds YAML)"
+        ) from None
+
+
+def _one_line(text: str) -> str:
+    """`text` with its lines joined, for messages that must stay on one line."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def write_settings(data: Mapping[str, Any], path: str | Path) -> Path:

@@ -34,8 +34,8 @@ class FreeSwimConfig(AttentionConfig):
         base_width (`int`, *optional*):
             Native width in pixels; by default 832 (1.3B) or 1280 (14B).
         window_radius (`tuple[int, int]`, *optional*):
-            Window radii `(rows, columns)` in tokens, overriding the ones derived from the base size; a query sees
-            a `(2 * rows + 1) x (2 * columns + 1)` window.
+            Window radii `(rows, columns)` in tokens (each at least 1), overriding the ones derived from the base
+            size; a query sees a `(2 * rows + 1) x (2 * columns + 1)` window.
         inward (`bool`, defaults to `True`):
             Clamp the window centre inside the frame (the paper); `False` truncates border windows (its ablation).
         scale_factor (`float`, *optional*):
@@ -64,7 +64,7 @@ class FreeSwimConfig(AttentionConfig):
 
     base_height: int | None = None
     base_width: int | None = None
-    window_radius: tuple[int, ...] | None = None
+    window_radius: tuple[int, int] | None = None
     inward: bool = True
     scale_factor: float | None = None
     cache_steps: int | None = 2
@@ -83,18 +83,19 @@ class FreeSwimConfig(AttentionConfig):
         for name in ("base_height", "base_width"):
             value = getattr(self, name)
             check(
-                value is None or (isinstance(value, int) and value > 0 and value % 16 == 0),
-                f"{name} must be a positive multiple of 16 pixels (Wan's VAE x8 and patch x2); got {value!r}",
+                value is None or (value >= 32 and value % 16 == 0),
+                f"{name} must be a multiple of 16 pixels (Wan's VAE x8 and patch x2) of at least 32, so the window "
+                f"radius (base / 32 tokens) is at least 1; got {value!r}",
             )
         check(
-            self.window_radius is None
-            or (len(self.window_radius) == 2 and all(isinstance(r, int) and r >= 0 for r in self.window_radius)),
-            f"window_radius must be two non-negative token counts (rows, columns); got {self.window_radius!r}",
+            self.window_radius is None or min(self.window_radius) >= 1,
+            f"window_radius must be two token counts >= 1 (rows, columns): radius 0 is a one-token-wide window; "
+            f"got {self.window_radius!r}",
         )
         if self.scale_factor is not None:
             check(self.scale_factor > 0, f"scale_factor must be positive; got {self.scale_factor}")
         if self.cache_steps is not None:
-            check(isinstance(self.cache_steps, int) and self.cache_steps >= 1,
+            check(self.cache_steps >= 1,
                   f"cache_steps must be a whole number >= 1, or None for no cache; got {self.cache_steps!r}")
         check(self.block_size in (64, 128), f"block_size must be 64 or 128; got {self.block_size}")
         check(self.backend in _BACKENDS, f"backend must be one of {_BACKENDS}; got {self.backend!r}")

@@ -42,7 +42,7 @@ def test_a_grid_that_cannot_be_recovered_is_a_clear_error():
         ("radial", {"decay_factor": 0.0}, "decay_factor must lie in"),
         ("radial", {"dense_steps": -1}, "dense_steps must lie"),
         ("psa", {"cutoffs": (0.5, 0.4, 0.6, 0.8)}, "ascending"),
-        ("psa", {"cutoffs": (0.5, 0.6)}, "needs 4 values"),
+        ("psa", {"cutoffs": (0.5, 0.6)}, "cutoffs must be 4 values"),
         ("psa", {"mode": "best"}, "mode must be"),
         ("lite", {"threshold": 1.0}, "threshold must lie"),
         ("lite", {"early_steps": 3}, "early_steps needs early_threshold"),
