@@ -9,7 +9,8 @@ Radial attention (Li et al., "Radial Attention: O(n log n) Sparse Attention with
 Generation", NeurIPS'25; mit-han-lab/radial-attention `radial_attn/attn_mask.py`): a query in frame `i` sees a key
 in frame `j` when their positions inside the frame (raster index `row * width + col`) differ by at most a band
 width that halves each time the temporal distance doubles; frame pairs too far apart for even the narrowest band
-keep only every `128 / width`-th frame; key frame 0 may be an attention sink visible to every frame.
+keep only every `128 / width`-th frame; key frame 0 may be an attention sink visible to every frame (the reference
+keeps it for Wan only).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ def radial_frame_tables(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per (query frame, key frame): the band width in tokens and whether the frame pair is kept at all.
 
-    `half_band_next_frame` is the reference's Wan rule (adjacent frames get a band of half a frame); otherwise (its
-    HunyuanVideo rule) frames at distance 0 or 1 see each other entirely. Returns float64 `[F, F]` widths and bool
-    `[F, F]` keeps.
+    Frames at distance 0 or 1 see each other entirely (the reference since 72788d4); `half_band_next_frame` gives
+    adjacent frames a band of half a frame instead (its Wan rule up to af371ca). Returns float64 `[F, F]` widths
+    and bool `[F, F]` keeps.
     """
     top = 2 ** frame_tokens.bit_length()
     width = torch.empty(frames, frames, dtype=torch.float64)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from ..config import AttentionConfig, check, check_range
 from ..registry import register_method
@@ -23,6 +23,7 @@ __all__ = [
     "PSAConfig",
     "LiteAttentionConfig",
     "PABConfig",
+    "RADIAL_PRESETS",
     "SPARSE_FAMILIES",
     "PABPreset",
     "PAB_PRESETS",
@@ -158,29 +159,45 @@ class SpargeConfig(BlockSparseConfig):
         return _TOPK_SIM_THRESHOLD if self.topk is not None else _CDF_SIM_THRESHOLD
 
 
+RADIAL_PRESETS: dict[str, dict[str, Any]] = {
+    "wan2.1": {"dense_steps": 12, "dense_layers": (0,), "decay_factor": 0.2},
+    "wan2.2": {"dense_steps": 11, "dense_layers": (0,), "decay_factor": 0.8},
+    "hunyuanvideo": {"dense_steps": 12, "dense_layers": (), "decay_factor": 0.95},
+}
+"""Radial attention's shipped settings per model (mit-han-lab/radial-attention `scripts/*_t2v_inference.sh`:
+`dense_timesteps`, `dense_layers` as the number of leading dense blocks, `decay_factor`); `RadialConfig.preset`."""
+
+
 @register_method
 @dataclass(frozen=True)
 class RadialConfig(BlockSparseConfig):
     """Radial attention (Li et al., NeurIPS'25): a static O(n log n) mask whose spatial band halves as the
     temporal distance doubles.
 
-    Frames at distance 0 see each other entirely; adjacent frames too (Wan: half a frame's band); farther frames
-    see a band of `max(2^bit_length(s) / 2^bit_length(dist) * decay_factor, 128)` tokens around the same position
-    (s = tokens per frame), and frame pairs too far apart for a 128-token band keep only every few frames. Key
-    frame 0 is an attention sink (the reference code's current version sinks it for every model). The token mask is reduced to 128x128 blocks by the paper's rule (a block is kept
-    when more than 60% of its touched key columns are seen by more than a third of its queries), built once per grid
-    and cached. Defaults are the shipped Wan2.1 setting (first 12 steps and block 0 dense, decay 0.2); HunyuanVideo's
-    is `dense_layers=(), decay_factor=0.95`.
+    Follows the reference code as of mit-han-lab/radial-attention 72788d4: frames at distance 0 or 1 see each other
+    entirely; farther frames see a band of `max(2^bit_length(s) / 2^bit_length(dist) * decay_factor, 128)` tokens
+    around the same position (s = tokens per frame), and frame pairs too far apart for a 128-token band keep only
+    every few frames. On Wan, key frame 0 is an attention sink seen by every frame; the reference removed the sink
+    for HunyuanVideo (commit 2f61c30) and has none for other models, so it is off there by default. The token mask
+    is reduced to 128x128 blocks by the paper's rule (a block is kept when more than 60% of its touched key columns
+    are seen by more than a third of its queries), built once per grid and cached. Defaults are the shipped Wan2.1
+    setting (first 12 steps and block 0 dense, decay 0.2); `RadialConfig.preset("wan2.2")` gives Wan2.2's (first
+    11 steps and block 0 dense, decay 0.8) and `preset("hunyuanvideo")` HunyuanVideo's (12 steps, no dense block,
+    decay 0.95), see `RADIAL_PRESETS`.
 
     Partly faithful: the block rule is applied to whole blocks rather than per frame pair; tokens stay in raster
     order by default because the paper's band is contiguous in raster order (at Wan2.1 480p, 81 frames: 32% block
-    density in raster order against 44% in 2x8x8 tiles, 29% token density).
+    density in raster order against 44% in 2x8x8 tiles, 29% token density); CogVideoX, LTX-Video and Mochi, which
+    the reference does not cover, get its HunyuanVideo rules.
 
     Args:
         decay_factor (`float`, defaults to `0.2`):
             Band width multiplier in (0, 1].
-        attention_sink (`bool`, defaults to `True`):
-            Every frame sees key frame 0.
+        attention_sink (`bool`, *optional*):
+            Every frame sees key frame 0. By default on for Wan and off for other models, as in the reference.
+        half_band_next_frame (`bool`, defaults to `False`):
+            Adjacent frames see only a band of half a frame: the reference's Wan rule up to commit af371ca, which
+            72788d4 replaced with the whole frame.
     """
 
     name = "radial"
@@ -191,11 +208,22 @@ class RadialConfig(BlockSparseConfig):
     dense_steps: int = 12
     token_order: str = "raster"
     decay_factor: float = 0.2
-    attention_sink: bool = True
+    attention_sink: bool | None = None
+    half_band_next_frame: bool = False
 
     def validate(self) -> None:
         super().validate()
         check(0.0 < self.decay_factor <= 1.0, f"decay_factor must lie in (0, 1]; got {self.decay_factor}")
+
+    @classmethod
+    def preset(cls, model: str, **overrides: Any) -> RadialConfig:
+        """The reference's shipped settings for `model` (a key of `RADIAL_PRESETS`), with `overrides` applied."""
+        check(model in RADIAL_PRESETS, f"no Radial preset for {model!r}; choose one of {sorted(RADIAL_PRESETS)}")
+        return cls(**{**RADIAL_PRESETS[model], **overrides})
+
+    def sink_for(self, family: str) -> bool:
+        """Whether key frame 0 is an attention sink on a model family."""
+        return self.attention_sink if self.attention_sink is not None else family == "wan"
 
 
 @register_method

@@ -16,7 +16,7 @@ from .common import BlockSparseMethod, SparseLayout, attach_plan, joint_plan
 __all__ = ["RadialMethod", "radial_video_mask"]
 
 
-def radial_video_mask(layout: SparseLayout, config: RadialConfig, *, half_band_next_frame: bool, device: torch.device) -> torch.Tensor:
+def radial_video_mask(layout: SparseLayout, config: RadialConfig, *, attention_sink: bool, device: torch.device) -> torch.Tensor:
     """bool `[q_blocks, video_kv_blocks]`: Radial attention's block mask over the view's video tokens.
 
     Each query block also keeps the key block holding its own first token, so no row is ever empty.
@@ -24,8 +24,8 @@ def radial_video_mask(layout: SparseLayout, config: RadialConfig, *, half_band_n
     grid, n = layout.grid, layout.video_tokens
     coords = layout.order.coords() if layout.order is not None else grid.coords(device)
     mask_mod = radial_mask_mod(
-        grid, coords.to(device), decay_factor=config.decay_factor, attention_sink=config.attention_sink,
-        half_band_next_frame=half_band_next_frame,
+        grid, coords.to(device), decay_factor=config.decay_factor, attention_sink=attention_sink,
+        half_band_next_frame=config.half_band_next_frame,
     )
     blocks = block_mask_by_density(mask_mod, n, n, layout.block_q, layout.block_k, device=device)
     own = torch.arange(layout.q_blocks, device=device) * layout.block_q // layout.block_k
@@ -39,7 +39,7 @@ class RadialMethod(BlockSparseMethod):
 
     def __init__(self, config: RadialConfig, target: Any) -> None:
         super().__init__(config, target)
-        self._half_band_next_frame = target.family.name == "wan"  # the reference's Wan rule for adjacent frames
+        self._sink = config.sink_for(target.family.name)
         self._plans: dict[tuple, BlockPlan] = {}
 
     def refine(self, call: AttentionCall) -> AttentionCall:
@@ -56,7 +56,7 @@ class RadialMethod(BlockSparseMethod):
 
     @torch.compiler.disable  # once per grid, reads sizes back to the host: never part of a compiled graph
     def _build(self, layout: SparseLayout, device: torch.device) -> BlockPlan:
-        video = radial_video_mask(layout, self.config, half_band_next_frame=self._half_band_next_frame, device=device)
+        video = radial_video_mask(layout, self.config, attention_sink=self._sink, device=device)
         return joint_plan(video[None, None], layout)
 
     def on_remove(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -14,10 +16,10 @@ from diffattn.processors.sparse import AttentionProbe
 def test_frame_tables_follow_the_reference_formulas():
     """s = 1560 tokens per frame (Wan2.1 480p): 2^bit_length(s) = 2048; band = max(2048 / 2^bit_length(d) * decay, 128)."""
     width, keep = radial_frame_tables(40, 1560, 0.2, half_band_next_frame=True)
-    assert width[0, 0] == 1560 and width[5, 6] == 780  # Wan: the next frame gets half a frame
+    assert width[0, 0] == 1560 and width[5, 6] == 780  # the reference's old Wan rule: half a frame next door
     assert width[0, 2] == width[0, 3] == 128  # 2048 / 4 * 0.2 = 102.4 -> the 128-token floor
     wide, _ = radial_frame_tables(40, 1560, 1.0, half_band_next_frame=False)
-    assert wide[3, 4] == 1560  # HunyuanVideo's rule: adjacent frames see each other entirely
+    assert wide[3, 4] == 1560  # the current rule (every model): adjacent frames see each other entirely
     assert (wide[0, 2], wide[0, 4], wide[0, 8], wide[0, 16]) == (512, 256, 128, 128)
     # without decay the band would drop below 128 from distance 16 on: keep every 128/64 = 2nd frame, then every 4th
     assert keep[0, :16].all()
@@ -74,3 +76,49 @@ def test_every_query_block_keeps_its_own_key_block(token_order, call_spy):
     mask = call_spy[0].plan.to_block_mask()[0, 0]
     assert mask.diagonal().all()
     assert mask.float().mean() < 0.5
+
+
+RULE_GRID = Grid(4, 16, 32)
+"""512 tokens per frame: half a frame's band and the whole frame give different blocks, and so does the sink."""
+
+
+@functools.lru_cache(maxsize=None)
+def _expected_blocks(*, sink: bool, half_band: bool) -> torch.Tensor:
+    """The reference's token mask on `RULE_GRID` reduced by its block rule, plus each query block's own key block."""
+    mask_mod = radial_mask_mod(RULE_GRID, RULE_GRID.coords(), decay_factor=0.2, attention_sink=sink,
+                               half_band_next_frame=half_band)
+    blocks = block_mask_by_density(mask_mod, RULE_GRID.tokens, RULE_GRID.tokens, 128, 128)
+    return blocks | torch.eye(blocks.shape[0], dtype=torch.bool)
+
+
+@pytest.mark.parametrize(
+    ("family", "settings", "sink", "half_band"),
+    [
+        ("wan", {}, True, False),  # upstream 72788d4: Wan keeps the sink, adjacent frames see the whole frame
+        ("hunyuanvideo", {}, False, False),  # upstream 2f61c30 removed the sink for HunyuanVideo
+        ("cogvideox", {}, False, False),
+        ("wan", {"half_band_next_frame": True}, True, True),  # the old Wan rule, on request
+        ("hunyuanvideo", {"attention_sink": True}, True, False),
+    ],
+)
+def test_radial_follows_the_current_reference_per_model(family, settings, sink, half_band, call_spy):
+    probe = AttentionProbe([diffattn.RadialConfig(dense_steps=0, dense_layers=(), min_tokens=1, **settings)], family=family)
+    q = torch.zeros(1, 1, RULE_GRID.tokens, 16)
+    probe(q, q, q, RULE_GRID, block=1)
+    assert torch.equal(call_spy[0].plan.to_block_mask()[0, 0], _expected_blocks(sink=sink, half_band=half_band))
+
+
+def test_rules_differ_where_the_tests_above_look():
+    current = _expected_blocks(sink=True, half_band=False)
+    assert not torch.equal(current, _expected_blocks(sink=False, half_band=False))
+    assert not torch.equal(current, _expected_blocks(sink=True, half_band=True))
+
+
+def test_presets_are_the_shipped_settings():
+    wan22 = diffattn.RadialConfig.preset("wan2.2")
+    assert (wan22.dense_steps, wan22.dense_layers, wan22.decay_factor) == (11, (0,), 0.8)
+    assert diffattn.RadialConfig.preset("wan2.1") == diffattn.RadialConfig()
+    hunyuan = diffattn.RadialConfig.preset("hunyuanvideo", dense_last_steps=2)
+    assert (hunyuan.dense_steps, hunyuan.dense_layers, hunyuan.decay_factor, hunyuan.dense_last_steps) == (12, (), 0.95, 2)
+    with pytest.raises(diffattn.ConfigError, match="no Radial preset for 'wan3'"):
+        diffattn.RadialConfig.preset("wan3")
