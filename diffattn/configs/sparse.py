@@ -331,7 +331,7 @@ class LiteAttentionConfig(BlockSparseConfig):
 
 @dataclass(frozen=True)
 class PABPreset:
-    """Published PAB settings: recompute every N-th call per attention type (0 = off) inside a timestep window."""
+    """PAB settings: recompute every N-th step per attention type (0 = off) inside a timestep window."""
 
     spatial: int
     temporal: int
@@ -343,7 +343,9 @@ PAB_PRESETS: dict[str, PABPreset] = {
     "cogvideox": PABPreset(spatial=2, temporal=0, cross=0, window=(100.0, 850.0)),
     "wan": PABPreset(spatial=2, temporal=0, cross=6, window=(603.0, 976.0)),
 }
-"""Published PAB settings per family (VideoSys); other families use diffusers' fallback, `_PAB_FALLBACK`."""
+"""PAB settings per family: CogVideoX's is the PAB authors' (VideoSys); Wan's is not theirs (VideoSys has no Wan
+model) but a third-party port of VideoSys's PAB manager to Wan 2.1 (`WanV120PABConfig`), unvalidated here. Other
+families use diffusers' fallback, `_PAB_FALLBACK`."""
 _PAB_FALLBACK = PABPreset(spatial=2, temporal=0, cross=0, window=(100.0, 800.0))
 _PAB_FIELDS_ONLY = PABPreset(spatial=0, temporal=0, cross=0, window=(100.0, 800.0))
 _PAB_TYPES = ("spatial", "temporal", "cross")
@@ -354,33 +356,42 @@ _PAB_TYPES = ("spatial", "temporal", "cross")
 class PABConfig(AttentionConfig):
     """Pyramid Attention Broadcast (Zhao et al., ICLR'25): reuse attention outputs across denoising steps.
 
-    Inside a timestep window, an attention layer recomputes its output only every `N`-th call and otherwise returns
-    the output it computed last; `N` is set per attention type (spatial, temporal, cross; cross attention changes
-    least). Layers are classified, calls counted and the window tested exactly as diffusers'
-    `apply_pyramid_attention_broadcast` does, so equivalent settings give the same output: one counter per layer
-    over every call of the denoiser (CFG branches included), recompute when `count % N == 0`, and reuse only when
-    `low < timestep < high` (the pipeline's `current_timestep`). Unlike diffusers, counters and caches restart at
-    every run.
+    Inside a timestep window, an attention layer recomputes its output only every `N`-th denoising step and
+    otherwise returns the output it computed last; `N` is set per attention type (spatial, temporal, cross;
+    cross-attention changes least). As in the original (VideoSys), the count advances once per denoising step and
+    each classifier-free-guidance branch reuses its own outputs: on models that run the conditional and
+    unconditional passes as separate calls (Wan, HunyuanVideo with true CFG), each pass keeps its own cache, so the
+    unconditional branch is never computed from the positive prompt's attention. A layer recomputes when
+    `step % N == 0` and reuses only when `low < timestep < high` (the pipeline's `current_timestep`); counters and
+    caches restart at every run. Layers are classified by type exactly as diffusers'
+    `apply_pyramid_attention_broadcast` does.
 
-    `preset="auto"` takes the published values for the model (VideoSys): CogVideoX spatial 2 in (100, 850); Wan
-    spatial 2 and cross 6 in (603, 976); other models diffusers' fallback, spatial 2 in (100, 800). Any field set
-    below overrides the preset; `preset="none"` uses the fields alone (unset ranges off, windows (100, 800)).
+    `match_diffusers=True` instead counts every denoiser call and shares one cache across branches, exactly as
+    diffusers' hook does (bit-identical outputs to it); on separate-call models that reuses the conditional pass's
+    attention in the unconditional pass of the same step.
+
+    `preset="auto"` takes per-model values: CogVideoX spatial 2 in (100, 850) (VideoSys); Wan spatial 2 and cross 6
+    in (603, 976) (not the PAB authors': a third-party Wan port of VideoSys's PAB manager); other models diffusers'
+    fallback, spatial 2 in (100, 800). Any field set below overrides the preset; `preset="none"` uses the fields
+    alone (unset ranges off, windows (100, 800)).
 
     Partly faithful: the projections around the attention still run (the cache sits above the kernel, in the
     method chain), so a reused call saves the attention itself but not q/k/v/out projections.
 
     Args:
         preset (`str`, defaults to `"auto"`): `"auto"` or `"none"`.
-        spatial_skip_range (`int`, *optional*): recompute spatial (self / joint) attention every N-th call; 0 = off.
+        spatial_skip_range (`int`, *optional*): recompute spatial (self / joint) attention every N-th step; 0 = off.
         temporal_skip_range (`int`, *optional*): the same for temporal attention.
         cross_skip_range (`int`, *optional*): the same for cross-attention.
         spatial_timestep_range (`tuple[float, float]`, *optional*): exclusive timestep window of spatial reuse.
         temporal_timestep_range (`tuple[float, float]`, *optional*): the same for temporal attention.
         cross_timestep_range (`tuple[float, float]`, *optional*): the same for cross-attention.
+        match_diffusers (`bool`, defaults to `False`): count calls and share the cache across CFG branches, as
+            diffusers' `apply_pyramid_attention_broadcast` (bit-identical to it).
     """
 
     name = "pab"
-    description = "Pyramid Attention Broadcast: reuse attention outputs across steps per attention type (as diffusers)"
+    description = "Pyramid Attention Broadcast: reuse attention outputs across steps per attention type and CFG branch"
     implementation = "diffattn.processors.sparse.pab:PABMethod"
 
     preset: str = "auto"
@@ -390,6 +401,7 @@ class PABConfig(AttentionConfig):
     spatial_timestep_range: tuple[float, float] | None = None
     temporal_timestep_range: tuple[float, float] | None = None
     cross_timestep_range: tuple[float, float] | None = None
+    match_diffusers: bool = False
 
     def validate(self) -> None:
         super().validate()

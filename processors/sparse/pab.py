@@ -1,4 +1,5 @@
-"""Pyramid Attention Broadcast: an attention-output cache above the kernels, counted and windowed as diffusers does."""
+"""Pyramid Attention Broadcast: an attention-output cache above the kernels, counted per denoising step and kept
+per CFG branch as the original does (or per call and shared, as diffusers' hook does, with `match_diffusers`)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ def attention_type(name: str, module: torch.nn.Module, enabled: dict[str, bool])
 class PABMethod(AttentionMethod):
     """Returns a layer's cached attention output on broadcast calls, recomputes (and caches) it otherwise.
 
-    Whether a call may reuse is decided once per denoiser call, before the layers run (`_on_forward`): one counter
-    per run over every denoiser call, as diffusers' per-module counters (each attention module runs once per call).
+    Whether a call may reuse is decided once per denoiser call, before the layers run (`_on_forward`), from the
+    run's step index and the cache is keyed by CFG branch; with `match_diffusers`, from one counter per run over
+    every denoiser call and one cache for all branches, as diffusers' per-module counters (each attention module
+    runs once per call).
     """
 
     config: PABConfig
@@ -50,10 +53,10 @@ class PABMethod(AttentionMethod):
         super().__init__(config, target)
         self._settings = config.resolve(target.family.name)
         self._types: dict[str, str] = {}
-        self._cache: dict[tuple[str, int, int | None], torch.Tensor] = {}
+        self._cache: dict[tuple[str | None, str, int, int | None], torch.Tensor] = {}
         self._reuse = dict.fromkeys(self._settings, False)
         self._run = -1
-        self._iteration = 0
+        self._calls = 0
         target.listeners.append(self._on_forward)
 
     def applies_to(self, layer: LayerInfo) -> bool:
@@ -71,19 +74,28 @@ class PABMethod(AttentionMethod):
         value = ctx.timestep if value is None else value
         return None if value is None else float(value)
 
-    def _on_forward(self, ctx: RunContext) -> None:
+    def _count(self, ctx: RunContext) -> int:
+        """This call's position in the run: its denoising step, or (`match_diffusers`) its denoiser call."""
         if ctx.run_index != self._run:
-            self._run, self._iteration = ctx.run_index, 0
+            self._run, self._calls = ctx.run_index, 0
             self._cache.clear()
+        self._calls += 1
+        return self._calls - 1 if self.config.match_diffusers else ctx.step_index
+
+    def _on_forward(self, ctx: RunContext) -> None:
         timestep = self._timestep(ctx)
-        iteration = self._iteration
-        self._iteration += 1
+        count = self._count(ctx)
         for kind, (skip, (low, high)) in self._settings.items():
             within = timestep is not None and low < timestep < high
-            self._reuse[kind] = skip > 0 and iteration > 0 and within and iteration % skip != 0
+            self._reuse[kind] = skip > 0 and count > 0 and within and count % skip != 0
+
+    def _key(self, call: AttentionCall) -> tuple[str | None, str, int, int | None]:
+        """Cache key of a call: CFG branch (none with `match_diffusers`), layer, SDPA call index, layout part."""
+        branch = None if self.config.match_diffusers else call.context.cfg_branch
+        return branch, call.layer.name, call.index, getattr(call.layout, "part", None)
 
     def attend(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
-        key = (call.layer.name, call.index, getattr(call.layout, "part", None))
+        key = self._key(call)
         if self._reuse[self._types[call.layer.name]] and self.active(call):
             cached = self._cache.get(key)
             if cached is not None and cached.shape == (*call.query.shape[:-1], call.value.shape[-1]):
