@@ -60,7 +60,8 @@ class EditSpec:
         model: `tiny:<family>` or a hub id / local folder of a Stable Diffusion pipeline (the editor's tiny model when
             `None`); controlnet: a ControlNet to add for FRESCO when the model has none.
         video: a video file / frame folder, or `None` for the built-in sample clip.
-        source_prompt / target_prompt / negative_prompt: text (FRESCO uses the target prompt).
+        source_prompt / target_prompt / negative_prompt: text (FRESCO uses the target prompt, and its config's
+            negative prompt when this one is empty).
         frames / stride / start: which frames to read; max_frames: refuse longer inputs instead of running out of
             memory (pick frames with `frames`/`stride` or raise the limit).
         height / width: resize (cover + centre crop); otherwise the size is cropped to multiples of 8.
@@ -223,7 +224,7 @@ def edit_video(spec: EditSpec, pipe: Any | None = None) -> EditResult:
     start = time.perf_counter()
     if spec.editor == "fresco":
         generator = torch.Generator("cpu").manual_seed(spec.seed)
-        output = pipe(frames, spec.target_prompt, config, negative_prompt=spec.negative_prompt, generator=generator)
+        output = pipe(frames, spec.target_prompt, config, negative_prompt=spec.negative_prompt or None, generator=generator)
     else:
         output = pipe(frames, spec.source_prompt, spec.target_prompt, config, negative_prompt=spec.negative_prompt)
     seconds = time.perf_counter() - start

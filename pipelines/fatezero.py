@@ -12,9 +12,11 @@
 3. Self-attention uses spatial-temporal keys/values (`kv_frames`, FateZero's `['mid']`) at levels >= `kv_min_level`.
 
 Faithful to the released code in the points above, with these differences: the refine alignment is a
-longest-matching-blocks alignment (the original uses a global alignment), the online source mode and chunking
-are additions for long videos, and the model is any SD 1.x/2.x UNet (the released shape edits use Tune-A-Video
-fine-tuned checkpoints, which load here as ordinary diffusers UNets only if converted).
+longest-matching-blocks alignment (the original uses a global alignment), frames are encoded to the VAE posterior
+mean (the original samples the posterior, so its inversion starts from a slightly noisier latent; the mean makes
+edits deterministic), the online source mode and chunking are additions for long videos, and the model is any SD
+1.x/2.x UNet (the released shape edits use Tune-A-Video fine-tuned checkpoints, which load here as ordinary
+diffusers UNets only if converted).
 
 >>> pipe = FateZeroPipeline.from_pipe(StableDiffusionPipeline.from_pretrained("runwayml/stable-diffusion-v1-5"))
 >>> out = pipe(frames, "a silver jeep driving down a curvy road", "watercolor painting of a silver jeep driving "

@@ -2,12 +2,17 @@
 
 Follows the released code's algorithm (reimplemented, not copied: its licence is non-commercial):
 
-1. SDEdit: the input frames are encoded and noised to the start of the last `strength` of the schedule, all frames
-   with the same noise; ControlNet is conditioned on per-frame control images (Canny edges by default).
+1. SDEdit with DDPM sampling: the input frames are encoded and noised to the start of the last `strength` of a
+   `DDPMScheduler` schedule made from the pipeline's scheduler config (the pipeline's own scheduler is left as it
+   is; stock SD 1.5 carries PNDM, whose schedule would move the start and the step count), all frames with the
+   same noise; ControlNet is conditioned on per-frame control images (Canny edges, thresholds 50/100, by default).
+   The prompt gets `config.added_prompt` and the negative prompt defaults to `config.negative_prompt`, both the
+   released code's.
 2. Optical flow between consecutive frames (OpenCV DIS by default; any `FlowEstimator`, e.g. a GMFlow wrapper, can
    be passed) with forward-backward + photometric occlusion.
-3. A reference pass on the input frames noised to the last timestep records the decoder self-attention queries
-   and keys (spatial-guided attention) and the up-block input features (spatial loss Gram matrices).
+3. A reference pass on the input frames noised to the last timestep, without ControlNet, records the decoder
+   self-attention queries and keys (spatial-guided attention) and the up-block input features (spatial loss Gram
+   matrices).
 4. Every step: cross-frame attention over frame 0 + occluded tokens, spatial-guided queries in the first
    `num_intraattn_steps`, temporal-guided trajectory attention while `t >= step_interattn_end`, all in the decoder
    (`up_blocks` at levels <= `decoder_max_level`); feature optimisation of the up-block inputs in the first
@@ -18,12 +23,13 @@ Follows the released code's algorithm (reimplemented, not copied: its licence is
 
 Not included: background smoothing (needs an EGNet saliency model). The original fills non-keyframes with Ebsynth;
 here they are propagated from the two nearest edited keyframes along the source flow (occlusion-aware blend), a
-simpler substitute.
+simpler substitute. Also different: frames are encoded to the VAE posterior mean (the original samples it) and the
+reference pass uses the shared noise (the original draws per-frame noise; at the last timestep it is tiny); AdaIN
+after feature optimisation follows the paper by default (see `FrescoConfig.adain_style_epsilon`).
 """
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from typing import Any
 
@@ -47,6 +53,7 @@ from diffattn.processors.editing.source import CapturedSource
 from diffusers import (
     AutoencoderKL,
     ControlNetModel,
+    DDPMScheduler,
     DiffusionPipeline,
     UNet2DConditionModel,
 )
@@ -117,14 +124,15 @@ def anchored_batches(keys: list[int], batch_size: int) -> list[list[int]]:
     return batches
 
 
-def canny_control(frames: torch.Tensor, low: int = 100, high: int = 200) -> torch.Tensor:
-    """Canny edge maps `[F, 3, H, W]` in [0, 1] of frames `[F, 3, H, W]` (ControlNet's canny input)."""
+def canny_control(frames: torch.Tensor, low: int = 50, high: int = 100) -> torch.Tensor:
+    """Canny edge maps `[F, 3, H, W]` in [0, 1] of frames `[F, 3, H, W]` (ControlNet's canny input), from the colour
+    frames with FRESCO's thresholds 50/100."""
     import cv2
 
     edges = []
     for frame in frames:
-        image = (frame.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).numpy()
-        edges.append(cv2.Canny(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), low, high))
+        image = (frame.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+        edges.append(cv2.Canny(image, low, high))
     return torch.from_numpy(np.stack(edges)).float().div(255).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()
 
 
@@ -185,7 +193,7 @@ class FrescoPipeline(DiffusionPipeline):
         config: FrescoConfig | None = None,
         *,
         control_frames: Any = None,
-        negative_prompt: str = "",
+        negative_prompt: str | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | None = None,
         strength: float | None = None,
@@ -198,10 +206,11 @@ class FrescoPipeline(DiffusionPipeline):
 
         Args:
             video: frames `[F, 3, H, W]` in [0, 1]; H, W multiples of 8.
-            prompt: describes the result. negative_prompt: unconditional prompt of classifier-free guidance.
+            prompt: describes the result (`config.added_prompt` is appended).
+            negative_prompt: unconditional prompt of classifier-free guidance; `config.negative_prompt` when `None`.
             config: a `FrescoConfig` (defaults when `None`); num_inference_steps / guidance_scale / strength override it.
             control_frames: ControlNet images `[F, 3, H, W]` in [0, 1] (HED, depth, ...); from `config.control` otherwise.
-            generator: seeds the shared noise (and stochastic schedulers).
+            generator: seeds the shared noise and the DDPM steps' noise.
             flow_estimator: a `FlowEstimator` (e.g. GMFlow) instead of `config.flow`.
             output_type: `"pt"`, `"np"` or `"latent"`.
         """
@@ -220,7 +229,9 @@ class FrescoPipeline(DiffusionPipeline):
         keys = select_keyframes(frames, *config.keyframe_interval) if config.keyframe_interval else list(range(frames.shape[0]))
         batches = anchored_batches(keys, config.batch_size)
         device = self._execution_device
-        negative_emb, prompt_emb = encode_prompts(self.tokenizer, self.text_encoder, [negative_prompt, prompt], device).chunk(2)
+        negative = config.negative_prompt if negative_prompt is None else negative_prompt
+        texts = [negative, prompt + config.added_prompt]
+        negative_emb, prompt_emb = encode_prompts(self.tokenizer, self.text_encoder, texts, device).chunk(2)
         latent_size = (frames.shape[-2] // self.vae_scale_factor, frames.shape[-1] // self.vae_scale_factor)
         noise = torch.randn((1, self.unet.config.in_channels, *latent_size), generator=generator,
                             device=generator.device if generator is not None else "cpu").to(device, self.unet.dtype)
@@ -313,26 +324,25 @@ class FrescoPipeline(DiffusionPipeline):
         control_input = None if control is None else torch.cat([control] * len(layout.sections)).to(device, self.controlnet.dtype)
         controller.reset()
         policies = self._policies(controller.slots, config, frames, flow.consecutive() if flow else None, tuple(latents.shape[-2:]))
-        scheduler = type(self.scheduler).from_config(self.scheduler.config)
+        scheduler = DDPMScheduler.from_config(self.scheduler.config)  # FRESCO samples with DDPM, whatever the pipeline carries
         scheduler.set_timesteps(steps, device=device)
         schedule = scheduler.timesteps
         start = steps - min(int(steps * strength), steps)
         run = schedule[start:]
         optimized = {int(t) for t in schedule[: config.end_opt_step]}
         shared_noise = noise.expand(count, -1, -1, -1)
-        step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
         optimizer = FeatureOptimizer(self.unet, config.optimize_blocks, len(layout.sections), flow,
                                      iterations=config.optimize_iterations, lr=config.optimize_lr,
-                                     spatial_weight=config.spatial_weight)
+                                     spatial_weight=config.spatial_weight, adain_style_eps=config.adain_style_epsilon)
         with optimizer:
-            # reference pass with plain attention (as the original): the input frames at the least noisy timestep
-            # give the spatial guidance's queries/keys and the spatial loss's Gram matrices
+            # reference pass with plain attention and no ControlNet (as the original): the input frames at the least
+            # noisy timestep give the spatial guidance's queries/keys and the spatial loss's Gram matrices
             controller.set_policies([LayerPolicy(p.slot, guided=p.guided) for p in policies])
             controller.mode, controller.layout = EditMode.CAPTURE, layout
             controller.capture = CapturedSource(count)
             optimizer.mode = "record"
             reference = scheduler.add_noise(latents, shared_noise, schedule[-1:])
-            self._denoiser(torch.cat([reference] * len(layout.sections)), schedule[-1], condition, control_input,
+            self._denoiser(torch.cat([reference] * len(layout.sections)), schedule[-1], condition, None,
                            config.controlnet_conditioning_scale)
             controller.reference, controller.capture = controller.capture, None
             controller.set_policies(policies)
@@ -354,7 +364,7 @@ class FrescoPipeline(DiffusionPipeline):
                     if cfg:
                         uncond, cond = noise_pred.chunk(2)
                         noise_pred = uncond + guidance * (cond - uncond)
-                    latent = scheduler.step(noise_pred, timestep, latent, **step_kwargs).prev_sample
+                    latent = scheduler.step(noise_pred, timestep, latent, generator=generator).prev_sample
                     progress.update()
         controller.reset()
         return latent, optimizer.history

@@ -21,6 +21,14 @@ __all__ = ["FateZeroConfig", "FrescoConfig", "RealCraftConfig", "check_frame_ref
 FRAME_NAMES = ("first", "mid", "middle", "last", "all", "self")
 """Named frame references of spatial-temporal attention (besides int offsets)."""
 
+_FRESCO_ADDED_PROMPT = ", best quality, extremely detailed, "
+"""What FRESCO's released code appends to the prompt (SD 1.5-style checkpoints)."""
+_FRESCO_NEGATIVE_PROMPT = (
+    "longbody, lowres, bad anatomy, bad hands, missing finger, extra digit, fewer digits, cropped, worst quality, "
+    "low quality"
+)
+"""FRESCO's released negative prompt (SD 1.5-style checkpoints)."""
+
 _STORE_MODES = ("auto", "ram", "disk", "online")
 _STORE_DTYPES = ("float16", "bfloat16", "float32")
 
@@ -117,7 +125,9 @@ class FateZeroConfig(_EditingConfig):
             and guidance (plain prompt-to-prompt).
         kv_frames (`tuple[str | int, ...]`, *optional*, defaults to `("mid",)`): spatial-temporal attention: the
             frames whose keys/values every frame's self-attention uses (`"first"`, `"mid"`, `"last"`, `"all"`,
-            `"self"`, or offsets such as `-1`).
+            `"self"`, or offsets such as `-1`). FateZero's style and attribute configs use `["mid"]` from level 1;
+            its shape configs keep its model code's default, `[-1, "first"]` (previous and first frame) at every
+            level (`kv_min_level=0`).
         kv_min_level (`int`, *optional*, defaults to `1`): resolution level from which `kv_frames` apply (level 1 =
             32x32 at 512 px, i.e. FateZero's `least_sc_channel: 640`); finer levels attend within the frame.
         edit_min_level (`int`, *optional*, defaults to `1`): attention is stored and fused at levels >= this (FateZero
@@ -255,9 +265,10 @@ class RealCraftConfig(_EditingConfig):
 @dataclass(frozen=True)
 class FrescoConfig(_EditingConfig):
     """FRESCO (Yang et al., CVPR 2024): SDEdit with ControlNet, optical-flow guided attention and feature optimisation.
-    Defaults follow the released code (20 steps, strength 0.75, ControlNet scale 0.7, spatial guidance 1 step with
-    scale 0.2, temporal guidance while t >= 350, optimisation over the first 15 schedule steps, Adam lr 0.2 x 20,
-    spatial weight 100, batches of 8, keyframe intervals 10..30).
+    Defaults follow the released code (DDPM sampling, 20 steps, strength 0.75, ControlNet scale 0.7, Canny
+    thresholds 50/100, its prompt additions and negative prompt, spatial guidance 1 step with scale 0.2, temporal
+    guidance while t >= 350, optimisation over the first 15 schedule steps, Adam lr 0.2 x 20, spatial weight 100,
+    batches of 8, keyframe intervals 10..30).
 
     Args:
         num_inference_steps (`int`, *optional*, defaults to `20`): steps of the full schedule (SDEdit runs the last
@@ -283,6 +294,16 @@ class FrescoConfig(_EditingConfig):
         optimize_iterations (`int`, *optional*, defaults to `20`): Adam iterations per optimisation.
         optimize_lr (`float`, *optional*, defaults to `0.2`): Adam learning rate.
         spatial_weight (`float`, *optional*, defaults to `100.0`): weight of the spatial (Gram) loss.
+        added_prompt (`str`, *optional*, defaults to `", best quality, extremely detailed, "`): appended to the
+            prompt (the released code's addition for SD 1.5-style checkpoints; it uses a photo-style one for
+            Realistic Vision).
+        negative_prompt (`str`, *optional*): the unconditional prompt; by default the released code's
+            (`"longbody, lowres, bad anatomy, ..."`). A `negative_prompt` passed to the pipeline call replaces it.
+        adain_style_epsilon (`float`, *optional*, defaults to `1e-5`): epsilon added to the variance of the
+            features before optimisation when AdaIN restores their statistics (the optimised features use 1e-5).
+            With 1e-5 on both sides AdaIN is the identity on features the optimisation left unchanged, as the paper
+            describes. The released code passes its chunk argument (1) into this slot, so its AdaIN scales the
+            features by `sqrt((var + 1) / (var + 1e-5))`; set 1.0 to reproduce that.
         batch_size (`int`, *optional*, defaults to `8`): frames per batch; later batches are anchored on the first
             keyframe and the previous batch's last one.
         keyframe_interval (`tuple[int, int]`, *optional*): `(min, max)` spacing of keyframes chosen at peaks of
@@ -308,6 +329,9 @@ class FrescoConfig(_EditingConfig):
     optimize_iterations: int = 20
     optimize_lr: float = 0.2
     spatial_weight: float = 100.0
+    added_prompt: str = _FRESCO_ADDED_PROMPT
+    negative_prompt: str = _FRESCO_NEGATIVE_PROMPT
+    adain_style_epsilon: float = 1e-5
     batch_size: int = 8
     keyframe_interval: tuple[int, int] | None = None
 
@@ -322,6 +346,7 @@ class FrescoConfig(_EditingConfig):
             check_range(name, getattr(self, name), 0)
         for name in ("intraattn_scale", "interattn_scale", "optimize_lr", "spatial_weight"):
             check_range(name, getattr(self, name), 0.0)
+        check(self.adain_style_epsilon > 0, f"adain_style_epsilon must be above 0; got {self.adain_style_epsilon}")
         check(self.batch_size >= 3, f"batch_size must be at least 3 (two anchor frames + one new); got {self.batch_size}")
         if self.keyframe_interval is not None:
             check(len(self.keyframe_interval) == 2 and 1 <= self.keyframe_interval[0] <= self.keyframe_interval[1],

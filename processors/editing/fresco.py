@@ -12,7 +12,9 @@
 * Feature optimisation (`FeatureOptimizer`): the input features of the UNet's up blocks are optimised with Adam
   (lr 0.2, 20 iterations) for a temporal loss (2 x L1 between each frame and its flow-warped neighbour, outside
   occlusions, cyclic) plus a spatial loss (100 x L1 between the features' cosine Gram matrix and the reference
-  pass's), then AdaIN restores the original feature statistics. Hooks are forward pre-hooks on `unet.up_blocks[i]`
+  pass's), then AdaIN restores the original feature statistics (epsilon 1e-5 on both sides by default, so
+  unchanged features stay unchanged; the released code's AdaIN adds 1 to the original features' variance, which
+  `style_eps=1.0` reproduces). Hooks are forward pre-hooks on `unet.up_blocks[i]`
   run under `torch.enable_grad()`; nothing in the UNet is patched.
 
 Not included: FRESCO's background smoothing (it needs an EGNet saliency model) and Ebsynth propagation.
@@ -219,15 +221,16 @@ def spatial_loss(features: torch.Tensor, reference_gram: torch.Tensor) -> torch.
     return F.l1_loss(cosine_gram(features.flatten(0, 1)), reference_gram)
 
 
-def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Adaptive instance normalisation: `content [B, C, h, w]` with `style`'s per-sample, per-channel mean and std."""
-    def stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5, style_eps: float = 1e-5) -> torch.Tensor:
+    """Adaptive instance normalisation: `content [B, C, h, w]` with `style`'s per-sample, per-channel mean and std
+    (`eps` / `style_eps` added to each one's variance)."""
+    def stats(x: torch.Tensor, epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
         flat = x.flatten(2)
         variance = flat.var(-1, unbiased=flat.shape[-1] > 1)  # a 1x1 map (tiny latents) has no sample variance
-        return flat.mean(-1)[..., None, None], (variance + eps).sqrt()[..., None, None]
+        return flat.mean(-1)[..., None, None], (variance + epsilon).sqrt()[..., None, None]
 
-    content_mean, content_std = stats(content)
-    style_mean, style_std = stats(style)
+    content_mean, content_std = stats(content, eps)
+    style_mean, style_std = stats(style, style_eps)
     return (content - content_mean) / content_std * style_std + style_mean
 
 
@@ -240,6 +243,7 @@ def optimize_features(
     iterations: int = 20,
     lr: float = 0.2,
     spatial_weight: float = 100.0,
+    adain_style_eps: float = 1e-5,
 ) -> tuple[torch.Tensor, list[float]]:
     """FRESCO's feature optimisation of `features [S*F, C, h, w]`; returns the AdaIN-ed result and the loss per iteration."""
     frames = features.shape[0] // sections
@@ -260,7 +264,7 @@ def optimize_features(
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-    result = adain(param.detach().reshape_as(original), original)
+    result = adain(param.detach().reshape_as(original), original, style_eps=adain_style_eps)
     return result.to(features.dtype), losses
 
 
@@ -273,15 +277,18 @@ class FeatureOptimizer:
         sections (`int`): CFG sections in the batch (frames per section = batch / sections).
         flow (`VideoFlow`, *optional*): cyclic consecutive-frame flow of the input frames (pixel resolution).
         iterations, lr, spatial_weight: optimisation settings (FRESCO: 20, 0.2, 100).
+        adain_style_eps: AdaIN's epsilon on the original features' variance (see `adain`).
     """
 
     def __init__(self, unet: torch.nn.Module, blocks: tuple[int, ...], sections: int, flow: VideoFlow | None, *,
-                 iterations: int = 20, lr: float = 0.2, spatial_weight: float = 100.0) -> None:
+                 iterations: int = 20, lr: float = 0.2, spatial_weight: float = 100.0,
+                 adain_style_eps: float = 1e-5) -> None:
         self.unet = unet
         self.blocks = tuple(i for i in blocks if i < len(unet.up_blocks))
         self.sections = sections
         self.flow = flow
         self.iterations, self.lr, self.spatial_weight = iterations, lr, spatial_weight
+        self.adain_style_eps = adain_style_eps
         self.mode = "off"
         self.grams: dict[int, torch.Tensor] = {}
         self.history: list[list[float]] = []
@@ -323,7 +330,7 @@ class FeatureOptimizer:
             return None
         optimized, losses = optimize_features(
             features, self.sections, self._flow_at(tuple(features.shape[-2:]), features.device), self.grams.get(index),
-            iterations=self.iterations, lr=self.lr, spatial_weight=self.spatial_weight,
+            iterations=self.iterations, lr=self.lr, spatial_weight=self.spatial_weight, adain_style_eps=self.adain_style_eps,
         )
         self.history.append(losses)
         if in_kwargs:
