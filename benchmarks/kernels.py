@@ -39,7 +39,6 @@ from diffattn.kernels import (
     triton_attention,
 )
 from diffattn.kernels.flex import flex_attention_call
-from diffattn.kernels.layout import plan_from_keep_mask
 
 from diffattn.environment import environment
 from diffattn.plan import BlockPlan, BoxMask
@@ -77,7 +76,7 @@ def random_plan(heads: int, tokens: int, keep: float, device: torch.device) -> B
     count = max(1, round(keep * blocks))
     chosen = torch.rand(1, heads, blocks, blocks, device=device).topk(count, -1).indices
     mask = torch.zeros(1, heads, blocks, blocks, dtype=torch.bool, device=device).scatter_(-1, chosen, True)
-    return plan_from_keep_mask(mask, BLOCK, BLOCK)
+    return BlockPlan.sync_free(mask, BLOCK, BLOCK)
 
 
 def psa_plan(heads: int, tokens: int, device: torch.device) -> BlockPlan:
@@ -103,7 +102,7 @@ def radial_plan(tokens: int, frames: int, device: torch.device) -> BlockPlan:
     window = per_frame / torch.exp2(torch.floor(torch.log2(distance.clamp(min=1))))
     window = torch.where(distance <= 1, per_frame, window)
     mask = (spot[:, None] - spot[None, :]).abs() <= window / 2 + BLOCK
-    return plan_from_keep_mask(mask[None, None], BLOCK, BLOCK)
+    return BlockPlan.sync_free(mask[None, None], BLOCK, BLOCK)
 
 
 def flex_mask_for(plan: BlockPlan, tokens: int, heads: int, bound: Callable) -> Any:

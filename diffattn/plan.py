@@ -173,7 +173,9 @@ def _per_block(values: torch.Tensor, block: int, fill: int, reduce: Callable[...
 class BlockPlan:
     """Per (batch, head, query block) lists of kv blocks, optionally split into pooling levels.
 
-    Build plans with `from_block_mask`, `from_level_map`, `from_mask_mod` or `dense`; combine them with `&`.
+    Build plans with `from_block_mask`, `from_level_map`, `from_mask_mod` or `dense`, per call on the device with
+    `sync_free`; combine them with `&`, keep some of their slots with `keep_slots`. `check_fits` and
+    `check_contents` are the format's checks (`validate` runs both).
 
     Args:
         kv_indices (`torch.Tensor`): int32 `[B|1, H|1, q_blocks, width]`, see the module docstring.
@@ -267,17 +269,33 @@ class BlockPlan:
         rank = torch.full_like(level_map, len(levels))
         for r, lvl in enumerate(levels):
             rank = torch.where(level_map == lvl, r, rank)
-        kv = torch.arange(kv_blocks, device=level_map.device, dtype=torch.int32)
-        order = (rank * kv_blocks + kv).argsort(dim=-1, stable=True).to(torch.int32)
+        order = rank.to(torch.int8).argsort(dim=-1, stable=True).to(torch.int32)  # stable: ascending ids per level
         counts = torch.stack([(level_map == lvl).sum(-1, dtype=torch.int32) for lvl in levels], dim=-1)
-        sync_free = width is not None
+        width_given = width is not None
         if width is None:
             width = max(int(counts.sum(-1).max()), 1)
         width = min(width, kv_blocks)
-        slot = kv[:width]
+        slot = torch.arange(width, device=level_map.device, dtype=torch.int32)
         indices = torch.where(slot < counts.sum(-1, keepdim=True), order[..., :width], -1)
-        trusted = sync_free and width == kv_blocks
+        trusted = width_given and width == kv_blocks
         return cls(indices, counts, block_q, block_k, kv_blocks, tuple(levels), token_mask, trusted=trusted)
+
+    @classmethod
+    def sync_free(
+        cls,
+        level_map: torch.Tensor,
+        block_q: int,
+        block_k: int,
+        levels: tuple[int, ...] = (1,),
+        *,
+        token_mask: BoxMask | None = None,
+    ) -> BlockPlan:
+        """A `trusted` plan with room for every kv block, built from a level map (or bool mask) without reading
+        anything back to the host: for plans built per call on the GPU. The caller guarantees that no row is empty.
+        """
+        return cls.from_level_map(
+            level_map, block_q, block_k, width=level_map.shape[-1], levels=levels, token_mask=token_mask
+        )
 
     @classmethod
     def from_block_mask(
@@ -335,19 +353,46 @@ class BlockPlan:
         counts = torch.full((1, 1, q_blocks, 1), kv_blocks, device=device, dtype=torch.int32)
         return cls(indices.contiguous(), counts, block_q, block_k, kv_blocks, trusted=True)
 
+    # --------------------------------------------------------------------------------------- slots
+    def slot_levels(self) -> torch.Tensor:
+        """int32 `[B|1, H|1, q_blocks, width]`: the pooling level of each slot, 0 for slots past the row's count."""
+        offsets = self.kv_offsets
+        slot = torch.arange(self.width, device=self.device, dtype=torch.int32)
+        level = torch.zeros_like(self.kv_indices)
+        for i, lvl in enumerate(self.levels):
+            inside = (slot >= offsets[..., i : i + 1]) & (slot < offsets[..., i + 1 : i + 2])
+            level = torch.where(inside, lvl, level)
+        return level
+
+    def keep_slots(self, kept: torch.Tensor) -> BlockPlan:
+        """The sub-plan made of the slots flagged in `kept` (bool `[B, H, q_blocks, width]`), without a host sync.
+
+        Order within each level segment is preserved and level segments stay in place, so the result is a valid
+        plan of the same geometry, width and token mask. A row with no kept slot keeps its first slot, so the
+        result never leaves a row empty (only reachable through degenerate fully-masked rows); it is `trusted`,
+        its ids being a subset of this (checked) plan's.
+        """
+        levels = self.slot_levels().expand(kept.shape)
+        kept = kept & (levels > 0)
+        none = ~kept.any(-1, keepdim=True)
+        first = torch.zeros_like(kept)
+        first[..., 0] = True
+        kept = kept | (none & first)
+        order = torch.argsort((~kept).to(torch.int8), dim=-1, stable=True)
+        indices = torch.gather(self.kv_indices.expand(kept.shape), -1, order)
+        total = kept.sum(-1, keepdim=True)
+        slot = torch.arange(self.width, device=kept.device)
+        indices = torch.where(slot < total, indices, -1).to(torch.int32)
+        counts = torch.stack([(kept & (levels == lvl)).sum(-1) for lvl in self.levels], dim=-1).to(torch.int32)
+        return replace(self, kv_indices=indices, kv_counts=counts, trusted=True)
+
     # --------------------------------------------------------------------------------- conversions
     def to_level_map(self) -> torch.Tensor:
         """int32 `[B|1, H|1, q_blocks, kv_blocks]`: 0 for skipped blocks, the pooling level for computed ones."""
         lead = self.kv_indices.shape[:3]
         out = torch.zeros(*lead, self.num_kv_blocks + 1, dtype=torch.int32, device=self.device)
-        slot = torch.arange(self.width, device=self.device)
-        offsets = self.kv_offsets
-        level = torch.zeros_like(self.kv_indices)
-        for i, lvl in enumerate(self.levels):
-            inside = (slot >= offsets[..., i : i + 1]) & (slot < offsets[..., i + 1 : i + 2])
-            level = torch.where(inside, lvl, level)
         target = torch.where(self.kv_indices >= 0, self.kv_indices, self.num_kv_blocks).long()
-        out.scatter_(-1, target, level)
+        out.scatter_(-1, target, self.slot_levels())
         return out[..., : self.num_kv_blocks]
 
     def to_block_mask(self) -> torch.Tensor:
@@ -356,7 +401,7 @@ class BlockPlan:
 
     def to_token_mask(self, q_len: int, kv_len: int) -> torch.Tensor:
         """bool `[B|1, H|1, q_len, kv_len]` of the tokens the plan covers; for tests and small inputs only."""
-        self._check_lengths(q_len, kv_len)
+        self.check_fits(*self.kv_indices.shape[:2], q_len, kv_len)
         mask = self.to_block_mask()
         mask = mask.repeat_interleave(self.block_q, dim=2)[:, :, :q_len]
         mask = mask.repeat_interleave(self.block_k, dim=3)[..., :kv_len]
@@ -405,7 +450,8 @@ class BlockPlan:
         return self.kv_counts.sum(-1, dtype=torch.int32)
 
     # ------------------------------------------------------------------------------------ checking
-    def _check_lengths(self, q_len: int, kv_len: int) -> None:
+    def check_fits(self, batch: int, heads: int, q_len: int, kv_len: int) -> None:
+        """Raise `PlanError` unless the plan's geometry fits q/k of these sizes; cheap (nothing is read back)."""
         if math.ceil(q_len / self.block_q) != self.num_q_blocks:
             raise PlanError(
                 f"plan has {self.num_q_blocks} query blocks of {self.block_q} but q has {q_len} tokens "
@@ -420,17 +466,28 @@ class BlockPlan:
             raise PlanError(
                 f"token mask is for {self.token_mask.q_len}x{self.token_mask.kv_len} tokens, inputs are {q_len}x{kv_len}"
             )
-
-    def validate(self, batch: int, heads: int, q_len: int, kv_len: int) -> None:
-        """Raise `PlanError` unless the plan fits q/k of these sizes and leaves no query row empty.
-
-        Checking row emptiness reads the counts on the host; hot paths call it once per new plan, not per use.
-        """
-        self._check_lengths(q_len, kv_len)
         pb, ph = self.kv_indices.shape[:2]
         if pb not in (1, batch) or ph not in (1, heads):
             raise PlanError(f"plan batch/heads ({pb}, {ph}) do not broadcast to q's ({batch}, {heads})")
-        if bool((self.block_counts() == 0).any()):
+
+    def check_contents(self) -> None:
+        """Raise `PlanError` unless counts are in range, no row is empty and every listed id is a kv block.
+
+        This reads the plan back to the host (a GPU sync): kernels run it once per plan object, never on `trusted`
+        plans.
+        """
+        total = self.block_counts()
+        if bool((self.kv_counts < 0).any()) or bool((total > self.width).any()):
+            raise PlanError(f"kv_counts must be >= 0 and sum to at most the width of kv_indices ({self.width})")
+        if bool((total == 0).any()):
             raise PlanError("the plan leaves a query row with no kv block; every query block must keep at least one")
-        if bool((self.block_counts() > self.width).any()):
-            raise PlanError("kv_counts exceed the width of kv_indices")
+        listed = torch.arange(self.width, device=self.device) < total[..., None]
+        ids = self.kv_indices
+        if bool((listed & ((ids < 0) | (ids >= self.num_kv_blocks))).any()):
+            raise PlanError(f"kv_indices lists a block id outside [0, {self.num_kv_blocks})")
+
+    def validate(self, batch: int, heads: int, q_len: int, kv_len: int) -> None:
+        """Raise `PlanError` unless the plan fits q/k of these sizes and its contents are valid (see
+        `check_contents`, which reads the plan back: hot paths run it once per new plan, not per use)."""
+        self.check_fits(batch, heads, q_len, kv_len)
+        self.check_contents()

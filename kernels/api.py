@@ -40,7 +40,6 @@ from .checks import (
     resolve_scale,
     resolve_threshold,
 )
-from .layout import plan_from_kept_slots
 from .reference import pool_reference, reference_attention
 
 __all__ = ["MARK_SLACK", "PooledKV", "SparseAttentionOutput", "available_backends", "block_sparse_attention", "pool_kv"]
@@ -188,7 +187,7 @@ def block_sparse_attention(
         out, lse, kept = reference_attention(q, k, v, plan, scale, pv, skip)
     if not return_lse and skip is None:
         return out
-    kept_plan = plan_from_kept_slots(plan, kept) if skip is not None else None
+    kept_plan = plan.keep_slots(kept) if skip is not None else None
     return SparseAttentionOutput(out, lse if return_lse else None, kept_plan)
 
 

@@ -71,27 +71,10 @@ def check_plan(plan: BlockPlan, q: torch.Tensor, k: torch.Tensor) -> None:
             raise PlanError("a plan with pooled levels cannot also carry a token mask (not supported)")
         if plan.token_mask.q_lo.device != q.device:
             raise PlanError(f"plan.token_mask is on {plan.token_mask.q_lo.device} but q is on {q.device}")
-    plan._check_lengths(q_len, kv_len)
-    pb, ph = plan.kv_indices.shape[:2]
-    if pb not in (1, batch) or ph not in (1, heads):
-        raise PlanError(f"plan batch/heads ({pb}, {ph}) do not broadcast to q's ({batch}, {heads})")
+    plan.check_fits(batch, heads, q_len, kv_len)
     if not plan.trusted and not _compiling() and plan not in _SYNC_CHECKED:
-        _check_contents(plan)
+        plan.check_contents()
         _SYNC_CHECKED.add(plan)
-
-
-def _check_contents(plan: BlockPlan) -> None:
-    """Host-side content checks: counts in range, every row non-empty, listed ids in [0, num_kv_blocks)."""
-    counts = plan.kv_counts
-    total = plan.block_counts()
-    if bool((counts < 0).any()) or bool((total > plan.width).any()):
-        raise PlanError(f"kv_counts must be >= 0 and sum to at most the width of kv_indices ({plan.width})")
-    if bool((total == 0).any()):
-        raise PlanError("the plan leaves a query row with no kv block; every query block must keep at least one")
-    listed = torch.arange(plan.width, device=plan.device) < total[..., None]
-    ids = plan.kv_indices
-    if bool((listed & ((ids < 0) | (ids >= plan.num_kv_blocks))).any()):
-        raise PlanError(f"kv_indices lists a block id outside [0, {plan.num_kv_blocks})")
 
 
 class KernelPlan(NamedTuple):

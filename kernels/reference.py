@@ -15,8 +15,6 @@ import torch
 
 from diffattn.plan import BlockPlan
 
-from .layout import slot_levels
-
 __all__ = ["block_stats_reference", "pool_reference", "reference_attention"]
 
 LOG2E = 1.4426950408889634
@@ -90,7 +88,7 @@ def _plan_keys(
 
 def _slot_map(plan: BlockPlan) -> torch.Tensor:
     """int64 `[B|1, H|1, q_blocks, levels * kv_blocks]`: the slot listing (level, block) in each row, or -1."""
-    levels = slot_levels(plan)
+    levels = plan.slot_levels()
     level_index = torch.zeros_like(levels)
     for i, lvl in enumerate(plan.levels):
         level_index = torch.where(levels == lvl, i, level_index)

@@ -25,7 +25,6 @@ from diffattn.plan import BlockPlan
 
 from . import backends
 from .checks import AttentionInputError, resolve_scale
-from .layout import plan_from_keep_mask
 from .reference import block_stats_reference
 
 __all__ = ["DEFAULT_CDF_THRESHOLD", "DEFAULT_SIM_THRESHOLD", "sparge_plan"]
@@ -93,7 +92,7 @@ def _reference_plan(q, k, block_q, block_k, topk, cdf_threshold, theta, attentio
     keep = keep | ~k_similar[:, :, None, :] | ~q_similar[..., None]
     if attention_sink:
         keep = keep | (torch.arange(keep.shape[-1], device=keep.device) == 0)
-    return plan_from_keep_mask(keep, block_q, block_k)
+    return BlockPlan.sync_free(keep, block_q, block_k)
 
 
 def _triton_plan(q, k, block_q, block_k, topk, cdf_threshold, theta, attention_sink, scale) -> BlockPlan:

@@ -5,7 +5,7 @@
   `lite`: LiteAttention; `pab`: Pyramid Attention Broadcast; `probe`: methods on raw q/k/v, outside a model.
 """
 
-from .common import BlockSparseMethod, SparseLayout, attach_plan, joint_plan, plan_from_level_map, sparse_attend
+from .common import BlockSparseMethod, SparseLayout, attach_plan, joint_plan, sparse_attend
 from .lite import LiteAttentionMethod
 from .pab import PABMethod
 from .probe import AttentionProbe
@@ -19,7 +19,6 @@ __all__ = [
     "sparse_attend",
     "attach_plan",
     "joint_plan",
-    "plan_from_level_map",
     "SpargeMethod",
     "SpargeCalibration",
     "RadialMethod",

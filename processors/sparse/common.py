@@ -44,7 +44,6 @@ __all__ = [
     "sparse_attend",
     "sparse_views",
     "attach_plan",
-    "plan_from_level_map",
     "joint_plan",
     "force_text_columns",
     "dense_plan",
@@ -121,12 +120,6 @@ def _tile_shape(block_q: int) -> tuple[int, int, int]:
 
 
 # ------------------------------------------------------------------------------------------- plan algebra
-def plan_from_level_map(level_map: torch.Tensor, block_q: int, block_k: int, levels: tuple[int, ...] = (1,)) -> BlockPlan:
-    """A plan from a level map `[B|1, H|1, q_blocks, kv_blocks]` (0 = skip) with room for every kv block, built
-    without a host synchronisation (plans are rebuilt per call and layer on the GPU). Rows must be non-empty."""
-    return BlockPlan.from_level_map(level_map, block_q, block_k, width=level_map.shape[-1], levels=levels)
-
-
 def force_text_columns(level_map: torch.Tensor, layout: SparseLayout) -> torch.Tensor:
     """Set every key block holding text to level 1 (text columns are always computed, at full resolution)."""
     if not layout.text_keys:
@@ -138,7 +131,7 @@ def force_text_columns(level_map: torch.Tensor, layout: SparseLayout) -> torch.T
 def joint_plan(video_levels: torch.Tensor, layout: SparseLayout, levels: tuple[int, ...] = (1,)) -> BlockPlan:
     """The view's plan from a video x video level map (or bool mask) `[B|1, H|1, q_blocks, video_kv_blocks]`."""
     level_map = torch.nn.functional.pad(video_levels.to(torch.int32), (0, layout.kv_blocks - video_levels.shape[-1]))
-    return plan_from_level_map(force_text_columns(level_map, layout), layout.block_q, layout.block_k, levels)
+    return BlockPlan.sync_free(force_text_columns(level_map, layout), layout.block_q, layout.block_k, levels)
 
 
 def dense_plan(q_blocks: int, kv_blocks: int, block_q: int, block_k: int, device: torch.device) -> BlockPlan:

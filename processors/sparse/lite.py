@@ -12,7 +12,7 @@ from diffattn.kernels import SparseAttentionOutput
 from diffattn.plan import BlockPlan
 
 from ..base import AttentionCall
-from .common import BlockSparseMethod, SparseLayout, attach_plan, dense_plan, force_text_columns, plan_from_level_map
+from .common import BlockSparseMethod, SparseLayout, attach_plan, dense_plan, force_text_columns
 
 __all__ = ["LiteAttentionMethod"]
 
@@ -58,7 +58,7 @@ class LiteAttentionMethod(BlockSparseMethod):
         def keep_marks(result: SparseAttentionOutput) -> None:
             kept = result.kept_plan
             level_map = force_text_columns(kept.to_level_map(), layout)
-            self._marks[key] = plan_from_level_map(level_map, kept.block_q, kept.block_k, kept.levels)
+            self._marks[key] = BlockPlan.sync_free(level_map, kept.block_q, kept.block_k, kept.levels)
 
         refined = attach_plan(call, marks, skip_threshold=threshold, **self.kernel_options())
         return refined.replace(on_kernel_result=[*refined.on_kernel_result, keep_marks])

@@ -113,6 +113,64 @@ def test_validate_rejects_empty_rows_and_mismatched_lengths():
         BlockPlan.from_block_mask(torch.ones(2, 1, 2, 2, dtype=torch.bool), 16, 16).validate(3, 1, 32, 32)
 
 
+def test_check_contents_is_the_one_content_check():
+    """`validate` and the kernels share one content check: counts in range, no empty row, ids are kv blocks."""
+    fields = {"block_q": 16, "block_k": 16, "num_kv_blocks": 2}
+    cases = [
+        (BlockPlan(torch.tensor([[[[0, 5]]]]), torch.tensor([[[[2]]]]), **fields), "outside"),
+        (BlockPlan(torch.tensor([[[[0, 1]]]]), torch.tensor([[[[-1]]]]), **fields), ">= 0"),
+        (BlockPlan(torch.tensor([[[[0, 1]]]]), torch.tensor([[[[3]]]]), **fields), "width"),
+    ]
+    for plan, message in cases:
+        with pytest.raises(PlanError, match=message):
+            plan.check_contents()
+        with pytest.raises(PlanError, match=message):
+            plan.validate(1, 1, 16, 32)
+    BlockPlan(torch.tensor([[[[1, 0]]]]), torch.tensor([[[[2]]]]), **fields).validate(1, 1, 16, 32)
+
+
+def test_check_fits_rejects_a_token_mask_for_other_lengths():
+    coords = torch.arange(10, dtype=torch.int32)[:, None]
+    plan = BlockPlan.dense(10, 10, 4, 4)
+    plan = BlockPlan(plan.kv_indices, plan.kv_counts, 4, 4, plan.num_kv_blocks, token_mask=BoxMask(coords, coords, coords))
+    plan.check_fits(1, 1, 10, 10)
+    with pytest.raises(PlanError, match="token mask is for 10x10"):
+        plan.check_fits(1, 1, 9, 10)
+
+
+def test_sync_free_equals_the_checked_builder_with_every_kv_block_of_room():
+    mask = random_mask((2, 3, 4, 5))
+    plan = BlockPlan.sync_free(mask, 64, 32)
+    checked = BlockPlan.from_block_mask(mask, 64, 32)
+    assert plan.trusted and not checked.trusted and plan.width == 5 and plan.levels == (1,)
+    assert torch.equal(plan.kv_counts, checked.kv_counts)
+    assert torch.equal(plan.kv_indices[..., : checked.width], checked.kv_indices)
+    assert (plan.kv_indices[..., checked.width :] == -1).all()
+    level_map = torch.tensor([[[[1, 2, 0, 8], [0, 0, 2, 1]]]])
+    pooled = BlockPlan.sync_free(level_map, 64, 64, (1, 2, 8))
+    assert torch.equal(pooled.to_level_map(), level_map.int()) and pooled.trusted
+
+
+def _three_level_plan() -> BlockPlan:
+    """Row 0 lists ids 0, 2 at level 1, 1 at level 2 and 3 at level 4; row 1 lists 2 at level 1 and 0 at level 2."""
+    return BlockPlan.from_level_map(torch.tensor([[[[1, 2, 1, 4], [2, 0, 1, 0]]]]))
+
+
+def test_slot_levels_give_each_slot_its_segment_level():
+    plan = _three_level_plan()
+    assert plan.kv_indices[0, 0].tolist() == [[0, 2, 1, 3], [2, 0, -1, -1]]
+    assert plan.slot_levels()[0, 0].tolist() == [[1, 1, 2, 4], [1, 2, 0, 0]]
+
+
+def test_keep_slots_keeps_flagged_slots_at_their_level_and_never_empties_a_row():
+    plan = _three_level_plan()
+    kept = torch.tensor([[[[False, True, True, False], [False, False, False, True]]]])  # row 1: only a slot past its count
+    sub = plan.keep_slots(kept)
+    assert sub.trusted and sub.levels == plan.levels and sub.width == plan.width
+    assert sub.to_level_map()[0, 0].tolist() == [[0, 2, 1, 0], [0, 0, 1, 0]]  # row 1 keeps its first slot
+    sub.validate(1, 1, 256, 512)
+
+
 def test_dense_plan_density_and_token_coverage():
     plan = BlockPlan.dense(77, 300, 32, 64)
     assert plan.density() == 1.0

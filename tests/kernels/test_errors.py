@@ -112,8 +112,8 @@ def test_available_backends_reports_every_backend():
 
 def test_host_checks_run_once_per_plan(monkeypatch):
     calls = []
-    real = checks._check_contents
-    monkeypatch.setattr(checks, "_check_contents", lambda plan: calls.append(plan) or real(plan))
+    real = BlockPlan.check_contents
+    monkeypatch.setattr(BlockPlan, "check_contents", lambda plan: calls.append(plan) or real(plan))
     plan = random_plan(1, 1, 100, 100, 64, 64)
     q, k, v = qkv(1, 1, 100, 100, 64)
     for _ in range(3):
@@ -124,17 +124,16 @@ def test_host_checks_run_once_per_plan(monkeypatch):
 def test_plans_built_per_call_are_trusted_and_never_read_back(monkeypatch):
     """Per-call builders give valid-by-construction plans; reading one back would stall the GPU every layer."""
     from diffattn.kernels import sparge_plan
-    from diffattn.kernels.layout import plan_from_kept_slots
 
     q, k, v = qkv(1, 2, 256, 256, 64)
     level_map = (torch.rand(1, 2, 4, 4) < 0.5).int()
     level_map[..., 0] = 1  # rows non-empty: the sync-free builder's precondition
     sync_free = BlockPlan.from_level_map(level_map, 64, 64, width=4, levels=(1,))
     planned = sparge_plan(q, k, block_q=64, block_k=64, topk=0.5, backend="reference")
-    built = [sync_free, planned, sync_free & planned, plan_from_kept_slots(planned, torch.rand(1, 2, 4, 4) < 0.5),
+    built = [sync_free, planned, sync_free & planned, planned.keep_slots(torch.rand(1, 2, 4, 4) < 0.5),
              BlockPlan.dense(256, 256, 64, 64)]
     assert all(plan.trusted for plan in built)
-    monkeypatch.setattr(checks, "_check_contents", lambda plan: pytest.fail("a trusted plan was read back"))
+    monkeypatch.setattr(BlockPlan, "check_contents", lambda plan: pytest.fail("a trusted plan was read back"))
     for plan in built:
         block_sparse_attention(q, k, v, plan)
 

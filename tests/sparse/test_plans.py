@@ -9,7 +9,7 @@ import torch
 
 from diffattn.geometry import Grid
 from diffattn.plan import POOL_LEVELS, BlockPlan
-from diffattn.processors.sparse import SparseLayout, joint_plan, plan_from_level_map
+from diffattn.processors.sparse import SparseLayout, joint_plan
 from diffattn.processors.sparse.psa import SAMPLE_STRIDE, block_importance, pyramid_levels
 
 
@@ -24,7 +24,7 @@ def random_levels(shape, seed=0, levels=POOL_LEVELS):
 @pytest.mark.parametrize("levels", [(1,), POOL_LEVELS])
 def test_sync_free_builder_matches_the_core_builder(levels):
     level_map = random_levels((2, 3, 5, 7), levels=levels)
-    mine = plan_from_level_map(level_map, 128, 64, levels)
+    mine = BlockPlan.sync_free(level_map, 128, 64, levels)
     core = BlockPlan.from_level_map(level_map, 128, 64)
     assert torch.equal(mine.to_level_map(), level_map)
     assert torch.equal(mine.to_level_map(), core.to_level_map())
@@ -35,8 +35,8 @@ def test_intersection_of_sync_free_plans_matches_the_checked_builder_and_keeps_r
     first, second = random_levels((1, 2, 6, 9), seed=1), random_levels((1, 2, 6, 9), seed=2)
     first[0, 0, 0] = torch.tensor([1, 2, 0, 0, 0, 0, 0, 0, 0], dtype=torch.int32)
     second[0, 0, 0] = torch.tensor([0, 0, 4, 1, 0, 0, 0, 0, 0], dtype=torch.int32)  # shares no block: keeps `first`'s
-    a = plan_from_level_map(first, 128, 128, POOL_LEVELS)
-    b = plan_from_level_map(second, 128, 128, POOL_LEVELS)
+    a = BlockPlan.sync_free(first, 128, 128, POOL_LEVELS)
+    b = BlockPlan.sync_free(second, 128, 128, POOL_LEVELS)
     mine = a & b  # sync-free plans (width = every kv block, all levels listed)
     core = BlockPlan.from_level_map(first, 128, 128) & BlockPlan.from_level_map(second, 128, 128)
     assert torch.equal(mine.to_level_map(), core.to_level_map())
