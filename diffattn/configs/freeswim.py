@@ -26,6 +26,12 @@ class FreeSwimConfig(AttentionConfig):
     upscale, SDEdit at the target size; see `diffattn.FreeSwimPipeline`). Defaults follow the released code
     (WillWu111/FreeSwim): base 480x832 for Wan2.1-1.3B (720x1280 for 14B), strength 0.7, flow shift 9.
 
+    Departures from the released code: it runs the no-cache mode by default (`inference.py --mode nocache`), while
+    here the cache mode is the default (`cache_steps=2`, its cache pipeline's own default; `cache_steps=None` gives
+    no-cache); and its softmax temperature always uses the 480p base grid's 30 x 52 tokens per frame (factor
+    ~1.046), while here `N` comes from the base size in use (720x1280 for 14B: 45 x 80 tokens, factor ~1.041; set
+    `scale_factor` to use the released value).
+
     Args:
         base_height (`int`, *optional*):
             Native height in pixels that sets the window (radius = base_height / 16 / 2 tokens) and the

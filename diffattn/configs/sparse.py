@@ -283,7 +283,9 @@ class LiteAttentionConfig(BlockSparseConfig):
 
     Partly faithful: marks are tested against the row's final max (independent of traversal order, where the
     FA3 fork tests against the running max walking tiles backwards); tiles are the plan's blocks (128 x 128 by
-    default) rather than the fork's 128 x 176.
+    default) rather than the fork's 128 x 176; marks are kept per CFG branch, where the fork keeps one pair of mark
+    buffers per layer and swaps them on every call, so on models that run the conditional and unconditional passes
+    as separate calls (Wan) each pass there reads the marks the other wrote.
 
     Args:
         threshold (`float`, defaults to `-10.0`):
