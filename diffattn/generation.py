@@ -9,18 +9,62 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import MethodConfig, read_settings, write_settings
-from .errors import ConfigError
+from .config import MethodConfig, check, conform, read_settings, write_settings
+from .errors import ConfigError, DiffAttnError
 from .registry import get_method
 
-__all__ = ["GenerationSpec", "GenerationResult", "generate", "pipeline_frames", "call_kwargs", "load_spec", "save_spec"]
+__all__ = [
+    "GenerationSpec",
+    "GenerationResult",
+    "generate",
+    "pipeline_frames",
+    "call_kwargs",
+    "conform_fields",
+    "check_at_least",
+    "check_sampling_settings",
+    "pixel_multiple",
+    "load_spec",
+    "save_spec",
+]
+
+PIXEL_MULTIPLE = 8
+"""Height and width are multiples of this for every latent diffusion model (VAEs downscale by at least 8)."""
+
+
+def conform_fields(spec: Any) -> None:
+    """Check each field of the dataclass instance `spec` against its declared type, in place (ints widened to
+    float where a float is declared; NaN and infinity refused): `ConfigError` names the field."""
+    hints = typing.get_type_hints(type(spec))
+    for item in dataclasses.fields(spec):
+        setattr(spec, item.name, conform(item.name, getattr(spec, item.name), hints[item.name]))
+
+
+def check_at_least(name: str, value: int | None, low: int) -> None:
+    """Raise `ConfigError` unless `value` (an int, or `None` for the default) is at least `low`."""
+    what = {0: "must not be negative", 1: "must be positive"}.get(low, f"must be at least {low}")
+    check(value is None or value >= low, f"{name} {what}; got {value}")
+
+
+def check_sampling_settings(*, frames: int | None, height: int | None, width: int | None, steps: int | None,
+                            seed: int, fps: int) -> None:
+    """Raise `ConfigError` for sampling settings (already of their declared types) that no pipeline can run,
+    before anything is loaded or allocated: sizes, steps and fps positive, height and width multiples of 8,
+    seed a 64-bit integer."""
+    for name, value in (("frames", frames), ("height", height), ("width", width), ("steps", steps), ("fps", fps)):
+        check_at_least(name, value, 1)
+    for name, value in (("height", height), ("width", width)):
+        check(value is None or value % PIXEL_MULTIPLE == 0,
+              f"{name} must be a multiple of {PIXEL_MULTIPLE} (latent models downscale by 8 or more); got {value}")
+    check(-(2**63) <= seed < 2**64, f"seed must lie between -2**63 and 2**64 - 1; got {seed}")
 
 
 @dataclass
@@ -56,6 +100,19 @@ class GenerationSpec:
     fps: int = 8
     ulysses: int = 1
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ConfigError` for a setting of the wrong type or out of range (before any model is loaded)."""
+        conform_fields(self)
+        check(bool(self.model.strip()), "model is empty; give tiny:<family>, a hub id or a local folder")
+        check(isinstance(self.methods, list) and all(isinstance(m, MethodConfig) for m in self.methods),
+              f"methods must be a list of method configs; got {self.methods!r}")
+        check_sampling_settings(frames=self.frames, height=self.height, width=self.width, steps=self.steps,
+                                seed=self.seed, fps=self.fps)
+        check_at_least("ulysses", self.ulysses, 1)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["methods"] = [m.to_dict() for m in self.methods]
@@ -63,13 +120,18 @@ class GenerationSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GenerationSpec:
+        """From a mapping such as a config file: the spec's fields, `methods` a list of `{method: name, ...}`."""
         data = dict(data)
-        methods = [get_method(str(m.get("method", ""))).from_dict(m) for m in data.pop("methods", [])]
+        methods = data.pop("methods", None)
+        methods = [] if methods is None else methods
+        if not isinstance(methods, list) or not all(isinstance(m, dict) for m in methods):
+            raise ConfigError(f"methods must be a list of method settings such as [{{method: sparge, topk: 0.3}}]; "
+                              f"got {methods!r}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
             raise ConfigError(f"unknown generation setting(s) {unknown}; valid: {sorted(names)}")
-        return cls(methods=methods, **data)
+        return cls(methods=[get_method(str(m.get("method", ""))).from_dict(m) for m in methods], **data)
 
 
 @dataclass
@@ -139,6 +201,33 @@ def _runner(methods: list[MethodConfig]):
     return getattr(importlib.import_module(module), name)
 
 
+_VAE_SCALES = ("vae_scale_factor_spatial", "vae_spatial_compression_ratio", "vae_spatial_scale_factor", "vae_scale_factor")
+"""Attributes diffusers pipelines keep their VAE's spatial downscale in (the names differ per family)."""
+
+_PIPELINE_MULTIPLES = {"HunyuanVideoPipeline": 16, "LTXPipeline": 32}
+"""diffusers pipelines whose own input check asks for a fixed multiple beyond their VAE and patch size."""
+
+
+def pixel_multiple(pipe: Any) -> int:
+    """What height and width must be multiples of for `pipe`: its VAE's downscale times the denoiser's spatial
+    patch, and any stricter multiple the pipeline checks itself (otherwise the run fails deep in the model)."""
+    vae = next((value for name in _VAE_SCALES if isinstance(value := getattr(pipe, name, None), int)), PIXEL_MULTIPLE)
+    denoiser = getattr(pipe, "transformer", None) or getattr(pipe, "unet", None)
+    patch = getattr(getattr(denoiser, "config", None), "patch_size", None) or 1
+    multiple = math.lcm(PIXEL_MULTIPLE, vae * (patch[-1] if isinstance(patch, (tuple, list)) else patch))
+    for klass in type(pipe).__mro__:
+        multiple = math.lcm(multiple, _PIPELINE_MULTIPLES.get(klass.__name__, 1))
+    return multiple
+
+
+def _check_size_fits(pipe: Any, spec: GenerationSpec) -> None:
+    """Raise `ConfigError` when the spec's height or width is not a multiple the loaded pipeline can run."""
+    multiple = pixel_multiple(pipe)
+    for name, value in (("height", spec.height), ("width", spec.width)):
+        check(value is None or value % multiple == 0,
+              f"{spec.model} ({type(pipe).__name__}) needs height and width in multiples of {multiple}; {name} is {value}")
+
+
 def generate(spec: GenerationSpec, pipe: Any | None = None) -> GenerationResult:
     """Run one generation; `pipe` reuses an already loaded pipeline for `spec.model`."""
     from .api import apply
@@ -150,6 +239,7 @@ def generate(spec: GenerationSpec, pipe: Any | None = None) -> GenerationResult:
         pipe = load_pipeline(spec.model, device=device, dtype=parse_dtype(spec.dtype, device), cpu_offload=spec.cpu_offload)
         if spec.ulysses > 1:
             enable_ulysses(pipe.transformer if hasattr(pipe, "transformer") else pipe.unet, spec.ulysses)
+    _check_size_fits(pipe, spec)
     kwargs = call_kwargs(pipe, spec)
     runner = _runner(spec.methods)
     start = time.perf_counter()
@@ -175,8 +265,12 @@ def generate(spec: GenerationSpec, pipe: Any | None = None) -> GenerationResult:
 
 
 def load_spec(path: str | Path) -> GenerationSpec:
-    """Read a spec written by `save_spec` (JSON, or YAML by suffix)."""
-    return GenerationSpec.from_dict(read_settings(path, "a generation config"))
+    """Read a spec written by `save_spec` (JSON, or YAML by suffix); errors in it name the file."""
+    data = read_settings(path, "a generation config")
+    try:
+        return GenerationSpec.from_dict(data)
+    except DiffAttnError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def save_spec(spec: GenerationSpec, path: str | Path) -> Path:

@@ -25,10 +25,20 @@ def is_tiny(spec: str) -> bool:
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when available, else the CPU."""
+    """`auto` picks CUDA when available, else the CPU; a named device that does not exist here is a
+    `ConfigError` now rather than a failure inside torch once the model is being moved."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:<index>") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            found = f"{count} CUDA device(s)" if torch.version.cuda else f"a CPU-only build of torch {torch.__version__}"
+            raise ConfigError(f"device {name!r} is not available here ({found}); choose cpu or auto")
+    return device
 
 
 def parse_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -19,6 +19,7 @@ from .errors import ConfigError, VideoReadError
 __all__ = [
     "IMAGE_SUFFIXES",
     "VIDEO_SUFFIXES",
+    "check_video_path",
     "crop_to_multiple",
     "prepare_video",
     "read_video",
@@ -50,15 +51,25 @@ def to_uint8_frames(video: torch.Tensor | np.ndarray | list) -> np.ndarray:
     return array
 
 
+def check_video_path(path: str | os.PathLike) -> Path:
+    """`path` if it names an MP4 file (what `write_video` writes); else `ConfigError`, so the name never lies
+    about the content (`x.png` holding MP4 bytes, `out/` becoming a file named `out`)."""
+    if str(path).endswith(("/", os.sep)) or Path(path).suffix.lower() != ".mp4":
+        raise ConfigError(f"{os.fspath(path)!r}: videos are written as MP4 (H.264); give a file name ending in .mp4")
+    return Path(path)
+
+
 def write_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray | list, fps: int = 8) -> Path:
     """Write frames as an H.264 MP4 that browsers play; odd sizes are padded by one edge pixel."""
     import imageio.v2 as imageio
 
+    path = check_video_path(path)
+    if not (isinstance(fps, (int, float)) and fps > 0 and np.isfinite(fps)):
+        raise ConfigError(f"fps must be a positive number; got {fps!r}")
     frames = to_uint8_frames(video)
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".mp4", dir=path.parent, prefix=f".{path.stem}-")
     os.close(fd)

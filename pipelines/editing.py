@@ -17,8 +17,14 @@ from typing import Any
 
 import torch
 
-from diffattn.config import MethodConfig, read_settings, write_settings
-from diffattn.errors import ConfigError, UnsupportedModelError, VideoReadError
+from diffattn.config import MethodConfig, check, read_settings, write_settings
+from diffattn.errors import (
+    ConfigError,
+    DiffAttnError,
+    UnsupportedModelError,
+    VideoReadError,
+)
+from diffattn.generation import check_at_least, check_sampling_settings, conform_fields
 
 __all__ = [
     "EDITORS",
@@ -92,8 +98,20 @@ class EditSpec:
     fps: int = 8
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise `ConfigError` for a setting of the wrong type or out of range (before any video is read or
+        model loaded); the method's own settings are checked by `config()`."""
+        conform_fields(self)
         if self.editor not in EDITORS:
             raise ConfigError(f"unknown editor {self.editor!r}; choose one of {', '.join(EDITORS)}")
+        check_sampling_settings(frames=self.frames, height=self.height, width=self.width, steps=self.steps,
+                                seed=self.seed, fps=self.fps)
+        check_at_least("max_frames", self.max_frames, 1)
+        check_at_least("stride", self.stride, 1)
+        check_at_least("start", self.start, 0)
+        check(isinstance(self.settings, dict), f"the {self.editor} settings must be a mapping; got {self.settings!r}")
 
     @property
     def model_spec(self) -> str:
@@ -157,7 +175,10 @@ def load_edit_spec(path: str | Path) -> EditSpec:
     video = data.get("video")
     if isinstance(video, str) and not Path(video).is_absolute() and (path.parent / video).exists():
         data["video"] = str(path.parent / video)
-    return EditSpec.from_dict(data)
+    try:
+        return EditSpec.from_dict(data)
+    except DiffAttnError as exc:
+        raise type(exc)(f"{path}: {exc}") from None
 
 
 def build_edit_pipeline(spec: EditSpec) -> Any:

@@ -283,11 +283,7 @@ class InitNOMethod(InitNOAttentionStore, PipelineExtension):
         super().__init__(config, target)
         pipeline = target.pipeline
         if target.family.name != "unet" or (pipeline is not None and not isinstance(pipeline, StableDiffusionPipeline)):
-            name = type(pipeline).__name__ if pipeline is not None else type(target.model).__name__
-            raise UnsupportedModelError(
-                f"InitNO supports Stable Diffusion 1.x/2.x text-to-image (StableDiffusionPipeline, UNet2DConditionModel); "
-                f"got {name}. For video pipelines use FreeInit or FreeNoise"
-            )
+            raise _not_stable_diffusion(pipeline if pipeline is not None else target.model)
         self._attached = False
 
     def on_install(self, layers) -> None:
@@ -311,10 +307,20 @@ class InitNOMethod(InitNOAttentionStore, PipelineExtension):
         return _initno_pipeline(pipe)(**kwargs, initno=self.config)
 
 
+def _not_stable_diffusion(model: Any) -> UnsupportedModelError:
+    """The error for a pipeline or denoiser InitNO cannot run on, pointing video models to FreeInit / FreeNoise."""
+    return UnsupportedModelError(
+        f"InitNO supports Stable Diffusion 1.x/2.x text-to-image (StableDiffusionPipeline, UNet2DConditionModel); "
+        f"got {type(model).__name__}. For video pipelines use FreeInit or FreeNoise"
+    )
+
+
 def _initno_pipeline(pipe: Any) -> InitNOPipeline:
     """`pipe` itself or an `InitNOPipeline` sharing its components and progress-bar settings."""
     if isinstance(pipe, InitNOPipeline):
         return pipe
+    if not isinstance(pipe, StableDiffusionPipeline):
+        raise _not_stable_diffusion(pipe)
     initno_pipe = InitNOPipeline.from_pipe(pipe)
     initno_pipe.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     return initno_pipe

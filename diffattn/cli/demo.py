@@ -14,7 +14,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_parser", "run", "run_demo"]
+from ..errors import ConfigError
+from .options import output_folder
+
+__all__ = ["add_parser", "run", "run_demo", "select_entries"]
 
 
 def add_parser(subparsers: Any) -> None:
@@ -25,13 +28,24 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
+def select_entries(only: list[str] | None = None) -> list[Any]:
+    """The demo entries matching any of the `only` patterns (all without); a pattern matching none is an error."""
+    from .demos import load_entries
+
+    entries = list(load_entries().values())
+    if not only:
+        return entries
+    unmatched = [o for o in only if not any(fnmatch.fnmatchcase(e.name, o) for e in entries)]
+    if unmatched:
+        raise ConfigError(f"--only {', '.join(map(repr, unmatched))} matches no demo entry; `diffattn demo --list` lists them")
+    return [e for e in entries if any(fnmatch.fnmatchcase(e.name, o) for o in only)]
+
+
 def run_demo(out_dir: Path, only: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Run the selected entries; each entry's report, or its error, keyed by name."""
     from tqdm.auto import tqdm
 
-    from .demos import load_entries
-
-    entries = [e for e in load_entries().values() if not only or any(fnmatch.fnmatchcase(e.name, o) for o in only)]
+    entries = select_entries(only)
     out_dir.mkdir(parents=True, exist_ok=True)
     reports: dict[str, dict[str, Any]] = {}
     for entry in tqdm(entries, desc="demo", unit="entry"):
@@ -65,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         for entry in load_entries().values():
             print(f"{entry.name:<28} {entry.description}")
         return 0
-    out_dir = Path(args.out)
+    out_dir = output_folder(args.out, "--out")
     reports = run_demo(out_dir, args.only)
     failed = [name for name, report in reports.items() if not report.get("ok")]
     print(f"{len(reports) - len(failed)}/{len(reports)} demo entries ok; report: {out_dir / 'report.md'}")

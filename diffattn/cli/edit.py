@@ -9,6 +9,9 @@ Without `--model` the built-in tiny Stable Diffusion (`tiny:sd`; `tiny:sd-contro
 `diffattn/configs/edit/`); flags given on the command line override it. Method settings are flags named
 `--<method>-<field>` (e.g. `--fatezero-self-replace-steps 0.6`). `edit_video(EditSpec(...))` is the same run as a
 function (`diffattn.pipelines.editing`, used by the demo and the app).
+
+Sizes and steps are capped by default (the same caps as the app; `--no-limits` lifts them), and the settings and
+output paths are checked before any video is read or model loaded.
 """
 
 from __future__ import annotations
@@ -17,19 +20,31 @@ import argparse
 import json
 from typing import Any
 
-from ..config import field_parser
 from ..errors import ConfigError
+from .options import (
+    INTEGER,
+    NUMBER,
+    add_limits_flag,
+    add_method_flags,
+    check_limits,
+    method_flag,
+    method_settings,
+    output_file,
+    video_output,
+)
 
 __all__ = ["add_parser", "run", "spec_from_args"]
-
-_PREFIX = "method__"
 
 
 def add_parser(subparsers: Any) -> None:
     from ..pipelines.editing import EDITORS
+    from ..registry import get_method
 
-    parser = subparsers.add_parser("edit", help="zero-shot video editing (FateZero, RealCraft, FRESCO)",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "edit", help="zero-shot video editing (FateZero, RealCraft, FRESCO)", description=__doc__,
+        usage=f"%(prog)s {{{','.join(EDITORS)}}} [--video PATH] [--<editor>-<field> VALUE ...] [options]",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("editor", choices=tuple(EDITORS), help="the editing method")
     parser.add_argument("--model", default=None, help="tiny:sd / tiny:sd-controlnet (default) or a hub id / local path")
     parser.add_argument("--controlnet", default=None, help="FRESCO: a ControlNet to add to a model without one")
@@ -39,40 +54,30 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--negative-prompt", default=None)
     parser.add_argument("--blend-words", default=None,
                         help="comma-separated source words of the edited object (FateZero blend_words, RealCraft object_words)")
-    parser.add_argument("--frames", type=int, default=None, help="number of frames to edit")
-    parser.add_argument("--max-frames", type=int, default=None, help="refuse videos with more frames (default 64)")
-    parser.add_argument("--stride", type=int, default=None, help="take every n-th frame")
-    parser.add_argument("--start", type=int, default=None, help="first frame")
-    parser.add_argument("--height", type=int, default=None, help="resize to this height (multiple of 8)")
-    parser.add_argument("--width", type=int, default=None, help="resize to this width (multiple of 8)")
-    parser.add_argument("--steps", type=int, default=None, help="denoising (and inversion) steps")
-    parser.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--frames", type=INTEGER, default=None, help="number of frames to edit")
+    parser.add_argument("--max-frames", type=INTEGER, default=None, help="refuse videos with more frames (default 64)")
+    parser.add_argument("--stride", type=INTEGER, default=None, help="take every n-th frame (default 1)")
+    parser.add_argument("--start", type=INTEGER, default=None, help="first frame (default 0)")
+    parser.add_argument("--height", type=INTEGER, default=None, help="resize to this height (multiple of 8)")
+    parser.add_argument("--width", type=INTEGER, default=None, help="resize to this width (multiple of 8)")
+    parser.add_argument("--steps", type=INTEGER, default=None, help="denoising (and inversion) steps")
+    parser.add_argument("--guidance", type=NUMBER, default=None, help="classifier-free guidance scale")
+    parser.add_argument("--seed", type=INTEGER, default=None)
     parser.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
     parser.add_argument("--dtype", default=None, help="auto, float32, float16 or bfloat16")
-    parser.add_argument("--fps", type=int, default=None)
-    parser.add_argument("--config", default=None, help="edit config (YAML/JSON; flags override it)")
+    parser.add_argument("--fps", type=INTEGER, default=None, help="frames per second of the video (default 8)")
+    add_limits_flag(parser)
+    parser.add_argument("--config", default=None, help="edit config (YAML/JSON); flags given override its values")
     parser.add_argument("--save-config", default=None, help="write a config file that reproduces this edit")
     parser.add_argument("--metrics", action="store_true", help="also report warp error (source flow) and PSNR outside the mask")
-    parser.add_argument("--out", default="diffattn_edit.mp4", help="output video (.mp4)")
-    _add_method_flags(parser)
+    parser.add_argument("--out", default="diffattn_edit.mp4", help="output video, .mp4 (default: diffattn_edit.mp4)")
+    add_method_flags(parser, [get_method(name) for name in EDITORS])
     parser.set_defaults(run=run)
 
 
-def _add_method_flags(parser: argparse.ArgumentParser) -> None:
-    from ..pipelines.editing import EDITORS
-    from ..registry import get_method
-
-    for name in EDITORS:
-        cls = get_method(name)
-        group = parser.add_argument_group(f"{name} settings", cls.description)
-        for field_name, tp in cls.field_types().items():
-            group.add_argument(f"--{name}-{field_name.replace('_', '-')}", dest=f"{_PREFIX}{name}__{field_name}",
-                               type=field_parser(tp), default=argparse.SUPPRESS, metavar=field_name.upper())
-
-
 def spec_from_args(args: argparse.Namespace) -> Any:
-    """The `EditSpec`: the config file (if any), then the flags given on the command line."""
+    """The `EditSpec`: the config file (if any), then the flags given on the command line; within the caps
+    unless `--no-limits`."""
     from ..pipelines.editing import SPEC_KEYS, EditSpec, load_edit_spec
 
     data = load_edit_spec(args.config).to_dict() if args.config else {}
@@ -84,18 +89,18 @@ def spec_from_args(args: argparse.Namespace) -> Any:
         value = getattr(args, key, None)
         if value is not None and key != "editor":
             data[key] = value
-    for key, value in vars(args).items():
-        if key.startswith(_PREFIX):
-            method, name = key[len(_PREFIX):].split("__", 1)
-            if method != args.editor:
-                raise ConfigError(f"--{method}-{name.replace('_', '-')} is a {method} setting; this edit runs {args.editor}")
-            settings[name] = value
+    for method, given in method_settings(args).items():
+        if method != args.editor:
+            raise ConfigError(f"{method_flag(method, next(iter(given)))} is a {method} setting; this edit runs {args.editor}")
+        settings.update(given)
     if args.blend_words is not None:
         if args.editor == "fresco":
             raise ConfigError("fresco edits the whole video to the prompt; it has no blend words")
         settings["object_words" if args.editor == "realcraft" else "blend_words"] = args.blend_words
     data[args.editor] = settings
-    return EditSpec.from_dict(data)
+    spec = EditSpec.from_dict(data)
+    check_limits(args, steps=spec.config().num_inference_steps, frames=spec.frames, height=spec.height, width=spec.width)
+    return spec
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,14 +108,16 @@ def run(args: argparse.Namespace) -> int:
     from ..video import write_video
 
     spec = spec_from_args(args)
+    out = video_output(args.out)
+    config = output_file(args.save_config, "--save-config") if args.save_config else None
     result = edit_video(spec)
-    out = write_video(args.out, result.frames, fps=spec.fps)
+    out = write_video(out, result.frames, fps=spec.fps)
     frames = result.frames
     print(f"wrote {out} ({frames.shape[0]} frames, {frames.shape[-1]}x{frames.shape[-2]}) in {result.seconds:.1f} s "
           f"with {spec.editor} on {spec.model_spec}")
     print("info: " + json.dumps(result.info, default=str))
     if args.metrics:
         print("metrics: " + json.dumps(edit_metrics(result)))
-    if args.save_config:
-        save_edit_spec(spec, args.save_config)
+    if config is not None:
+        save_edit_spec(spec, config)
     return 0
