@@ -41,10 +41,10 @@ def attention_type(name: str, module: torch.nn.Module, enabled: dict[str, bool])
 class PABMethod(AttentionMethod):
     """Returns a layer's cached attention output on broadcast calls, recomputes (and caches) it otherwise.
 
-    Whether a call may reuse is decided once per denoiser call, before the layers run (`_on_forward`), from the
-    run's step index and the cache is keyed by CFG branch; with `match_diffusers`, from one counter per run over
-    every denoiser call and one cache for all branches, as diffusers' per-module counters (each attention module
-    runs once per call).
+    Whether a call may reuse, and which CFG branch's cache it uses, is decided once per denoiser call, before the
+    layers run (`_on_forward`): from the run's step index, one cache per branch; with `match_diffusers`, from one
+    counter per run over every denoiser call and one cache for all branches, as diffusers' per-module counters
+    (each attention module runs once per call).
     """
 
     config: PABConfig
@@ -53,7 +53,9 @@ class PABMethod(AttentionMethod):
         super().__init__(config, target)
         self._settings = config.resolve(target.family.name)
         self._types: dict[str, str] = {}
-        self._cache: dict[tuple[str | None, str, int, int | None], torch.Tensor] = {}
+        self._caches: dict[str | None, dict[tuple[str, int, int | None], torch.Tensor]] = {}
+        self._cache: dict[tuple[str, int, int | None], torch.Tensor] = {}
+        """The current CFG branch's cache (chosen before the layers run, so compiled blocks never key on the branch)."""
         self._reuse = dict.fromkeys(self._settings, False)
         self._run = -1
         self._calls = 0
@@ -78,24 +80,20 @@ class PABMethod(AttentionMethod):
         """This call's position in the run: its denoising step, or (`match_diffusers`) its denoiser call."""
         if ctx.run_index != self._run:
             self._run, self._calls = ctx.run_index, 0
-            self._cache.clear()
+            self._caches.clear()
         self._calls += 1
         return self._calls - 1 if self.config.match_diffusers else ctx.step_index
 
     def _on_forward(self, ctx: RunContext) -> None:
         timestep = self._timestep(ctx)
         count = self._count(ctx)
+        self._cache = self._caches.setdefault(None if self.config.match_diffusers else ctx.cfg_branch, {})
         for kind, (skip, (low, high)) in self._settings.items():
             within = timestep is not None and low < timestep < high
             self._reuse[kind] = skip > 0 and count > 0 and within and count % skip != 0
 
-    def _key(self, call: AttentionCall) -> tuple[str | None, str, int, int | None]:
-        """Cache key of a call: CFG branch (none with `match_diffusers`), layer, SDPA call index, layout part."""
-        branch = None if self.config.match_diffusers else call.context.cfg_branch
-        return branch, call.layer.name, call.index, getattr(call.layout, "part", None)
-
     def attend(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
-        key = self._key(call)
+        key = (call.layer.name, call.index, getattr(call.layout, "part", None))
         if self._reuse[self._types[call.layer.name]] and self.active(call):
             cached = self._cache.get(key)
             if cached is not None and cached.shape == (*call.query.shape[:-1], call.value.shape[-1]):
@@ -106,4 +104,5 @@ class PABMethod(AttentionMethod):
         return out
 
     def on_remove(self) -> None:
-        self._cache.clear()
+        self._caches.clear()
+        self._cache = {}
