@@ -9,7 +9,7 @@ from __future__ import annotations
 from diffattn.config import MethodConfig
 from diffattn.registry import methods
 
-__all__ = ["EDITORS", "EDITOR_TINY_MODELS", "HIGH_RESOLUTION", "generation_methods", "editor_configs"]
+__all__ = ["EDITORS", "EDITOR_TINY_MODELS", "HIGH_RESOLUTION", "FILE_SETTINGS", "generation_methods", "editor_configs"]
 
 EDITORS: dict[str, str] = {
     "fatezero": "FateZero",
@@ -23,6 +23,10 @@ EDITOR_TINY_MODELS: dict[str, str] = {"fatezero": "tiny:sd", "realcraft": "tiny:
 
 HIGH_RESOLUTION = "freeswim"
 """The method of the High resolution tab."""
+
+FILE_SETTINGS: dict[str, dict[str, tuple[str, ...]]] = {"sparge": {"tuned": (".json", ".pt")}}
+"""Method settings that name a file -> accepted suffixes. The app shows them as uploads and accepts only files it
+received (or from its allowed folders): a method field that opens a path must be listed here."""
 
 def generation_methods() -> tuple[dict[str, type[MethodConfig]], dict[str, type[MethodConfig]]]:
     """(attention methods, noise initialisation methods) offered by the Generate tab."""

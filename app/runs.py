@@ -4,7 +4,8 @@ Generation (and FreeSwim, whose config's runner `generate()` calls) goes through
 the same path as `diffattn generate`, and editing through `edit_video`, the same path as `diffattn edit`, so
 the config file saved with each run reproduces it from the command line. The most recently used pipeline stays
 loaded (one at a time: a GPU holds one model), with its progress
-bar enabled so `gr.Progress(track_tqdm=True)` can follow the denoising steps.
+bar enabled so `gr.Progress(track_tqdm=True)` can follow the denoising steps. A run given a `Job` watches the
+pipeline's models, so the job's deadline and cancel stop it between model calls.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import shutil
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ import torch
 from diffattn.generation import GenerationResult, GenerationSpec, generate, save_spec
 from diffattn.loading import load_pipeline, parse_dtype, pick_device
 from diffattn.video import write_video
+
+from .jobs import Job
 
 __all__ = ["RunFolders", "PipelineCache", "generation_key", "GenerationRun", "run_generation", "summary_markdown",
            "edit_key", "EditRun", "run_edit", "edit_summary_markdown"]
@@ -87,10 +91,17 @@ class GenerationRun:
     result: GenerationResult
 
 
-def run_generation(spec: GenerationSpec, pipes: PipelineCache, folders: RunFolders,
-                   kind: str = "generate") -> GenerationRun:
+def _watched(job: Job | None, pipe: Any) -> Any:
+    """`job.watch(pipe)` (deadline and cancel checked before every model call), or nothing without a job."""
+    return job.watch(pipe) if job is not None else nullcontext()
+
+
+def run_generation(spec: GenerationSpec, pipes: PipelineCache, folders: RunFolders, kind: str = "generate",
+                   job: Job | None = None) -> GenerationRun:
     """Generate with `spec` and write `video.mp4`, `config.json` (for `diffattn generate --config`) and `stats.json`."""
-    result = generate(spec, pipe=pipes.get(generation_key(spec), lambda: _load_for(spec)))
+    pipe = pipes.get(generation_key(spec), lambda: _load_for(spec))
+    with _watched(job, pipe):
+        result = generate(spec, pipe=pipe)
     folder = folders.new(kind)
     video = write_video(folder / "video.mp4", result.frames, fps=spec.fps)
     config = save_spec(spec, folder / "config.json")
@@ -113,7 +124,7 @@ def edit_key(spec: Any) -> tuple[Any, ...]:
     return "edit", spec.editor, spec.model_spec, spec.controlnet, spec.device, spec.dtype
 
 
-def run_edit(spec: Any, pipes: PipelineCache, folders: RunFolders) -> EditRun:
+def run_edit(spec: Any, pipes: PipelineCache, folders: RunFolders, job: Job | None = None) -> EditRun:
     """Edit with `spec` (a `diffattn.pipelines.editing.EditSpec`) through `edit_video`, the run `diffattn edit` makes.
 
     Writes `video.mp4` and `edit.json`; the config names the input video by its file name, so
@@ -121,7 +132,9 @@ def run_edit(spec: Any, pipes: PipelineCache, folders: RunFolders) -> EditRun:
     """
     from diffattn.pipelines.editing import build_edit_pipeline, edit_metrics, edit_video
 
-    result = edit_video(spec, pipe=pipes.get(edit_key(spec), lambda: build_edit_pipeline(spec)))
+    pipe = pipes.get(edit_key(spec), lambda: build_edit_pipeline(spec))
+    with _watched(job, pipe):
+        result = edit_video(spec, pipe=pipe)
     folder = folders.new("edit")
     video = write_video(folder / "video.mp4", result.frames, fps=spec.fps)
     config = spec.to_dict()

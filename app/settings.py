@@ -4,16 +4,23 @@ Every registered method appears with one widget per dataclass field (checkbox, n
 chosen by the field's type; label and help text from the config's docstring), so a method a colleague adds
 shows up in the app without touching it. Widget values reach the event handler as keyword arguments named
 `<method>__<field>`, which is also how `gradio_client` callers set them.
+
+Values coming back are checked before any config is built (which then checks types and ranges itself): numbers
+must lie within the app's caps (`limits.check_settings`), and a setting that names a file (`catalog.FILE_SETTINGS`,
+e.g. Sparge's `tuned`) is an upload widget whose value must be a file the app received (`limits.check_file`): a
+path typed by a client is refused without being opened.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import math
 import re
 import textwrap
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,19 +29,24 @@ import gradio as gr
 from diffattn.config import MethodConfig, field_parser
 from diffattn.errors import ConfigError
 
-__all__ = ["SettingWidget", "MethodPanel", "method_chooser", "method_panel", "field_docs"]
+from .catalog import FILE_SETTINGS
+from .limits import AppLimits, bounded, check_file, check_settings, upload_root
+
+__all__ = ["SettingWidget", "MethodPanel", "method_chooser", "method_panel", "optional_uploads", "field_docs"]
 
 _ARG_LINE = re.compile(r"^(\s+)(\w+)(?:, \w+)* \(`.*?\):(?:\s+(.*))?$")
 
 
 @dataclass(frozen=True)
 class SettingWidget:
-    """One config field's widget: which method and field it sets, the field's type, the component."""
+    """One config field's widget: which method and field it sets, the field's type, the component, and for a field
+    that names a file, the accepted suffixes (the widget is then an upload)."""
 
     method: str
     field: str
     kind: Any
     component: gr.components.Component
+    suffixes: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -48,10 +60,12 @@ class SettingWidget:
             if optional:
                 return None
             raise ConfigError(f"{self.method}: {self.field} needs a value")
+        if self.kind is int:  # whole numbers only: no silent truncation of 2.5
+            return bounded(f"{self.method}: {self.field}", raw, -math.inf, math.inf)
         try:
             if isinstance(raw, str):
                 return field_parser(self.kind)(raw)
-            return self.kind(raw) if self.kind in (int, float, bool) else raw
+            return self.kind(raw) if self.kind in (float, bool) else raw
         except ConfigError:
             raise
         except (TypeError, ValueError) as exc:
@@ -60,21 +74,31 @@ class SettingWidget:
 
 @dataclass
 class MethodPanel:
-    """Settings widgets of several methods: the chooser (which methods run; `None`: all) and one group each."""
+    """Settings widgets of several methods: the chooser (which methods run; `None`: all), one group each, and the
+    limits their values are checked against."""
 
     registry: dict[str, type[MethodConfig]]
     chooser: gr.CheckboxGroup | gr.Radio | None
     groups: dict[str, gr.Accordion]
     widgets: list[SettingWidget]
+    limits: AppLimits
 
     def inputs_kwargs(self) -> dict[str, gr.components.Component]:
         return {w.key: w.component for w in self.widgets}
 
     def settings(self, name: str, values: Mapping[str, Any]) -> dict[str, Any]:
-        """One method's settings `{field: value}` from the widget values (`values` keyed like `inputs_kwargs`)."""
+        """One method's settings `{field: value}` from the widget values (`values` keyed like `inputs_kwargs`),
+        within the app's limits; file settings become the paths of files the app received."""
         if name not in self.registry:
             raise ConfigError(f"unknown method {name!r} here; available: {', '.join(self.registry) or 'none'}")
-        return {w.field: w.value(values[w.key]) for w in self.widgets if w.method == name and w.key in values}
+        widgets = [w for w in self.widgets if w.method == name and w.key in values]
+        settings = {w.field: w.value(values[w.key]) for w in widgets}
+        check_settings(self.registry[name], settings, self.limits)
+        for widget in widgets:
+            if widget.suffixes and settings[widget.field] is not None:
+                settings[widget.field] = str(check_file(settings[widget.field], self.limits, upload_root(),
+                                                        what=f"{name} {widget.field} file", suffixes=widget.suffixes))
+        return settings
 
     def configs(self, names: Iterable[str], values: Mapping[str, Any]) -> list[MethodConfig]:
         """Validated configs of the chosen methods from the widget values."""
@@ -83,6 +107,20 @@ class MethodPanel:
             settings = self.settings(name, values)  # checks the name first
             configs.append(self.registry[name].from_dict(settings))
         return configs
+
+
+def optional_uploads(handler: Callable[..., Any], *panels: MethodPanel) -> Callable[..., Any]:
+    """`handler`, declaring the panels' upload settings as keyword parameters that default to `None`.
+
+    Gradio lets API callers leave a parameter out only if its widget has a value or the function's parameter
+    defaults to `None`; an upload widget starts empty, and settings arrive through `**kwargs`.
+    """
+    signature = inspect.signature(handler)
+    *named, settings = signature.parameters.values()
+    uploads = [inspect.Parameter(w.key, inspect.Parameter.KEYWORD_ONLY, default=None)
+               for panel in panels for w in panel.widgets if w.suffixes]
+    handler.__signature__ = signature.replace(parameters=[*named, *uploads, settings])  # type: ignore[attr-defined]
+    return handler
 
 
 def method_chooser(registry: Mapping[str, type[MethodConfig]], *, kind: Literal["checkboxes", "radio"], label: str,
@@ -96,12 +134,13 @@ def method_chooser(registry: Mapping[str, type[MethodConfig]], *, kind: Literal[
 
 
 def method_panel(registry: Mapping[str, type[MethodConfig]], chooser: gr.CheckboxGroup | gr.Radio | None = None,
-                 initial: Mapping[str, Mapping[str, Any]] | None = None) -> MethodPanel:
+                 initial: Mapping[str, Mapping[str, Any]] | None = None, limits: AppLimits | None = None,
+                 ) -> MethodPanel:
     """Build (inside the current Blocks context) each method's settings accordion.
 
     With a `chooser` only the chosen methods' settings are shown (folded for checkboxes); without one every
     method of `registry` runs and its settings are shown. `initial` replaces config defaults as the widgets'
-    starting values (`{method: {field: value}}`).
+    starting values (`{method: {field: value}}`). Values are checked against `limits` (default: `AppLimits()`).
     """
     chosen = _as_set(chooser.value) if chooser is not None else set(registry)
     groups, widgets = {}, []
@@ -119,7 +158,7 @@ def method_panel(registry: Mapping[str, type[MethodConfig]], chooser: gr.Checkbo
             api_name=f"show_{str(chooser.label).lower().replace(' ', '_')}_settings", api_visibility="private",
             queue=False,
         )
-    return MethodPanel(dict(registry), chooser, groups, widgets)
+    return MethodPanel(dict(registry), chooser, groups, widgets, limits or AppLimits())
 
 
 def _as_set(chosen: str | Iterable[str] | None) -> set[str]:
@@ -135,6 +174,7 @@ def _widgets(cls: type[MethodConfig], initial: Mapping[str, Any], columns: int =
     types_ = cls.field_types()
     defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
                 for f in dataclasses.fields(cls)}
+    files = FILE_SETTINGS.get(cls.name, {})
     defaults.update(initial)
     inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in dataclasses.fields(base)}
     order = sorted(types_, key=lambda name: name in inherited)
@@ -142,8 +182,12 @@ def _widgets(cls: type[MethodConfig], initial: Mapping[str, Any], columns: int =
     for start in range(0, len(order), columns):
         with gr.Row():
             for name in order[start:start + columns]:
-                component = _component(name, types_[name], defaults[name], docs.get(name, ""))
-                widgets.append(SettingWidget(cls.name, name, types_[name], component))
+                if name in files:
+                    component = gr.File(label=f"{name.replace('_', ' ')} ({', '.join(files[name])} upload)",
+                                        file_types=list(files[name]), type="filepath")
+                else:
+                    component = _component(name, types_[name], defaults[name], docs.get(name, ""))
+                widgets.append(SettingWidget(cls.name, name, types_[name], component, files.get(name, ())))
     return widgets
 
 

@@ -2,7 +2,8 @@
 
 Every event has an `api_name`: the jobs (`/generate`, `/edit`, `/high_resolution`, `/kernels`) are public so
 `gradio_client` can drive them, and share one concurrency group so one runs at a time on the device; events that
-only update the page (showing a method's settings) are private.
+only update the page (showing a method's settings) are private. Each tab's Stop button cancels its job, which
+stops at its next denoising step or timed call (`app.jobs`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ def _model_box(default: str, tiny: tuple[str, ...]) -> gr.Dropdown:
     )
 
 
+def _buttons(label: str) -> tuple[gr.Button, gr.Button]:
+    """The tab's run button and its Stop button (wired by `_stoppable` once the job event exists)."""
+    with gr.Row():
+        return gr.Button(label, variant="primary", scale=3), gr.Button("Stop", variant="stop", scale=1)
+
+
+def _stoppable(stop: gr.Button, job: gr.events.Dependency) -> None:
+    """Stop cancels the job: a queued one leaves the queue, a running one stops at its next checkpoint."""
+    stop.click(None, cancels=[job])
+
+
 def _results(tab: str) -> tuple[gr.Video, gr.Markdown, gr.File, gr.Plot, gr.Plot]:
     """Output column of a generation tab: video, summary, config download, then the stats figures."""
     video = gr.Video(label="Result", autoplay=True, loop=True, height=360, interactive=False, elem_id=f"{tab}-result")
@@ -68,10 +80,10 @@ def _generate_tab(ctx: AppContext, model: str) -> None:
             attention_chooser = method_chooser(
                 attention, kind="checkboxes", label="Attention methods", selected=tuple({"observe"} & set(attention)),
                 info="sparse or observed attention; each chosen method's settings appear below")
-            attention_panel = method_panel(attention, attention_chooser)
+            attention_panel = method_panel(attention, attention_chooser, limits=ctx.limits)
             noise_chooser = method_chooser(noise, kind="checkboxes", label="Noise initialisation",
                                            info="better or longer initial noise (optional)")
-            noise_panel = method_panel(noise, noise_chooser)
+            noise_panel = method_panel(noise, noise_chooser, limits=ctx.limits)
             with gr.Accordion("Sampling", open=False):
                 with gr.Row():
                     frames = gr.Textbox(label="frames", placeholder="model default")
@@ -81,17 +93,18 @@ def _generate_tab(ctx: AppContext, model: str) -> None:
                     steps = gr.Textbox(label="steps", placeholder="model default (2 for tiny)", min_width=100)
                     guidance = gr.Textbox(label="guidance", placeholder="model default", min_width=100)
                     seed = gr.Number(label="seed", value=0, precision=0, min_width=80)
-                    fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60, min_width=80)
-            button = gr.Button("Generate", variant="primary")
+                    fps = gr.Number(label="fps", value=8, precision=0, min_width=80)
+            button, stop = _buttons("Generate")
         with gr.Column(scale=6):
             video, summary, config, density, timing = _results("generate")
-    button.click(
+    job = button.click(
         generate_handler(ctx, attention_panel, noise_panel),
         inputs=[model_box, prompt, negative, attention_chooser, noise_chooser, frames, height, width,
                 steps, guidance, seed, fps],
         inputs_kwargs={**attention_panel.inputs_kwargs(), **noise_panel.inputs_kwargs()},
         outputs=[video, density, timing, summary, config], api_name="generate", concurrency_id=DEVICE_JOBS,
     )
+    _stoppable(stop, job)
 
 
 def _tiny_model_for(editor: str, model: str) -> str:
@@ -123,14 +136,14 @@ def _edit_tab(ctx: AppContext, model: str, examples: Path) -> None:
             gr.Examples([[str(_sample_clip(examples)), *SAMPLE_PROMPTS]], inputs=[video, source_prompt, target_prompt],
                         label="Built-in sample clip (click to load it)")
             with gr.Row():
-                frames = gr.Number(label="frames", value=8, precision=0, minimum=1, elem_id="edit-frames")
+                frames = gr.Number(label="frames", value=8, precision=0, elem_id="edit-frames")
                 height = gr.Textbox(label="height", placeholder="keep (multiple of 8)")
                 width = gr.Textbox(label="width", placeholder="keep (multiple of 8)")
             with gr.Row():
                 seed = gr.Number(label="seed", value=0, precision=0)
-                fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60)
-            button = gr.Button("Edit video", variant="primary")
-            panel = method_panel(editors, editor)
+                fps = gr.Number(label="fps", value=8, precision=0)
+            button, stop = _buttons("Edit video")
+            panel = method_panel(editors, editor, limits=ctx.limits)
         with gr.Column(scale=6):
             result = gr.Video(label="Edited video", autoplay=True, loop=True, height=360, interactive=False,
                               elem_id="edit-result")
@@ -139,12 +152,13 @@ def _edit_tab(ctx: AppContext, model: str, examples: Path) -> None:
                              interactive=False)
     editor.change(_tiny_model_for, inputs=[editor, model_box], outputs=model_box, api_name="editor_model",
                   api_visibility="private", queue=False)
-    button.click(
+    job = button.click(
         edit_handler(ctx, panel),
         inputs=[video, editor, model_box, source_prompt, target_prompt, frames, height, width, seed, fps],
         inputs_kwargs=panel.inputs_kwargs(),
         outputs=[result, summary, config], api_name="edit", concurrency_id=DEVICE_JOBS,
     )
+    _stoppable(stop, job)
 
 
 def _high_resolution_tab(ctx: AppContext, model: str) -> None:
@@ -164,17 +178,18 @@ def _high_resolution_tab(ctx: AppContext, model: str) -> None:
             with gr.Row():
                 steps = gr.Number(label="steps", value=6 if tiny else 50, precision=0)
                 seed = gr.Number(label="seed", value=0, precision=0)
-                fps = gr.Number(label="fps", value=8, precision=0, minimum=1, maximum=60)
-            button = gr.Button("Generate at high resolution", variant="primary")
+                fps = gr.Number(label="fps", value=8, precision=0)
+            button, stop = _buttons("Generate at high resolution")
             tiny_base = {catalog.HIGH_RESOLUTION: {"base_height": 32, "base_width": 32}}  # the tiny Wan's "native" size
-            panel = method_panel(registry, initial=tiny_base if tiny else None)
+            panel = method_panel(registry, initial=tiny_base if tiny else None, limits=ctx.limits)
         with gr.Column(scale=6):
             video, summary, config, density, timing = _results("high-resolution")
-    button.click(
+    job = button.click(
         high_resolution_handler(ctx, panel),
         inputs=[model_box, prompt, height, width, frames, steps, seed, fps], inputs_kwargs=panel.inputs_kwargs(),
         outputs=[video, density, timing, summary, config], api_name="high_resolution", concurrency_id=DEVICE_JOBS,
     )
+    _stoppable(stop, job)
 
 
 def _kernels_tab(ctx: AppContext) -> None:
@@ -192,13 +207,14 @@ def _kernels_tab(ctx: AppContext) -> None:
             block = gr.Dropdown(label="block size", choices=[16, 32, 64, 128], value=128 if on_gpu else 64)
             densities = gr.Textbox(label="densities", value="0.1, 0.25, 0.5, 1.0",
                                    info="kept kv-block fractions, comma-separated")
-            repeats = gr.Number(label="repeats", value=10 if on_gpu else 3, precision=0, minimum=1)
-            button = gr.Button("Run kernel benchmark", variant="primary")
+            repeats = gr.Number(label="repeats", value=10 if on_gpu else 3, precision=0)
+            button, stop = _buttons("Run kernel benchmark")
         with gr.Column(scale=6):
             plot = gr.Plot(label="Time against density", show_label=False)
             table = gr.Markdown()
-    button.click(kernels_handler(ctx), inputs=[tokens, heads, head_dim, block, densities, repeats],
-                 outputs=[plot, table], api_name="kernels", concurrency_id=DEVICE_JOBS)
+    job = button.click(kernels_handler(ctx), inputs=[tokens, heads, head_dim, block, densities, repeats],
+                       outputs=[plot, table], api_name="kernels", concurrency_id=DEVICE_JOBS)
+    _stoppable(stop, job)
 
 
 def build_demo(model: str = "tiny:wan", limits: AppLimits | None = None,

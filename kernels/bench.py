@@ -81,13 +81,18 @@ def _random_plan(blocks: int, density: float, block: int, generator: torch.Gener
     return BlockPlan.from_block_mask(mask[None, None].to(device), block, block), keep / blocks
 
 
-def _median_ms(call: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of `call` after one warm-up call (which also absorbs compilation)."""
+def _median_ms(call: Callable[[], object], repeats: int, device: torch.device,
+               on_call: Callable[[], None] | None = None) -> float:
+    """Median wall time of `call` after one warm-up call (which also absorbs compilation); `on_call` runs before
+    each call."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    before = on_call or (lambda: None)
+    before()
     call()
     sync()
     times = []
     for _ in range(repeats):
+        before()
         start = time.perf_counter()
         call()
         sync()
@@ -95,8 +100,13 @@ def _median_ms(call: Callable[[], object], repeats: int, device: torch.device) -
     return statistics.median(times)
 
 
-def run_kernel_benchmark(spec: KernelBenchSpec, device: torch.device | None = None) -> KernelBenchResult:
-    """Time diffattn's kernel, FlexAttention and dense SDPA at each density of `spec` (progress via tqdm)."""
+def run_kernel_benchmark(spec: KernelBenchSpec, device: torch.device | None = None,
+                         on_call: Callable[[], None] | None = None) -> KernelBenchResult:
+    """Time diffattn's kernel, FlexAttention and dense SDPA at each density of `spec` (progress via tqdm).
+
+    `on_call` runs before every timed call, outside the timing; raising from it stops the benchmark (the app's
+    time limit per job and its cancel do).
+    """
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     generator = torch.Generator().manual_seed(spec.seed)
@@ -109,13 +119,14 @@ def run_kernel_benchmark(spec: KernelBenchSpec, device: torch.device | None = No
     sparse = {name: backend for name, backend in sparse.items() if name not in skipped}
     blocks = spec.tokens // spec.block
     rows: list[dict[str, float | str]] = []
-    dense_ms = _median_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), spec.repeats, device)
+    dense_ms = _median_ms(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v), spec.repeats, device,
+                          on_call)
     for density in tqdm(spec.densities, desc="kernel benchmark", unit="density"):
         plan, actual = _random_plan(blocks, density, spec.block, generator, device)
         rows.append({"implementation": "dense SDPA", "density": actual, "ms": dense_ms})
         for name, backend in sparse.items():
             ms = _median_ms(lambda plan=plan, backend=backend: block_sparse_attention(q, k, v, plan, backend=backend),
-                            spec.repeats, device)
+                            spec.repeats, device, on_call)
             rows.append({"implementation": name, "density": actual, "ms": ms})
     return KernelBenchResult(rows=rows, device=device_label(device), dtype=str(dtype).removeprefix("torch."),
                              skipped=skipped)

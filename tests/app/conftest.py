@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
+import io
+import os
 from pathlib import Path
 
 import pytest
@@ -26,3 +29,40 @@ def app_server(tmp_path_factory):
 def clip_file(tmp_path_factory) -> Path:
     """The built-in sample clip (8 frames, 64x64, 1 s) as an MP4 to upload."""
     return write_video(tmp_path_factory.mktemp("clip") / "clip.mp4", sample_clip(8, 64, 64), fps=8)
+
+
+class Touches:
+    """Every open or stat of a file path while the `touches` fixture is active."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def clear(self) -> None:
+        """Forget what was touched so far (e.g. writing the test's own files)."""
+        self.calls.clear()
+
+    def of(self, path: str | os.PathLike) -> list[str]:
+        """How `path` was touched ("open", "stat"), in order: [] proves it never was."""
+        return [kind for kind, touched in self.calls if os.path.realpath(touched) == os.path.realpath(path)]
+
+
+@pytest.fixture
+def touches(monkeypatch) -> Touches:
+    """Records opens (`open`, `io.open`, so `Path.open` / `read_text`) and stats (`os.stat`, so `Path.is_file`)."""
+    record = Touches()
+    real_open, real_stat = io.open, os.stat
+
+    def spy_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)):
+            record.calls.append(("open", os.fspath(file)))
+        return real_open(file, *args, **kwargs)
+
+    def spy_stat(path, *args, **kwargs):
+        if isinstance(path, (str, os.PathLike)):
+            record.calls.append(("stat", os.fspath(path)))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(io, "open", spy_open)
+    monkeypatch.setattr(os, "stat", spy_stat)
+    return record

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -126,23 +127,87 @@ def test_device_jobs_run_one_at_a_time(client):
     assert read_video(jobs[0].result()[0]).shape[0] > 1 and "dense SDPA" in jobs[1].result()[1]
 
 
+EDIT_REQUEST = {"video": None, "editor": "fatezero", "model": "tiny:sd", "frames": 4, **EDIT_PROMPTS}
+HIGH_RESOLUTION_REQUEST = {"prompt": "x", "height": 64, "width": 96, "steps": 4}
+TOKEN_CAP = "tokens on (a GPU|the CPU) must lie between 1 and (131072|4096) in this app"
+
+
 @pytest.mark.parametrize(("endpoint", "request_", "message"), [
     ("/generate", {"prompt": "x", "model": "../models/secret"}, "outside the folders this app may load from"),
     ("/generate", {"prompt": "x", "model": "tiny:nope"}, "no built-in tiny model 'nope'"),
     ("/generate", {"prompt": "x", "steps": "1000"}, "steps must lie between 1 and 100"),
     ("/generate", {"prompt": "x", "steps": "two"}, "steps must be a number"),
+    ("/generate", {"prompt": "x", "guidance": "nan"}, "guidance must be a finite number"),
+    ("/generate", {"prompt": "x", "seed": 1e30}, "seed must lie between 0 and 4294967295 in this app"),
+    ("/generate", {"prompt": "x", "fps": 1000}, "fps must lie between 1 and 60 in this app"),
     ("/generate", {"prompt": " "}, "write a prompt first"),
     ("/generate", {"prompt": "x", "attention_methods": ["observe"], "observe__dense_layers": "a"},
      "observe: dense_layers cannot be 'a'"),
     ("/generate", {"prompt": "x", "attention_methods": ["observe"], "observe__dense_steps": -1},
      "dense_steps must lie in"),
-    ("/kernels", {"tokens": 1_000_000, "densities": "1", **KERNEL_REQUEST}, "at most 4096 tokens"),
+    ("/generate", {"prompt": "x", "attention_methods": ["radial"], "radial__decay_factor": "nan"},
+     "radial: decay_factor must be a finite number"),
+    ("/generate", {"prompt": "x", "noise_methods": ["freeinit"], "freeinit__num_iters": 10**9},
+     "freeinit: num_iters must lie between -1e\\+06 and 1e\\+06 in this app"),
+    ("/edit", {**EDIT_REQUEST, "fatezero__num_inference_steps": 100000},
+     "fatezero: num_inference_steps must lie between 1 and 100 in this app"),
+    ("/edit", {**EDIT_REQUEST, "frames": 1000}, "frames must lie between 1 and 129 in this app"),
+    ("/high_resolution", {**HIGH_RESOLUTION_REQUEST, "steps": 100000}, "steps must lie between 1 and 100 in this app"),
+    ("/high_resolution", {**HIGH_RESOLUTION_REQUEST, "height": 100000}, "height must lie between 1 and 2048"),
+    ("/kernels", {"tokens": 1_000_000, "densities": "1", **KERNEL_REQUEST}, TOKEN_CAP),
+    ("/kernels", {"tokens": 128, "densities": "1", **KERNEL_REQUEST, "repeats": 100000},
+     "repeats must lie between 1 and 100 in this app; got 100000"),
+    ("/kernels", {"tokens": 128, "densities": "1", **KERNEL_REQUEST, "heads": 100000},
+     "heads must lie between 1 and 64 in this app"),
+    ("/kernels", {"tokens": 128, "densities": ", ".join(["1"] * 100), **KERNEL_REQUEST},
+     "densities must hold between 1 and 16 values in this app; got 100"),
     ("/kernels", {"tokens": 100, "densities": "1", **KERNEL_REQUEST}, "multiple of the block size"),
     ("/kernels", {"tokens": 128, "densities": "0, 1", **KERNEL_REQUEST}, r"densities must lie in \(0, 1\]"),
-])
+], ids=["model_outside_folders", "unknown_tiny_model", "steps_1000", "steps_text", "guidance_nan", "seed_1e30",
+        "fps_1000", "empty_prompt", "setting_text_for_ints", "setting_below_range", "setting_nan", "setting_1e9",
+        "editor_steps_100000", "edit_frames_1000", "high_resolution_steps_100000", "high_resolution_height_100000",
+        "kernel_tokens_1000000", "kernel_repeats_100000", "kernel_heads_100000", "kernel_100_densities",
+        "kernel_tokens_not_multiple_of_block", "kernel_density_zero"])
 def test_bad_inputs_get_clear_messages(client, endpoint, request_, message):
     with pytest.raises(AppError, match=message):
         client.predict(api_name=endpoint, **request_)
+
+
+def test_stop_buttons_cancel_every_job(app_server):
+    config = Client(app_server[0], verbose=False, analytics_enabled=False).config
+    jobs = {dep["api_name"]: dep["id"] for dep in config["dependencies"]
+            if dep["api_name"] in ("generate", "edit", "high_resolution", "kernels")}
+    cancelled = {job for dep in config["dependencies"] for job in dep.get("cancels") or []}
+    assert len(jobs) == 4 and set(jobs.values()) <= cancelled
+
+
+def test_cancel_stops_the_running_job_and_frees_the_slot(app_server, monkeypatch):
+    """Cancelling a running job (what the Stop button does) ends its thread before the cancel returns."""
+    from diffattn.app import handlers
+
+    started, ended = threading.Event(), []
+    measure = handlers.run_kernel_benchmark
+
+    def observed(*args, **kwargs):
+        started.set()
+        try:
+            return measure(*args, **kwargs)
+        except BaseException as exc:
+            ended.append(type(exc).__name__)
+            raise
+
+    monkeypatch.setattr(handlers, "run_kernel_benchmark", observed)
+    client = Client(app_server[0], verbose=False, analytics_enabled=False)
+    long_job = {"tokens": 1024, "heads": 2, "head_dim": 64, "block": 64, "densities": "0.1, 0.5, 1", "repeats": 100}
+    job = client.submit(api_name="/kernels", **long_job)  # minutes on a CPU
+    assert started.wait(60)
+    begin = time.monotonic()
+    threading.Thread(target=job.cancel, daemon=True).start()  # its request returns once the job's thread ended
+    while not ended and time.monotonic() - begin < 30:
+        time.sleep(0.05)
+    assert ended == ["JobStopped"], "the cancelled job is still running"
+    figure, table = client.predict(api_name="/kernels", tokens=128, densities="1", **KERNEL_REQUEST)
+    assert "dense SDPA" in table and time.monotonic() - begin < 30
 
 
 def test_bad_uploads_get_clear_messages(client, tmp_path):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 import pytest
+from diffattn.app.limits import AppLimits
 from diffattn.app.settings import field_docs, method_chooser, method_panel
 
 from diffattn.config import AttentionConfig
@@ -75,3 +76,37 @@ def test_field_docs_reads_both_docstring_styles_through_the_bases():
     assert docs["alpha"] == "first line continues here."
     assert docs["beta"] == "On the next line."
     assert docs["dense_steps"].startswith("The first `dense_steps` denoising steps stay dense")
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"radial__decay_factor": float("nan")}, "radial: decay_factor must be a finite number"),
+    ({"radial__decay_factor": "inf"}, "radial: decay_factor must be a finite number"),
+    ({"radial__dense_steps": 2.5}, "radial: dense_steps must be a whole number"),
+    ({"radial__dense_steps": 10**9}, "radial: dense_steps must lie between"),
+], ids=["float_nan", "float_inf", "int_fraction", "int_above_cap"])
+def test_bad_setting_values_are_refused_naming_the_setting(values, message):
+    registry = {"radial": methods()["radial"]}
+    with gr.Blocks():
+        panel = method_panel(registry)
+    with pytest.raises(ConfigError, match=message):
+        panel.configs(["radial"], _start_values(panel) | values)
+
+
+def test_tuning_file_is_an_upload_and_a_server_path_is_refused_unopened(tmp_path, touches):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    with gr.Blocks():
+        panel = method_panel({"sparge": methods()["sparge"]}, limits=AppLimits(upload_dirs=(allowed,)))
+    widget = next(w for w in panel.widgets if w.key == "sparge__tuned")
+    assert isinstance(widget.component, gr.File) and widget.suffixes == (".json", ".pt")
+    bashrc = tmp_path / "home" / ".bashrc.json"
+    bashrc.parent.mkdir()
+    bashrc.write_text("{}")
+    values = _start_values(panel)
+    touches.clear()
+    with pytest.raises(ConfigError, match="sparge tuned file must be uploaded through the app"):
+        panel.configs(["sparge"], values | {"sparge__tuned": str(bashrc)})
+    assert touches.of(bashrc) == []
+    inside = allowed / "tuning.json"
+    inside.write_text("{}")
+    assert panel.settings("sparge", values | {"sparge__tuned": str(inside)})["tuned"] == str(inside.resolve())
