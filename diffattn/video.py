@@ -59,6 +59,13 @@ def check_video_path(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _new_file_mode() -> int:
+    """The permission bits `open()` gives a new file under the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray | list, fps: int = 8) -> Path:
     """Write frames as an H.264 MP4 that browsers play; odd sizes are padded by one edge pixel."""
     import imageio.v2 as imageio
@@ -80,6 +87,7 @@ def write_video(path: str | os.PathLike, video: torch.Tensor | np.ndarray | list
         ) as writer:
             for frame in frames:
                 writer.append_data(frame)
+        os.chmod(tmp, _new_file_mode())  # mkstemp creates 0600; the video gets the mode any new file would
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

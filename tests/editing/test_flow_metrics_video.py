@@ -165,3 +165,12 @@ def test_video_files_round_trip_and_bad_files(tmp_path):
                          ("nothing", "no image frames")):
         with pytest.raises(VideoReadError, match=message):
             prepare_video(tmp_path / bad)
+
+
+def test_written_video_has_the_mode_of_any_new_file(tmp_path):
+    """The atomic write goes through a private temporary file; the video must not stay readable by its owner only."""
+    import os
+
+    (tmp_path / "plain").write_bytes(b"")
+    path = write_video(tmp_path / "clip.mp4", torch.rand(2, 3, 16, 16), fps=4)
+    assert os.stat(path).st_mode & 0o777 == os.stat(tmp_path / "plain").st_mode & 0o777
