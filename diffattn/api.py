@@ -12,6 +12,7 @@ installer (all attention methods share one set of processors, for example) are i
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -26,6 +27,8 @@ from .registry import resolve_configs
 from .stats import AttentionStats
 
 __all__ = ["apply", "Handle", "Target", "Installer", "find_denoisers", "handle_of"]
+
+logger = logging.getLogger("diffattn")
 
 _HANDLE_ATTR = "_diffattn_handle"
 _DENOISER_ATTRS = ("transformer", "transformer_2", "unet")
@@ -112,7 +115,9 @@ class Handle:
 
     Attributes:
         configs: the method configs, in the order given.
-        stats (`AttentionStats`): per layer and step: density, skipped tiles, time.
+        stats (`AttentionStats`): per layer and step: density, skipped tiles, time; per method the calls it acted
+            on. A method that acted on no call of a pipeline call (all dense steps, too few tokens, ...) is named
+            with why in one `diffattn` log warning for that call, and in `stats.summary()["never_ran"]`.
         context (`RunContext`): what the processors see for the current call (shared by all denoisers).
         pipeline, model, models: the pipeline (if one was given), its main denoiser, and all its denoisers.
     """
@@ -141,11 +146,14 @@ class Handle:
         self._installers: list[Installer] = []
         self._hooked: list[torch.nn.Module] = []
         self._removed = False
+        self._run, self._run_steps, self._reported = -1, None, -1
 
     # --------------------------------------------------------------------------------- lifecycle
     def _install(self) -> None:
         for target, instances in zip(self.targets, self._instances):
-            hook = ContextHook(self.context, target.family, self._schedule, self._cfg_enabled, target.listeners)
+            hook = ContextHook(
+                self.context, target.family, self._schedule, self._cfg_enabled, target.listeners, [self._after_forward]
+            )
             install_context_hook(target.model, hook)
             self._hooked.append(target.model)
             setattr(target.model, _HANDLE_ATTR, self)
@@ -161,6 +169,7 @@ class Handle:
         """Take every method off and restore the original processors, hooks and pipeline; idempotent."""
         if self._removed:
             return
+        self._report_run()
         errors = []
         for installer in reversed(self._installers):
             try:
@@ -206,9 +215,26 @@ class Handle:
         return bool(flag)
 
     def _update_phases(self, ctx: RunContext) -> None:
+        if ctx.run_index != self._run:
+            self._report_run()
+            self._run, self._run_steps = ctx.run_index, ctx.num_steps
         ctx.phases = {
             c.name: c.phase(ctx.step_index, ctx.num_steps) for c in self.configs if isinstance(c, AttentionConfig)
         }
+
+    def _after_forward(self, ctx: RunContext) -> None:
+        """After a forward of the run's last step (when the step count is known), report the run."""
+        if ctx.num_steps is not None and ctx.step_index >= ctx.num_steps - 1:
+            self._report_run()
+
+    def _report_run(self) -> None:
+        """Log, once per run and in one line, the methods that never ran in it or left calls dense (and why)."""
+        if self._run < 0 or self._reported == self._run or not self.stats.enabled:
+            return
+        self._reported = self._run
+        line = self.stats.run_report(self._run, self._run_steps)
+        if line is not None:
+            logger.warning("diffattn: %s", line)
 
 
 def apply(target: Any, *methods: MethodConfig | str | dict, **settings: Any) -> Handle:

@@ -108,7 +108,8 @@ _TEXT_ARGS = ("encoder_hidden_states",)
 
 
 class ContextHook(ModelHook):
-    """Publishes a `RunContext` before every forward of the root denoiser."""
+    """Publishes a `RunContext` before every forward of the root denoiser (`listeners`) and tells `after_forward`
+    listeners when a forward has finished."""
 
     _is_stateful = True  # so the pipeline's `cache_context(name)` reaches our StateManager
 
@@ -119,6 +120,7 @@ class ContextHook(ModelHook):
         schedule: Callable[[], torch.Tensor | None] | None = None,
         cfg_enabled: Callable[[], bool] | None = None,
         listeners: list[Callable[[RunContext], None]] | None = None,
+        after_forward: list[Callable[[RunContext], None]] | None = None,
     ) -> None:
         super().__init__()
         self.context = context
@@ -126,6 +128,7 @@ class ContextHook(ModelHook):
         self.schedule = schedule or (lambda: None)
         self.cfg_enabled = cfg_enabled or (lambda: False)
         self.listeners = listeners if listeners is not None else []
+        self.after_forward = after_forward if after_forward is not None else []
         self.branch_state = StateManager(_BranchState)
 
     def pre_forward(self, module: torch.nn.Module, *args, **kwargs):
@@ -143,6 +146,11 @@ class ContextHook(ModelHook):
         for listener in self.listeners:
             listener(ctx)
         return args, kwargs
+
+    def post_forward(self, module: torch.nn.Module, output: Any) -> Any:
+        for listener in self.after_forward:
+            listener(self.context)
+        return output
 
     def _branch(self) -> str | None:
         """The CFG branch: the pipeline's `cache_context` name, else inferred from how the family runs CFG."""

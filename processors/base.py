@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -29,7 +29,7 @@ from torch.overrides import TorchFunctionMode
 
 from diffattn.config import AttentionConfig, MethodConfig, Phase
 from diffattn.context import LayerInfo, RunContext
-from diffattn.errors import BackendUnavailableError
+from diffattn.errors import BackendUnavailableError, ConfigError
 from diffattn.geometry import Grid
 from diffattn.plan import BlockPlan
 from diffattn.stats import AttentionStats, Timer
@@ -43,6 +43,7 @@ __all__ = [
     "find_attention_modules",
     "describe_layers",
     "token_layout",
+    "account",
 ]
 
 Proceed = Callable[["AttentionCall"], torch.Tensor]
@@ -126,6 +127,9 @@ class AttentionCall:
     """Extra `block_sparse_attention` keywords (pv_threshold, skip_threshold, backend)."""
     on_kernel_result: list[Callable[[Any], None]] = field(default_factory=list)
     """Callbacks given the kernel's `SparseAttentionOutput` (e.g. LiteAttention's skip marks)."""
+    dense_reasons: dict[str, str] = field(default_factory=dict)
+    """Methods (by name) that left this call dense in an active step, with why (`""`: by design, e.g. a sparse
+    method on cross-attention); shared by every `replace`d copy, read once the chain has run (`account`)."""
 
     def dense(self, query: torch.Tensor | None = None, key: torch.Tensor | None = None, value: torch.Tensor | None = None) -> torch.Tensor:
         """The model's own SDPA call, optionally with replaced q/k/v (identical to the stock processor otherwise)."""
@@ -213,6 +217,23 @@ class AttentionMethod:
         """Called when the handle is removed; drop caches."""
 
 
+def _dense_steps_reason(config: MethodConfig) -> str:
+    """The dense-step settings of `config`, as the reason a call stayed dense."""
+    if isinstance(config, AttentionConfig):
+        return f"dense steps: dense_steps={config.dense_steps}, dense_last_steps={config.dense_last_steps}"
+    return "dense steps"
+
+
+def account(chain: tuple[AttentionMethod, ...], context: RunContext, reasons: Mapping[str, str], stats: AttentionStats) -> None:
+    """Count, per method of a chain that has run, whether it acted on the call or left it dense: in a dense step,
+    or for the reason it noted in the call's `dense_reasons`."""
+    for method in chain:
+        if context.phase(method.name) is not Phase.ACTIVE:
+            stats.record_activity(context.run_index, method.name, _dense_steps_reason(method.config), dense_step=True)
+        else:
+            stats.record_activity(context.run_index, method.name, reasons.get(method.name))
+
+
 def run_chain(chain: tuple[AttentionMethod, ...], call: AttentionCall, position: int = 0) -> torch.Tensor:
     """Give `call` to `chain[position]`, whose `proceed` continues with the next method, then `execute`."""
     if position == len(chain):
@@ -297,7 +318,7 @@ class DiffAttnProcessor:
         timer = _start_timer(query.device) if self.stats.enabled else None
         out = run_chain(self.chain, call)
         if timer is not None:
-            _record_call(self.stats, self.layer.name, self.context.step_index, timer)
+            _record_call(self.stats, self.layer.name, self.context, timer, self.chain, call.dense_reasons)
         return out
 
 
@@ -309,8 +330,10 @@ def _start_timer(device: torch.device) -> Timer:
 
 
 @torch.compiler.disable
-def _record_call(stats: AttentionStats, layer: str, step: int, timer: Timer) -> None:
-    stats.record(layer, step, timer=timer.stop(), count_call=True)
+def _record_call(stats: AttentionStats, layer: str, context: RunContext, timer: Timer, chain: tuple[AttentionMethod, ...],
+                 reasons: Mapping[str, str]) -> None:
+    stats.record(layer, context.step_index, timer=timer.stop(), count_call=True)
+    account(chain, context, reasons, stats)
 
 
 def _refuse_ring_attention(parallel_config: Any, layer: LayerInfo) -> None:
@@ -386,6 +409,18 @@ def _set_processor(module: torch.nn.Module, processor: Any) -> None:
         module.processor = processor
 
 
+def _check_selectors(config: MethodConfig, joined: list[LayerInfo], layers: list[LayerInfo], model: torch.nn.Module) -> None:
+    """Refuse layer selectors (`layers`, `dense_layers`) that leave a method no attention layer of the model."""
+    if joined or not isinstance(config, AttentionConfig) or (config.layers is None and not config.dense_layers):
+        return
+    blocks = sorted({layer.block for layer in layers if layer.block is not None})
+    span = f"its blocks are {blocks[0]}..{blocks[-1]}" if blocks else "it has no attention blocks"
+    raise ConfigError(
+        f"{config.name}: layers={config.layers}, dense_layers={config.dense_layers} select no attention layer of this "
+        f"{type(model).__name__} ({span}), so {config.name} would never run; choose block indices in that range"
+    )
+
+
 class AttentionInstaller:
     """Wraps the processor of every attention module that some method applies to; restores them exactly."""
 
@@ -398,17 +433,17 @@ class AttentionInstaller:
     def install(self) -> None:
         modules = find_attention_modules(self.target.model)
         layers = describe_layers(modules, self.target.family.name in _JOINT_FAMILIES, self.target.prefix)
-        joined: dict[int, list[LayerInfo]] = {id(m): [] for m in self.methods}
-        for (_, module), layer in zip(modules, layers):
-            chain = tuple(m for m in self.methods if m.applies_to(layer))
+        chains = [tuple(m for m in self.methods if m.applies_to(layer)) for layer in layers]
+        joined = {id(m): [layer for layer, chain in zip(layers, chains) if m in chain] for m in self.methods}
+        for method in self.methods:  # before anything is wrapped: a refused selector leaves the model untouched
+            _check_selectors(method.config, joined[id(method)], layers, self.target.model)
+        for (_, module), layer, chain in zip(modules, layers, chains):
             if not chain:
                 continue
             inner = module.processor
             wrapper = _wrapper_class(type(inner))(inner, layer, chain, self.target)
             self._originals.append((module, inner))
             _set_processor(module, wrapper)
-            for method in chain:
-                joined[id(method)].append(layer)
         for method in self.methods:
             method.on_install(joined[id(method)])
             self._notified.append(method)

@@ -16,14 +16,14 @@ with the one attached (composition). After the chain has run, the view maps the 
 order and records the density of the plan that ran. A batch whose samples have different text padding is split
 into one view per sample.
 
-Calls that cannot be made sparse run dense through the model's own path: cross-attention silently (by design),
-and, with a one-time log line, sequences shorter than `min_tokens`, causal or masked calls other than a text key
-padding mask, and calls already carrying a plan in another token order.
+Calls that cannot be made sparse run dense through the model's own path: cross-attention by design, and, noted
+with the reason in the call's `dense_reasons` (counted in the stats and reported in the handle's one line per
+pipeline call), sequences shorter than `min_tokens`, causal or masked calls other than a text key padding mask, and
+calls already carrying a plan in another token order.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -49,8 +49,6 @@ __all__ = [
     "dense_plan",
     "tile_order",
 ]
-
-logger = logging.getLogger("diffattn.sparse")
 
 _VIDEO_KINDS = ("self", "joint")
 
@@ -274,8 +272,7 @@ def sparse_attend(method: BlockSparseMethod, call: AttentionCall, proceed: Proce
         return proceed(method.refine(call))
     views = sparse_views(call, method.config)
     if isinstance(views, str):
-        if views:
-            method.log_once(f"{views}; such calls stay dense")
+        call.dense_reasons[method.name] = views
         return proceed(call)
     # The first view outside any loop: a graph break inside a loop (a static plan built on first use) makes
     # torch.compile give up on the whole frame; only batches split by text padding have more views.
@@ -310,7 +307,6 @@ class BlockSparseMethod(AttentionMethod):
                 f"{config.name} is for video diffusion transformers ({', '.join(SPARSE_FAMILIES)}); "
                 f"{type(target.model).__name__} is a {target.family.name} model. Use it on one of those families"
             )
-        self._logged: set[str] = set()
 
     def attend(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
         if not self.active(call):
@@ -324,9 +320,3 @@ class BlockSparseMethod(AttentionMethod):
     def kernel_options(self) -> dict[str, Any]:
         """Keywords for `block_sparse_attention` common to every call (the backend when one is named)."""
         return {} if self.config.backend == "auto" else {"backend": self.config.backend}
-
-    def log_once(self, message: str) -> None:
-        """Log a fallback once per method instance and message."""
-        if message not in self._logged:
-            self._logged.add(message)
-            logger.warning("diffattn %s: %s", self.name, message)

@@ -23,7 +23,7 @@ from diffattn.errors import ConfigError
 from diffattn.geometry import FAMILIES, Grid
 from diffattn.stats import AttentionStats
 
-from ..base import AttentionCall, AttentionMethod, run_chain, token_layout
+from ..base import AttentionCall, AttentionMethod, account, run_chain, token_layout
 
 __all__ = ["AttentionProbe"]
 
@@ -94,4 +94,7 @@ class AttentionProbe:
             query, key, value, attn_mask, 0.0, False, scale, False, layer, self.context, layout, self.stats
         )
         chain = tuple(m for m in self.methods if m.applies_to(layer))
-        return run_chain(chain, call)
+        out = run_chain(chain, call)
+        if self.stats.enabled:
+            account(chain, self.context, call.dense_reasons, self.stats)
+        return out

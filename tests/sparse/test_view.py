@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -71,21 +69,21 @@ def test_key_padding_drops_padded_text_and_splits_samples_that_differ(call_spy):
     assert [(c.layout.part, c.layout.text_keys, c.query.shape[0]) for c in call_spy] == [(None, 10, 2)]
 
 
-def test_calls_that_cannot_be_sparse_stay_dense_with_one_log_line(caplog, call_spy):
+def test_calls_that_cannot_be_sparse_stay_dense_and_the_stats_say_why(call_spy):
     short = AttentionProbe([diffattn.SpargeConfig(topk=0.25, backend="reference", min_tokens=512)], family="wan")
     probe = AttentionProbe([diffattn.SpargeConfig(topk=0.25, backend="reference", min_tokens=64)], family="wan")
     q, k, v = qkv(GRID.tokens)
-    with caplog.at_level(logging.WARNING, logger="diffattn.sparse"):
-        outs = [short(q, k, v, GRID, block=b) for b in range(3)]  # too short: 256 < 512 tokens, logged once
-        float_mask = torch.zeros(1, 1, GRID.tokens, GRID.tokens)
-        masked = probe(q, k, v, GRID, attn_mask=float_mask)
-        cross = probe(q, k[:, :, :40], v[:, :, :40], GRID)  # cross-attention: dense by design, no log line
+    outs = [short(q, k, v, GRID, block=b) for b in range(3)]  # too short: 256 < 512 tokens
+    float_mask = torch.zeros(1, 1, GRID.tokens, GRID.tokens)
+    masked = probe(q, k, v, GRID, attn_mask=float_mask)
+    cross = probe(q, k[:, :, :40], v[:, :, :40], GRID)  # cross-attention: dense by design, no reason
     stock = F.scaled_dot_product_attention(q, k, v)
     assert all(torch.equal(out, stock) for out in outs)  # the model's own call, bit for bit
     assert torch.equal(masked, F.scaled_dot_product_attention(q, k, v, attn_mask=float_mask))
     assert torch.equal(cross, F.scaled_dot_product_attention(q, k[:, :, :40], v[:, :, :40]))
     assert not call_spy
-    messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 2, messages
-    assert "256 video tokens are fewer than min_tokens=512" in messages[0]
-    assert "not a key padding mask" in messages[1]
+    assert short.stats.activity()["sparge"].fallbacks == {"256 video tokens are fewer than min_tokens=512": 3}
+    assert short.stats.never_ran() == {"sparge": "256 video tokens are fewer than min_tokens=512"}
+    fallbacks = probe.stats.activity()["sparge"].fallbacks
+    assert fallbacks[""] == 1 and len(fallbacks) == 2
+    assert "not a key padding mask" in next(r for r in fallbacks if r)
