@@ -18,10 +18,13 @@ import torch.nn.functional as F
 from .errors import ConfigError
 from .flow import FlowEstimator, VideoFlow, video_flow, warp
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "clip_scores", "psnr", "psnr_outside", "warp_error"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "PSNR_CAP_DB", "clip_scores", "psnr", "psnr_outside", "warp_error"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PSNR_CAP_DB = 100.0
+"""PSNR reported for identical pixels (and the most any PSNR reports): finite, so metrics stay valid JSON (a
+difference of one 8-bit level everywhere is 48.1 dB, so the cap only ever stands for "identical")."""
 
 
 def _check_video(video: torch.Tensor, name: str) -> None:
@@ -54,23 +57,30 @@ def warp_error(video: torch.Tensor, flow: VideoFlow | None = None, *, source: to
     return float(error.sum() / valid.sum().clamp_min(1) * 255)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
-    """PSNR in dB of two videos/images in [0, 1], over the pixels where `mask` (broadcastable `[..., H, W]`) is 1."""
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float | None:
+    """PSNR in dB of two videos/images in [0, 1], over the pixels where `mask` (broadcastable `[..., H, W]`) is 1.
+
+    Identical pixels give `PSNR_CAP_DB` (never infinity); a mask that selects no pixel gives `None` (nothing to
+    compare).
+    """
     if a.shape != b.shape:
         raise ConfigError(f"PSNR needs equal shapes; got {tuple(a.shape)} and {tuple(b.shape)}")
     squared = (a.detach().float() - b.detach().float()).pow(2)
     if mask is None:
-        mse = squared.mean()
+        mse = float(squared.mean())
     else:
         weight = torch.broadcast_to(mask.float().unsqueeze(-3) if mask.ndim == a.ndim - 1 else mask.float(), squared.shape)
-        mse = (squared * weight).sum() / weight.sum().clamp_min(1)
-    return math.inf if float(mse) == 0 else float(10 * torch.log10(1 / mse))
+        if not float(weight.sum()):
+            return None
+        mse = float((squared * weight).sum() / weight.sum())
+    return PSNR_CAP_DB if mse <= 10 ** (-PSNR_CAP_DB / 10) else -10 * math.log10(mse)
 
 
-def psnr_outside(edited: torch.Tensor, source: torch.Tensor, edit_mask: torch.Tensor) -> float:
+def psnr_outside(edited: torch.Tensor, source: torch.Tensor, edit_mask: torch.Tensor) -> float | None:
     """Preservation: PSNR to the source over the pixels outside the edit mask (`edit_mask` 1 = edited region).
 
-    `edit_mask` is `[F, H, W]` or `[F, 1, h, w]` at any resolution (resized to the video's, nearest).
+    `edit_mask` is `[F, H, W]` or `[F, 1, h, w]` at any resolution (resized to the video's, nearest). Identical
+    pixels give `PSNR_CAP_DB`; `None` when the mask covers every pixel (nothing outside it to compare).
     """
     mask = edit_mask.detach().float()
     if mask.ndim == 3:

@@ -242,11 +242,38 @@ class AttentionStats:
         }
 
     def format(self) -> str:
-        """A short human-readable summary."""
+        """A readable report: one line of totals, a table with a row per layer and step (calls, density, skipped
+        tiles, attention time, and what methods add, e.g. PAB's `reused` calls), and the methods that never ran."""
         s = self.summary()
         density = "n/a" if s["mean_density"] is None else f"{s['mean_density']:.3f}"
         skipped = "n/a" if s["skipped_tile_fraction"] is None else f"{s['skipped_tile_fraction']:.1%}"
-        return (
+        lines = [
             f"{s['calls']} attention calls over {s['layers']} layers x {s['steps']} steps; "
             f"mean density {density}; skipped tiles {skipped}; attention time {s['attention_ms']:.1f} ms"
-        )
+        ]
+        if self._records:
+            lines += _table(self._records)
+        lines += [f"{name} never ran: {reason}" for name, reason in s["never_ran"].items()]
+        return "\n".join(lines)
+
+
+def _table(records: dict[str, dict[int, CallRecord]]) -> list[str]:
+    """Rows `layer, step, calls, density, skipped tiles, time ms, extras...`, aligned, under a header."""
+    extras = sorted({key for steps in records.values() for rec in steps.values() for key in rec.extra})
+    header = ["layer", "step", "calls", "density", "skipped tiles", "time ms", *extras]
+    rows = [
+        [
+            layer,
+            str(step),
+            str(rec.calls),
+            "-" if rec.density is None else f"{rec.density:.3f}",
+            f"{rec.skipped_tiles}/{rec.tiles}" if rec.tiles else "-",
+            f"{rec.time_ms:.2f}",
+            *(f"{rec.extra.get(key, 0.0):g}" for key in extras),
+        ]
+        for layer, steps in records.items()
+        for step, rec in sorted(steps.items())
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            for row in (header, *rows)]

@@ -253,7 +253,8 @@ def edit_video(spec: EditSpec, pipe: Any | None = None) -> EditResult:
 
 
 def edit_metrics(result: EditResult) -> dict[str, float]:
-    """Warp error (0-255, under the source's flow) of the source and of the edit, and PSNR outside the edit mask."""
+    """Warp error (0-255, under the source's flow) of the source and of the edit, and PSNR outside the edit mask
+    (capped at `PSNR_CAP_DB` for identical pixels; left out when the mask covers every pixel)."""
     from diffattn.flow import video_flow
     from diffattn.metrics import psnr_outside, warp_error
 
@@ -262,8 +263,9 @@ def edit_metrics(result: EditResult) -> dict[str, float]:
         flow = video_flow(result.source)
         metrics["warp_error_source"] = round(warp_error(result.source, flow), 4)
         metrics["warp_error_edit"] = round(warp_error(result.frames, flow), 4)
-    if result.masks is not None:
-        metrics["psnr_outside_mask"] = round(psnr_outside(result.frames, result.source, result.masks), 3)
+    preserved = psnr_outside(result.frames, result.source, result.masks) if result.masks is not None else None
+    if preserved is not None:
+        metrics["psnr_outside_mask"] = round(preserved, 3)
     return metrics
 
 

@@ -12,7 +12,7 @@ from diffattn.flow import (
     video_flow,
     warp,
 )
-from diffattn.metrics import clip_scores, psnr, psnr_outside, warp_error
+from diffattn.metrics import PSNR_CAP_DB, clip_scores, psnr, psnr_outside, warp_error
 from diffattn.video import (
     crop_to_multiple,
     prepare_video,
@@ -126,9 +126,24 @@ def test_psnr_outside_mask_ignores_the_edited_region():
     edited[:, :, :8] = 1 - edited[:, :, :8]  # change the top half
     mask = torch.zeros(2, 1, 4, 4)
     mask[:, :, :2] = 1  # the top half, at a quarter of the resolution
-    assert psnr_outside(edited, source, mask) == float("inf")
+    assert psnr_outside(edited, source, mask) == PSNR_CAP_DB
     assert psnr(edited, source) < 20
     assert psnr(source + 0.01, source) == pytest.approx(40.0, abs=1e-3)
+
+
+def test_psnr_outside_mask_of_identical_images_is_finite_json():
+    """Identical images report the documented cap, never Infinity (which is not JSON); a mask covering every pixel
+    leaves nothing to compare: None (JSON null)."""
+    import json
+
+    source = torch.rand(2, 3, 16, 16)
+    everything = torch.ones(2, 1, 4, 4)
+    metrics = {"identical": psnr_outside(source.clone(), source, torch.zeros(2, 1, 4, 4)),
+               "nothing_outside": psnr_outside(1 - source, source, everything)}
+    assert metrics == {"identical": PSNR_CAP_DB, "nothing_outside": None}
+    assert json.loads(json.dumps(metrics, allow_nan=False)) == metrics
+    assert psnr(source, source) == PSNR_CAP_DB and psnr(source + 1e-6, source) == PSNR_CAP_DB
+    assert psnr(source + 2e-5, source) < PSNR_CAP_DB
 
 
 def test_video_preparation(tmp_path):
