@@ -1,4 +1,5 @@
-"""Which attention backends really work on this machine (checked by running them, not by importing)."""
+"""Which attention backends work on this machine: the kernel backends as `diffattn.kernels.available_backends`
+reports them (the same checks that pick a backend for each call), xformers by running it (importing is not enough)."""
 
 from __future__ import annotations
 

@@ -28,7 +28,6 @@ from typing import NamedTuple
 
 import torch
 
-from diffattn.errors import BackendUnavailableError, PlanError
 from diffattn.plan import BlockPlan, PackedBox
 
 from . import backends
@@ -47,7 +46,6 @@ __all__ = ["MARK_SLACK", "PooledKV", "SparseAttentionOutput", "available_backend
 available_backends = backends.available_backends
 MARK_SLACK = 2.0**-10
 """log2 units below `skip_threshold` that still count as significant (see the module docstring)."""
-_GPU_DTYPES = (torch.float16, torch.bfloat16)
 
 
 class SparseAttentionOutput(NamedTuple):
@@ -68,55 +66,7 @@ class PooledKV(NamedTuple):
     starts: dict[int, int]
 
 
-# -------------------------------------------------------------------------------------------- dispatch
-def _triton_obstacle(q: torch.Tensor, plan: BlockPlan) -> tuple[str | None, bool]:
-    """`(reason the Triton kernel cannot take this call or None, whether the reason is the plan's block size)`."""
-    reason = backends.triton_reason(q.device)
-    if reason is not None:
-        return reason, False
-    ta, _ = backends.triton_modules()
-    if q.dtype not in _GPU_DTYPES:
-        return f"dtype {q.dtype} (the Triton kernel takes float16 or bfloat16)", False
-    if q.shape[3] > ta.MAX_HEAD_DIM:
-        return f"head_dim {q.shape[3]} (the Triton kernel takes head_dim <= {ta.MAX_HEAD_DIM})", False
-    if plan.block_q not in ta.SUPPORTED_BLOCKS or plan.block_k not in ta.SUPPORTED_BLOCKS:
-        return (f"plan blocks {plan.block_q}x{plan.block_k} (the Triton kernel takes block_q and block_k in "
-                f"{ta.SUPPORTED_BLOCKS})"), True
-    if plan.token_mask is not None and plan.token_mask.packed() is None:
-        return "a token mask whose coordinates do not pack into 31 bits (see BoxMask.packed)", False
-    return None, False
-
-
-def _choose(backend: str, q: torch.Tensor, plan: BlockPlan, thresholds: bool) -> str:
-    """The backend that runs this call; named backends are honoured or refused with a clear error."""
-    if backend not in ("auto", *backends.BACKENDS):
-        raise BackendUnavailableError(f"unknown backend {backend!r}; choose 'auto' or one of {backends.BACKENDS}")
-    if backend == "reference":
-        return "reference"
-    if backend == "flex":
-        if backends.flex_reason() is not None:
-            raise backends.unavailable("flex", backends.flex_reason())
-        if thresholds:
-            backends.warn_once("flex cannot apply pv_threshold/skip_threshold; running the reference backend instead")
-            return "reference"
-        return "flex"
-    obstacle, is_block = _triton_obstacle(q, plan)
-    if backend == "triton":
-        if obstacle is None:
-            return "triton"
-        if is_block:
-            raise PlanError(f"the triton backend cannot run {obstacle}; build the plan with supported block sizes")
-        raise backends.unavailable("triton", obstacle)
-    if obstacle is None and q.is_cuda:
-        return "triton"
-    if q.is_cuda:
-        if obstacle is not None and backends.triton_reason(q.device) is None:
-            backends.warn_once(f"diffattn: Triton kernel not used for {obstacle}; falling back to a slower backend")
-        if not thresholds and backends.flex_reason() is None:
-            return "flex"
-    return "reference"
-
-
+# ------------------------------------------------------------------------------------------ triton call
 def _pooled_for(k: torch.Tensor, v: torch.Tensor, plan: BlockPlan) -> tuple[torch.Tensor | None, torch.Tensor | None, list[int]]:
     """Pooled K/V for the plan's levels > 1 via the Triton pooling op (None when the plan is level-1 only)."""
     pooled_levels = [lvl for lvl in plan.levels if lvl > 1]
@@ -175,7 +125,7 @@ def block_sparse_attention(
     skip = resolve_threshold(skip_threshold, q, "skip_threshold")
     if skip is not None:
         skip = skip - MARK_SLACK  # every backend compares against the same slackened threshold
-    name = _choose(backend, q, plan, pv is not None or skip is not None)
+    name = backends.select(backend, backends.Request("attention", q, plan, pv is not None or skip is not None))
     if name == "triton":
         out, lse, kept = _run_triton(q, k, v, plan, scale, pv, skip, return_lse)
     elif name == "flex":
@@ -205,13 +155,7 @@ def pool_kv(
     levels = tuple(sorted(set(levels)))
     if not levels or not set(levels) <= {2, 4, 8} or block_k % max(levels):
         raise AttentionInputError(f"levels must be drawn from (2, 4, 8) and divide block_k={block_k}; got {levels}")
-    if backend not in ("auto", "triton", "reference"):
-        raise BackendUnavailableError(f"unknown pooling backend {backend!r}; choose 'auto', 'triton' or 'reference'")
-    reason = backends.triton_reason(k.device)
-    use_triton = backend == "triton" or (backend == "auto" and reason is None and k.is_cuda)
-    if use_triton:
-        if reason is not None:
-            raise backends.unavailable("triton", reason)
+    if backends.select(backend, backends.Request("pooling", k)) == "triton":
         _, ts = backends.triton_modules()
         kp, vp = ts.pool_kv_op(k, v, list(levels), block_k)
         _, all_starts = ts.pooled_layout(k.shape[2], block_k, levels)

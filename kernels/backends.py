@@ -1,4 +1,11 @@
-"""Which backends can run here, decided once at import: the Triton modules load only if `triton` imports.
+"""Which backend runs a call, decided in one place for attention, pooling and the Sparge planner.
+
+Every backend says why it cannot take a request, in two steps: `unavailable_on(device)` (it does not run on this
+device at all: decided once at import for Triton and FlexAttention, `available_backends` reports it) and
+`refuses(request)` (it runs here but not this call: a dtype, head_dim, block size or option it does not take).
+`select` walks an operation's backends in priority order (triton, flex, reference): a named backend runs or is
+refused with its reason; "auto" takes the first that accepts the call among those it may pick on the device (the
+GPU backends only for CUDA tensors), and warns once when a backend that runs here declines a call.
 
 `TRITON_INTERPRET=1` must be set before this package is imported for the Triton kernels to run on a CPU
 (Triton decides interpretation when a kernel is defined); tests set it in their conftest.
@@ -7,14 +14,16 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
-from diffattn.errors import BackendUnavailableError
+from diffattn.errors import BackendUnavailableError, DiffAttnError, PlanError
+from diffattn.plan import BlockPlan
 
-__all__ = ["BACKENDS", "available_backends", "flex_reason", "triton_modules", "triton_reason", "unavailable", "warn_once"]
-
-BACKENDS = ("reference", "flex", "triton")
+__all__ = ["BACKENDS", "Refusal", "Request", "available_backends", "select", "triton_modules", "warn_once"]
 
 try:
     from . import triton_attention as _triton_attention
@@ -34,6 +43,42 @@ except ImportError as exc:
     _FLEX_IMPORT_ERROR = f"torch.nn.attention.flex_attention does not import ({exc}); needs torch >= 2.5"
 
 _WARNED: set[str] = set()
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+class Request(NamedTuple):
+    """What an operation asks of a backend: enough to decide whether the backend can take the call."""
+
+    op: str
+    """"attention", "pooling" or "sparge"."""
+    tensor: torch.Tensor
+    """The call's q (attention, sparge) or k (pooling): its device, dtype and head_dim."""
+    plan: BlockPlan | None = None
+    thresholds: bool = False
+    """Whether an attention call sets pv_threshold or skip_threshold."""
+
+
+class Refusal(NamedTuple):
+    """Why a backend cannot take a request, and what a call that names the backend gets."""
+
+    reason: str
+    error: type[DiffAttnError] = BackendUnavailableError
+    """Raised for a call that names the backend: PlanError when the plan is what the backend cannot take."""
+    instead: str | None = None
+    """A backend that runs the call in its place, with a warning, when the call names this one."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend: the operations it implements, where "auto" may pick it, and why it cannot take a request."""
+
+    name: str
+    ops: tuple[str, ...]
+    auto_devices: tuple[str, ...] | None
+    """Device types "auto" picks it for; None for every device."""
+    unavailable_on: Callable[[torch.device], str | None]
+    refuses: Callable[[Request], Refusal | None]
+    """Asked only when the backend runs on the request's device."""
 
 
 def warn_once(message: str) -> None:
@@ -44,11 +89,11 @@ def warn_once(message: str) -> None:
 
 
 def triton_modules():
-    """The Triton modules `(triton_attention, triton_stats)`; only call after `triton_reason(...)` is None."""
+    """The Triton modules `(triton_attention, triton_stats)`; only call once `select` has picked "triton"."""
     return _triton_attention, _triton_stats
 
 
-def triton_reason(device: torch.device) -> str | None:
+def _triton_unavailable_on(device: torch.device) -> str | None:
     """Why the Triton kernels cannot run on `device`, or None when they can."""
     if _TRITON_IMPORT_ERROR is not None:
         return _TRITON_IMPORT_ERROR
@@ -59,8 +104,38 @@ def triton_reason(device: torch.device) -> str | None:
     return None
 
 
-def flex_reason() -> str | None:
-    return _FLEX_IMPORT_ERROR
+def _triton_refuses(request: Request) -> Refusal | None:
+    """What the attention kernel does not take: dtype, head_dim, block sizes, a token mask too wide to pack."""
+    if request.op != "attention":
+        return None
+    ta, q, plan = _triton_attention, request.tensor, request.plan
+    if q.dtype not in _HALF_DTYPES:
+        return Refusal(f"dtype {q.dtype} (the Triton kernel takes float16 or bfloat16)")
+    if q.shape[3] > ta.MAX_HEAD_DIM:
+        return Refusal(f"head_dim {q.shape[3]} (the Triton kernel takes head_dim <= {ta.MAX_HEAD_DIM})")
+    if plan.block_q not in ta.SUPPORTED_BLOCKS or plan.block_k not in ta.SUPPORTED_BLOCKS:
+        return Refusal(f"plan blocks {plan.block_q}x{plan.block_k} (the Triton kernel takes block_q and block_k in "
+                       f"{ta.SUPPORTED_BLOCKS}; build the plan with those block sizes)", PlanError)
+    if plan.token_mask is not None and plan.token_mask.packed() is None:
+        return Refusal("a token mask whose coordinates do not pack into 31 bits (see BoxMask.packed)")
+    return None
+
+
+def _flex_refuses(request: Request) -> Refusal | None:
+    """FlexAttention cannot express the thresholds: the reference runs such calls when flex is named."""
+    if request.thresholds:
+        return Refusal("pv_threshold/skip_threshold (FlexAttention cannot express them)", instead="reference")
+    return None
+
+
+_REGISTRY = (
+    Backend("triton", ("attention", "pooling", "sparge"), ("cuda",), _triton_unavailable_on, _triton_refuses),
+    Backend("flex", ("attention",), ("cuda",), lambda device: _FLEX_IMPORT_ERROR, _flex_refuses),
+    Backend("reference", ("attention", "pooling", "sparge"), None, lambda device: None, lambda request: None),
+)
+"""Every backend, in priority order."""
+
+BACKENDS = tuple(backend.name for backend in _REGISTRY)
 
 
 def _here() -> torch.device:
@@ -69,12 +144,33 @@ def _here() -> torch.device:
 
 def available_backends() -> dict[str, bool | str]:
     """Backend name -> True when it runs on this machine's default device, else the reason it does not."""
-    triton = triton_reason(_here())
-    flex = flex_reason()
-    return {"reference": True, "flex": flex or True, "triton": triton or True}
+    return {backend.name: backend.unavailable_on(_here()) or True for backend in _REGISTRY}
 
 
-def unavailable(name: str, reason: str) -> BackendUnavailableError:
-    """A `BackendUnavailableError` for `name` that also says what works here."""
-    works = [n for n, ok in available_backends().items() if ok is True]
-    return BackendUnavailableError(f"backend {name!r} cannot run this call: {reason}. Available here: {works}")
+def select(backend: str, request: Request) -> str:
+    """The backend that runs `request`: `backend` when named (or the one it hands the call to), under "auto" the
+    first in priority order that takes the call; raises `BackendUnavailableError` (or `PlanError`) with the named
+    backend's reason."""
+    offered = [candidate for candidate in _REGISTRY if request.op in candidate.ops]
+    if backend != "auto" and backend not in [candidate.name for candidate in offered]:
+        names = tuple(candidate.name for candidate in offered)
+        raise BackendUnavailableError(f"unknown backend {backend!r} for {request.op}; choose 'auto' or one of {names}")
+    device = request.tensor.device
+    for candidate in offered:
+        named = candidate.name == backend
+        if not named and (backend != "auto" or device.type not in (candidate.auto_devices or (device.type,))):
+            continue
+        unavailable = candidate.unavailable_on(device)
+        refusal = Refusal(unavailable) if unavailable is not None else candidate.refuses(request)
+        if refusal is None:
+            return candidate.name
+        if named and refusal.instead is not None:
+            warn_once(f"diffattn: backend {backend!r} cannot run {refusal.reason}; running {refusal.instead!r} instead")
+            return select(refusal.instead, request)
+        if named:
+            works = [name for name, ok in available_backends().items() if ok is True]
+            raise refusal.error(f"backend {backend!r} cannot run this call: {refusal.reason}. Available here: {works}")
+        if unavailable is None and refusal.instead is None:
+            warn_once(f"diffattn: the {candidate.name} backend is not used for {refusal.reason}; falling back to a "
+                      "slower backend")
+    raise BackendUnavailableError(f"no backend takes this {request.op} call")  # unreachable: reference takes all

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from diffattn.errors import BackendUnavailableError, ConfigError
+from diffattn.errors import ConfigError
 from diffattn.plan import BlockPlan
 
 from . import backends
@@ -140,12 +140,7 @@ def sparge_plan(
     _check_inputs(q, k, topk, cdf_threshold)
     if topk is None and cdf_threshold is None:
         cdf_threshold = DEFAULT_CDF_THRESHOLD
-    if backend not in ("auto", "triton", "reference"):
-        raise BackendUnavailableError(f"unknown sparge backend {backend!r}; choose 'auto', 'triton' or 'reference'")
-    reason = backends.triton_reason(q.device)
-    use_triton = backend == "triton" or (backend == "auto" and reason is None and q.is_cuda)
-    if use_triton and reason is not None:
-        raise backends.unavailable("triton", reason)
+    use_triton = backends.select(backend, backends.Request("sparge", q)) == "triton"
     scale = resolve_scale(scale, q.shape[3])
     build = _triton_plan if use_triton else _reference_plan
     return build(q, k, block_q, block_k, topk, cdf_threshold, _theta(sim_threshold, q), attention_sink, scale)

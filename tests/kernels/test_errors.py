@@ -8,7 +8,6 @@ from diffattn.kernels import (
     AttentionInputError,
     available_backends,
     block_sparse_attention,
-    checks,
 )
 
 from diffattn.errors import BackendUnavailableError, ConfigError, PlanError
