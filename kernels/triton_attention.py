@@ -24,6 +24,7 @@ One kernel, specialised by constexpr switches, covers every method (sparse.md se
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
 
 import torch
 import triton
@@ -110,17 +111,36 @@ def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[tri
 
 
 # ------------------------------------------------------------------------------------------------ kernel
+_BF16_AS_FLOAT32 = tl.constexpr(INTERPRETED)
+"""The Triton 3.x interpreter multiplies bfloat16 operands as their raw uint16 storage: there, they go in as float32."""
+
+
+class _Rows(NamedTuple):
+    """Where one level's K/V rows are: base pointers of this (batch, head), (row, dim) strides, the level-1 TMA
+    descriptors, and `row0`: the level's first row (0 for level 1; for the pooled K/V the kernel passes the first rows
+    of levels (2, 4, 8) and `_segment` picks its level's)."""
+
+    k: object
+    v: object
+    k_stride_n: object
+    k_stride_d: object
+    v_stride_n: object
+    v_stride_d: object
+    desc_k: object
+    desc_v: object
+    row0: object
+
+
 @triton.jit
-def _dot(a, b, acc, UPCAST: tl.constexpr):
-    """`acc + a @ b`; UPCAST (interpreter + bfloat16 only) works around the Triton 3.x interpreter multiplying
-    bfloat16 operands as their raw uint16 storage."""
-    if UPCAST:
+def _dot(a, b, acc):
+    """`acc + a @ b` (bfloat16 operands upcast under the interpreter, see `_BF16_AS_FLOAT32`)."""
+    if _BF16_AS_FLOAT32 and a.dtype == tl.bfloat16:
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
     return tl.dot(a, b, acc)
 
 
 @triton.jit
-def _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale, UPCAST: tl.constexpr):
+def _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale):
     """Fold one tile into the running (acc, l, m); `qk` is raw Q.K (masked to -inf), m in log2 units."""
     m_new = tl.maximum(m_i, m_loc)
     m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -128,14 +148,16 @@ def _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale, UPCAST: tl.constexpr)
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
-    acc = _dot(p.to(v.dtype), v, acc, UPCAST)
+    acc = _dot(p.to(v.dtype), v, acc)
     return acc, l_i, m_new
 
 
 @triton.jit
-def _box_masked(qk, box_lo, box_hi, BoxK, box_guard, offs_n, n_ok, MASK_N: tl.constexpr):
+def _box_masked(qk, box, offs_n, n_ok, MASK_N: tl.constexpr):
     """`qk` with each query's keys outside its `BoxMask` box at -inf, on packed coordinates (`BoxMask.packed`):
-    a key is inside iff both differences keep every guard bit, whatever the number of axes."""
+    a key is inside iff both differences keep every guard bit, whatever the number of axes. `box` holds the
+    queries' packed lows and highs, the keys' packed coordinates (pointer) and the guard bits."""
+    box_lo, box_hi, BoxK, box_guard = box
     if MASK_N:
         kc = tl.load(BoxK + offs_n, mask=n_ok, other=0)
     else:
@@ -155,12 +177,12 @@ def _load_rows(base, offs_n, stride_n, offs_d, stride_d, n_ok, d_ok, MASK_N: tl.
 
 @triton.jit
 def _tile_scores(
-    q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, first, offs_d, d_ok, kv_len, qk_scale,
-    box_lo, box_hi, BoxK, box_guard, Partial,
+    q, rows, b, h, first, offs_d, d_ok, kv_len, qk_scale, box, Partial,
     POOL: tl.constexpr, ROWS: tl.constexpr, TILE: tl.constexpr, MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
-    TOKEN_TEST: tl.constexpr, UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
+    TOKEN_TEST: tl.constexpr, USE_TMA: tl.constexpr,
 ):
-    """Raw Q.K for the TILE (pooled) rows starting at `first` of a segment, invisible keys at -inf.
+    """Raw Q.K for the TILE (pooled) rows starting at `first` of a segment (`rows`: a `_Rows`), invisible keys at
+    -inf.
 
     Returns `(qk [BLOCK_M, TILE], offs_n, n_ok)`; pooled rows carry their `log2(n_valid)` bias (in raw
     units, i.e. divided by qk_scale), and only the tile crossing kv_len pays for the boundary mask. The token
@@ -175,10 +197,11 @@ def _tile_scores(
         n_ok = (tile < ROWS) & (offs_n < tl.cdiv(kv_len, POOL))
     MASK_N: tl.constexpr = POOL > 1 or not EVEN_N
     if USE_TMA:  # level 1 only; rows past kv_len come back as zeros
-        k = desc_k.load([b, h, row0 + first, 0]).reshape(TILE, q.shape[1])
+        k = rows.desc_k.load([b, h, rows.row0 + first, 0]).reshape(TILE, q.shape[1])
     else:
-        k = _load_rows(k_base, row0 + offs_n, stride_kn, offs_d, stride_kd, n_ok, d_ok, MASK_N, MASK_D)
-    qk = _dot(q, tl.trans(k), tl.zeros([q.shape[0], TILE], dtype=tl.float32), UPCAST)
+        k = _load_rows(rows.k, rows.row0 + offs_n, rows.k_stride_n, offs_d, rows.k_stride_d, n_ok, d_ok, MASK_N,
+                       MASK_D)
+    qk = _dot(q, tl.trans(k), tl.zeros([q.shape[0], TILE], dtype=tl.float32))
     if POOL > 1:
         n_valid = tl.minimum(kv_len - offs_n * POOL, POOL).to(tl.float32)
         bias = tl.where(n_ok, tl.log2(tl.maximum(n_valid, 1.0)) / qk_scale, float("-inf"))
@@ -187,43 +210,48 @@ def _tile_scores(
         if first + TILE > kv_len:
             qk = tl.where(n_ok[None, :], qk, float("-inf"))
     if TOKEN_TEST == 2:
-        qk = _box_masked(qk, box_lo, box_hi, BoxK, box_guard, offs_n, n_ok, MASK_N)
+        qk = _box_masked(qk, box, offs_n, n_ok, MASK_N)
     elif TOKEN_TEST == 1:  # noqa: SIM102 - a compile-time test around a run-time one
         if tl.load(Partial + first // ROWS) != 0:  # level 1 only: ROWS == BLOCK_K, so this is the kv block
-            qk = _box_masked(qk, box_lo, box_hi, BoxK, box_guard, offs_n, n_ok, MASK_N)
+            qk = _box_masked(qk, box, offs_n, n_ok, MASK_N)
     return qk, offs_n, n_ok
 
 
 @triton.jit
 def _segment(
     acc, l_i, m_i, started, m_fin,
-    q, row_ok, offs_d, d_ok,
-    Idx, Kept, lo, hi,
-    k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, row0,
-    kv_len, qk_scale, neg_pv, skip_thr,
-    box_lo, box_hi, BoxK, box_guard, Partial,
-    POOL: tl.constexpr, ROWS: tl.constexpr, TILE: tl.constexpr, SUB: tl.constexpr,
-    MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
-    HAS_PV: tl.constexpr, TOKEN_TEST: tl.constexpr, MARK: tl.constexpr,
-    UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
+    q, row_ok, offs_d, d_ok, b, h,
+    Idx, Kept, lo, hi, keys, pooled,
+    kv_len, qk_scale, neg_pv, skip_thr, box, Partial,
+    POOL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
+    HAS_PV: tl.constexpr, TOKEN_TEST: tl.constexpr, MARK: tl.constexpr, USE_TMA: tl.constexpr,
 ):
-    """Walk slots [lo, hi) of one level segment: attend (MARK=False) or flag significant blocks (MARK=True).
+    """Walk slots [lo, hi) of the level-POOL segment: attend (MARK=False) or flag significant blocks (MARK=True).
 
-    A slot's block `blk` covers (pooled) rows `row0 + blk * ROWS + [0, ROWS)`, read in SUB tiles of TILE rows.
-    Level 1 (`POOL == 1`) rows are tokens; other levels' rows are pooled groups of POOL tokens. Attending walks
-    one flat loop over tiles (one K/V tile per iteration keeps the software pipeline simple); marking walks
-    slots, so a slot's flag covers all its tiles.
+    Level 1 reads `keys`; level l reads `pooled` from its first row `pooled.row0[l // 4]` (levels 2, 4, 8 -> 0, 1, 2).
+    A slot's block `blk` covers (pooled) rows `row0 + blk * ROWS + [0, ROWS)`, read in
+    SUB tiles of TILE rows (pooled tiles are padded to 16 rows for `tl.dot`). Attending walks one flat loop over
+    tiles (one K/V tile per iteration keeps the software pipeline simple); marking walks slots, so a slot's flag
+    covers all its tiles.
     """
-    MASK_N: tl.constexpr = POOL > 1 or not EVEN_N  # constexprs do not survive a return on Triton 3.6
+    ROWS: tl.constexpr = BLOCK_K // POOL
+    TILE: tl.constexpr = BLOCK_N if POOL == 1 else max(16, ROWS)
+    SUB: tl.constexpr = ROWS // TILE if POOL == 1 else 1
+    TMA: tl.constexpr = USE_TMA and POOL == 1  # constexprs do not survive a return on Triton 3.6: derived here
+    MASK_N: tl.constexpr = POOL > 1 or not EVEN_N
+    if POOL == 1:
+        rows = keys
+    else:
+        rows = _Rows(pooled.k, pooled.v, pooled.k_stride_n, pooled.k_stride_d, pooled.v_stride_n, pooled.v_stride_d,
+                     pooled.desc_k, pooled.desc_v, pooled.row0[POOL // 4])
     if MARK:
         for s in range(lo, hi):
             blk = tl.load(Idx + s)
             flags = tl.zeros_like(row_ok).to(tl.int32)
             for sub in tl.static_range(SUB):
                 qk, offs_n, n_ok = _tile_scores(
-                    q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, blk * ROWS + sub * TILE, offs_d, d_ok,
-                    kv_len, qk_scale, box_lo, box_hi, BoxK, box_guard, Partial, POOL, ROWS, TILE, MASK_D, EVEN_N,
-                    TOKEN_TEST, UPCAST, USE_TMA)
+                    q, rows, b, h, blk * ROWS + sub * TILE, offs_d, d_ok, kv_len, qk_scale, box, Partial,
+                    POOL, ROWS, TILE, MASK_D, EVEN_N, TOKEN_TEST, TMA)
                 m_loc = tl.max(qk, 1) * qk_scale
                 significant = row_ok & (m_loc > float("-inf")) & (m_loc - m_fin >= skip_thr)
                 flags = tl.maximum(flags, significant.to(tl.int32))
@@ -233,19 +261,20 @@ def _segment(
             blk = tl.load(Idx + t // SUB)
             first = blk * ROWS + (t % SUB) * TILE
             qk, offs_n, n_ok = _tile_scores(
-                q, k_base, stride_kn, stride_kd, desc_k, b, h, row0, first, offs_d, d_ok, kv_len, qk_scale,
-                box_lo, box_hi, BoxK, box_guard, Partial, POOL, ROWS, TILE, MASK_D, EVEN_N, TOKEN_TEST, UPCAST, USE_TMA)
+                q, rows, b, h, first, offs_d, d_ok, kv_len, qk_scale, box, Partial,
+                POOL, ROWS, TILE, MASK_D, EVEN_N, TOKEN_TEST, TMA)
             m_loc = tl.max(qk, 1) * qk_scale
-            if USE_TMA:
-                v = desc_v.load([b, h, row0 + first, 0]).reshape(TILE, q.shape[1])
+            if TMA:
+                v = rows.desc_v.load([b, h, rows.row0 + first, 0]).reshape(TILE, q.shape[1])
             else:
-                v = _load_rows(v_base, row0 + offs_n, stride_vn, offs_d, stride_vd, n_ok, d_ok, MASK_N, MASK_D)
+                v = _load_rows(rows.v, rows.row0 + offs_n, rows.v_stride_n, offs_d, rows.v_stride_d, n_ok, d_ok,
+                               MASK_N, MASK_D)
             if HAS_PV:
                 significant = row_ok & (m_loc > float("-inf")) & (m_loc - m_i >= neg_pv)
                 if (tl.max(significant.to(tl.int32), 0) > 0) | (started == 0):
-                    acc, l_i, m_i = _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale, UPCAST)
+                    acc, l_i, m_i = _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale)
             else:
-                acc, l_i, m_i = _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale, UPCAST)
+                acc, l_i, m_i = _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale)
             started = started + 1
     return acc, l_i, m_i, started
 
@@ -253,104 +282,84 @@ def _segment(
 @triton.jit
 def _walk_row(
     acc, l_i, m_i, started, m_fin,
-    q, row_ok, offs_d, d_ok,
-    Idx, Off, Kept,
-    k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h,
-    p_kbase, p_vbase, stride_pn, START2, START4, START8,
-    kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial, Full,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, TILE2: tl.constexpr, TILE4: tl.constexpr, TILE8: tl.constexpr,
-    COL1: tl.constexpr, COL2: tl.constexpr, COL4: tl.constexpr, COL8: tl.constexpr,
-    MASK_D: tl.constexpr, EVEN_N: tl.constexpr, HAS_PV: tl.constexpr, HAS_TMASK: tl.constexpr,
-    SPLIT_FULL: tl.constexpr, MARK: tl.constexpr, UPCAST: tl.constexpr, USE_TMA: tl.constexpr,
+    q, row_ok, offs_d, d_ok, b, h,
+    Idx, Off, Kept, Full, keys, pooled,
+    kv_len, qk_scale, neg_pv, skip_thr, box, Partial,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, LEVELS: tl.constexpr, MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
+    HAS_PV: tl.constexpr, HAS_TMASK: tl.constexpr, SPLIT_FULL: tl.constexpr, MARK: tl.constexpr,
+    USE_TMA: tl.constexpr,
 ):
-    """Every level segment of one plan row in order (level 1, 2, 4, 8); absent levels have COL < 0.
+    """Every level segment of one plan row in order: levels 1, 2, 4, 8, those whose bit is set in LEVELS.
 
-    With SPLIT_FULL, the row's first `Full[0]` level-1 slots are blocks the token mask leaves whole: they run in
-    their own loop without any token test, and the rest (all cut) test every tile; both loops are branch-free, so
-    they pipeline like the mask-free kernel. Otherwise a token mask is tested on the blocks flagged in `Partial`.
+    `Off` points at the row's segment offsets (where each present level's slots start, then the end), so the walk is
+    a compile-time loop over the four levels with one `_segment` call each. With SPLIT_FULL, the row's first
+    `Full[0]` level-1 slots are blocks the token mask leaves whole: they run in their own loop without any token
+    test, and the rest (all cut) test every tile; both loops are branch-free, so they pipeline like the mask-free
+    kernel. Otherwise a token mask is tested on the blocks flagged in `Partial`.
     """
-    if COL1 >= 0:
-        lo1 = tl.load(Off + COL1)
-        hi1 = tl.load(Off + COL1 + 1)
-        CUT_TEST: tl.constexpr = 2 if SPLIT_FULL else (1 if HAS_TMASK else 0)
-        if SPLIT_FULL:
-            mid1 = lo1 + tl.load(Full)
+    CUT_TEST: tl.constexpr = 2 if SPLIT_FULL else (1 if HAS_TMASK else 0)
+    for i in tl.static_range(4):
+        if (LEVELS >> i) & 1:
+            lo = tl.load(Off)  # this segment's slots: [Off[0], Off[1])
+            hi = tl.load(Off + 1)
+            Off += 1
+            if i == 0 and SPLIT_FULL:  # level 1's whole blocks first, no token test
+                mid = lo + tl.load(Full)
+                acc, l_i, m_i, started = _segment(
+                    acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok, b, h, Idx, Kept, lo, mid, keys, pooled,
+                    kv_len, qk_scale, neg_pv, skip_thr, box, Partial,
+                    1, BLOCK_N, BLOCK_K, MASK_D, EVEN_N, HAS_PV, 0, MARK, USE_TMA)
+                lo = mid
             acc, l_i, m_i, started = _segment(
-                acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok, Idx, Kept, lo1, mid1,
-                k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, 0,
-                kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial,
-                1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, 0, MARK, UPCAST, USE_TMA)
-            lo1 = mid1
-        acc, l_i, m_i, started = _segment(
-            acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok, Idx, Kept, lo1, hi1,
-            k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, desc_k, desc_v, b, h, 0,
-            kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial,
-            1, BLOCK_K, BLOCK_N, BLOCK_K // BLOCK_N, MASK_D, EVEN_N, HAS_PV, CUT_TEST, MARK, UPCAST, USE_TMA)
-    if COL2 >= 0:
-        acc, l_i, m_i, started = _segment(
-            acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok,
-            Idx, Kept, tl.load(Off + COL2), tl.load(Off + COL2 + 1),
-            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START2,
-            kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial,
-            2, BLOCK_K // 2, TILE2, 1, MASK_D, EVEN_N, HAS_PV, 0, MARK, UPCAST, False)
-    if COL4 >= 0:
-        acc, l_i, m_i, started = _segment(
-            acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok,
-            Idx, Kept, tl.load(Off + COL4), tl.load(Off + COL4 + 1),
-            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START4,
-            kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial,
-            4, BLOCK_K // 4, TILE4, 1, MASK_D, EVEN_N, HAS_PV, 0, MARK, UPCAST, False)
-    if COL8 >= 0:
-        acc, l_i, m_i, started = _segment(
-            acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok,
-            Idx, Kept, tl.load(Off + COL8), tl.load(Off + COL8 + 1),
-            p_kbase, p_vbase, stride_pn, 1, stride_pn, 1, desc_k, desc_v, b, h, START8,
-            kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial,
-            8, BLOCK_K // 8, TILE8, 1, MASK_D, EVEN_N, HAS_PV, 0, MARK, UPCAST, False)
+                acc, l_i, m_i, started, m_fin, q, row_ok, offs_d, d_ok, b, h, Idx, Kept, lo, hi, keys, pooled,
+                kv_len, qk_scale, neg_pv, skip_thr, box, Partial,
+                1 << i, BLOCK_N, BLOCK_K, MASK_D, EVEN_N, HAS_PV, CUT_TEST if i == 0 else 0, MARK, USE_TMA)
     return acc, l_i, m_i, started
 
 
 @triton.autotune(
     configs=_configs(),
-    key=["seq_bucket", "BLOCK_M", "BLOCK_K", "D_PAD", "COL2", "COL4", "COL8", "HAS_PV", "HAS_MARKS", "HAS_TMASK",
-         "SPLIT_FULL", "EVEN_N", "TMA_OK"],
+    key=["seq_bucket", "BLOCK_M", "BLOCK_K", "D_PAD", "LEVELS", "HAS_PV", "HAS_MARKS", "HAS_TMASK", "SPLIT_FULL",
+         "EVEN_N", "TMA_OK"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
 def _block_sparse_attn_fwd(
-    Q, K, V, Out, Lse, Kept, KP, VP, DescK, DescV, Idx, Off, BoxLo, BoxHi, BoxK, Partial, Full, PvThr, SkipThr,
-    box_guard, qk_scale, q_len, kv_len, num_heads, num_q_blocks, width, seq_bucket,
-    stride_qb, stride_qh, stride_qm, stride_qd,
-    stride_kb, stride_kh, stride_kn, stride_kd,
-    stride_vb, stride_vh, stride_vn, stride_vd,
-    stride_ob, stride_oh, stride_om, stride_od,
-    stride_pb, stride_ph, stride_pn,
-    stride_ib, stride_ih, stride_iq,
-    stride_fb, stride_fh, stride_fq,
-    START2, START4, START8,
+    Q, K, V, Out, Lse, Kept, DescK, DescV,
+    q_strides, k_strides, v_strides, o_strides, pooled, plan, box, thresholds,
+    qk_scale, q_len, kv_len, num_heads, width, seq_bucket,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, TILE2: tl.constexpr, TILE4: tl.constexpr, TILE8: tl.constexpr,
-    COL1: tl.constexpr, COL2: tl.constexpr, COL4: tl.constexpr, COL8: tl.constexpr,
-    EVEN_N: tl.constexpr, HAS_PV: tl.constexpr, HAS_MARKS: tl.constexpr, HAS_LSE: tl.constexpr,
-    HAS_TMASK: tl.constexpr, SPLIT_FULL: tl.constexpr, UPCAST: tl.constexpr, TMA_OK: tl.constexpr,
-    USE_TMA: tl.constexpr,
+    BLOCK_K: tl.constexpr, LEVELS: tl.constexpr, EVEN_N: tl.constexpr, HAS_PV: tl.constexpr,
+    HAS_MARKS: tl.constexpr, HAS_LSE: tl.constexpr, HAS_TMASK: tl.constexpr, SPLIT_FULL: tl.constexpr,
+    TMA_OK: tl.constexpr, USE_TMA: tl.constexpr,
 ):
+    """One plan row per program, grid `(q_blocks, batch * heads)`; `_launch` packs the grouped arguments.
+
+    `*_strides`: (batch, head, token, dim) strides of q, k, v, out. `pooled`: (KP, VP, (batch, head, row) strides,
+    first rows of levels (2, 4, 8)). `plan`: (Idx, Off, Full, Idx's and Off's (batch, head, q-block) strides; Full
+    has Off's shape). `box`: (BoxLo, BoxHi, BoxK, guard bits, Partial). `thresholds`: (PvThr, SkipThr). LEVELS has
+    bit i set when the plan has level 2**i. Kept has `width` slots per row.
+    """
     qb = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // num_heads
     h = bh % num_heads
     MASK_D: tl.constexpr = D_PAD != HEAD_DIM
+    KP, VP, p_strides, starts = pooled
+    Idx, Off, Full, i_strides, f_strides = plan
+    BoxLo, BoxHi, BoxK, box_guard, Partial = box
+    PvThr, SkipThr = thresholds
 
     offs_m = qb * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, D_PAD)
     row_ok = offs_m < q_len
     d_ok = offs_d < HEAD_DIM
-    q_ptrs = Q + b * stride_qb + h * stride_qh + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+    q_ptrs = Q + b * q_strides[0] + h * q_strides[1] + offs_m[:, None] * q_strides[2] + offs_d[None, :] * q_strides[3]
     q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
 
-    Idx = Idx + b * stride_ib + h * stride_ih + qb * stride_iq
-    Off = Off + b * stride_fb + h * stride_fh + qb * stride_fq
-    Kept = Kept + ((b * num_heads + h) * num_q_blocks + qb) * width
+    Idx = Idx + b * i_strides[0] + h * i_strides[1] + qb * i_strides[2]
+    Off = Off + b * f_strides[0] + h * f_strides[1] + qb * f_strides[2]
+    Kept = Kept + ((b * num_heads + h) * tl.num_programs(0) + qb) * width
     box_lo = offs_m  # placeholders without a token mask, never read
     box_hi = offs_m
     if HAS_TMASK:  # each query's packed box, loaded once (see BoxMask.packed)
@@ -358,41 +367,37 @@ def _block_sparse_attn_fwd(
         box_hi = tl.load(BoxHi + offs_m, mask=row_ok, other=0)
         Partial = Partial + qb * tl.cdiv(kv_len, BLOCK_K)
     if SPLIT_FULL:
-        Full = Full + b * stride_fb + h * stride_fh + qb * stride_fq  # shaped like the offsets
-    k_base = K + b * stride_kb + h * stride_kh
-    v_base = V + b * stride_vb + h * stride_vh
-    p_kbase = KP + b * stride_pb + h * stride_ph
-    p_vbase = VP + b * stride_pb + h * stride_ph
+        Full = Full + b * f_strides[0] + h * f_strides[1] + qb * f_strides[2]  # shaped like the offsets
+    keys = _Rows(K + b * k_strides[0] + h * k_strides[1], V + b * v_strides[0] + h * v_strides[1],
+                 k_strides[2], k_strides[3], v_strides[2], v_strides[3], DescK, DescV, 0)
+    pooled_rows = _Rows(KP + b * p_strides[0] + h * p_strides[1], VP + b * p_strides[0] + h * p_strides[1],
+                        p_strides[2], 1, p_strides[2], 1, DescK, DescV, starts)
     neg_pv = 0.0
     skip_thr = 0.0
     if HAS_PV:
         neg_pv = -tl.load(PvThr + h)
     if HAS_MARKS:
         skip_thr = tl.load(SkipThr + h)
+    query_box = (box_lo, box_hi, BoxK, box_guard)
 
     acc = tl.zeros([BLOCK_M, D_PAD], dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     started = tl.program_id(0) * 0
     acc, l_i, m_i, started = _walk_row(
-        acc, l_i, m_i, started, m_i, q, row_ok, offs_d, d_ok, Idx, Off, Kept,
-        k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, DescK, DescV, b, h,
-        p_kbase, p_vbase, stride_pn, START2, START4, START8,
-        kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial, Full,
-        BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, SPLIT_FULL,
-        False, UPCAST, USE_TMA)
+        acc, l_i, m_i, started, m_i, q, row_ok, offs_d, d_ok, b, h, Idx, Off, Kept, Full, keys, pooled_rows,
+        kv_len, qk_scale, neg_pv, skip_thr, query_box, Partial,
+        BLOCK_N, BLOCK_K, LEVELS, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, SPLIT_FULL, False, USE_TMA)
     if HAS_MARKS:
         _walk_row(
-            acc, l_i, m_i, started, m_i, q, row_ok, offs_d, d_ok, Idx, Off, Kept,
-            k_base, v_base, stride_kn, stride_kd, stride_vn, stride_vd, DescK, DescV, b, h,
-            p_kbase, p_vbase, stride_pn, START2, START4, START8,
-            kv_len, qk_scale, neg_pv, skip_thr, box_lo, box_hi, BoxK, box_guard, Partial, Full,
-            BLOCK_N, BLOCK_K, TILE2, TILE4, TILE8, COL1, COL2, COL4, COL8, MASK_D, EVEN_N, False, HAS_TMASK, SPLIT_FULL,
-            True, UPCAST, USE_TMA)
+            acc, l_i, m_i, started, m_i, q, row_ok, offs_d, d_ok, b, h, Idx, Off, Kept, Full, keys, pooled_rows,
+            kv_len, qk_scale, neg_pv, skip_thr, query_box, Partial,
+            BLOCK_N, BLOCK_K, LEVELS, MASK_D, EVEN_N, False, HAS_TMASK, SPLIT_FULL, True, USE_TMA)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
-    o_ptrs = Out + b * stride_ob + h * stride_oh + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+    o_ptrs = (Out + b * o_strides[0] + h * o_strides[1] + offs_m[:, None] * o_strides[2]
+              + offs_d[None, :] * o_strides[3])
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     if HAS_LSE:
         lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.log2(l_safe)) * LN2)
@@ -425,10 +430,6 @@ def _descriptor(t: torch.Tensor, d_pad: int) -> TensorDescriptor:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, 16, d_pad])
 
 
-def _level_column(levels: list[int], level: int) -> int:
-    return levels.index(level) if level in levels else -1
-
-
 def _launch(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kv_indices: torch.Tensor, kv_offsets: torch.Tensor,
     pooled_k: torch.Tensor | None, pooled_v: torch.Tensor | None, pooled_starts: list[int], levels: list[int],
@@ -448,32 +449,28 @@ def _launch(
     dummy_f32 = lse.new_empty(1)
     pk = pooled_k if pooled_k is not None else k.new_empty((1, 1, 1, head_dim))
     pv = pooled_v if pooled_v is not None else pk
-    starts = {lvl: s for lvl, s in zip((2, 4, 8), pooled_starts)}
     d_pad = max(16, triton.next_power_of_2(head_dim))
-    tiles = {lvl: max(16, block_k // lvl) for lvl in (2, 4, 8)}
 
-    def strides(t: torch.Tensor) -> list[int]:
-        return [0 if t.shape[i] == 1 else t.stride(i) for i in range(3)]
+    def strides(t: torch.Tensor) -> tuple[int, int, int]:
+        return tuple(0 if t.shape[i] == 1 else t.stride(i) for i in range(3))
+
+    def given(t: torch.Tensor | None, dummy: torch.Tensor) -> torch.Tensor:
+        return t if t is not None else dummy
+
+    pooled = (pk, pv, pk.stride()[:3], tuple(pooled_starts))
+    plan = (kv_indices, kv_offsets, given(box_full_counts, dummy_i32), strides(kv_indices), strides(kv_offsets))
+    box = (*(given(t, dummy_i32) for t in (box_lo, box_hi, box_k)), box_guard, given(box_partial, dummy_i32))
+    thresholds = (given(pv_threshold, dummy_f32), given(skip_threshold, dummy_f32))
 
     def launch(tma_ok: bool) -> None:
         desc_k, desc_v = (_descriptor(k, d_pad), _descriptor(v, d_pad)) if tma_ok else (k, v)
         _block_sparse_attn_fwd[(num_q_blocks, batch * heads)](
-            q, k, v, out, lse, kept, pk, pv, desc_k, desc_v, kv_indices, kv_offsets,
-            *(t if t is not None else dummy_i32 for t in (box_lo, box_hi, box_k, box_partial, box_full_counts)),
-            pv_threshold if pv_threshold is not None else dummy_f32,
-            skip_threshold if skip_threshold is not None else dummy_f32,
-            box_guard, scale * LOG2E, q_len, kv_len, heads, num_q_blocks, width, triton.next_power_of_2(max(q_len, kv_len)),
-            *q.stride(), *k.stride(), *v.stride(), *out.stride(),
-            pk.stride(0), pk.stride(1), pk.stride(2),
-            *strides(kv_indices), *strides(kv_offsets),
-            starts.get(2, 0), starts.get(4, 0), starts.get(8, 0),
-            HEAD_DIM=head_dim, D_PAD=d_pad, BLOCK_M=block_q, BLOCK_K=block_k,
-            TILE2=tiles[2], TILE4=tiles[4], TILE8=tiles[8],
-            COL1=_level_column(levels, 1), COL2=_level_column(levels, 2),
-            COL4=_level_column(levels, 4), COL8=_level_column(levels, 8),
-            EVEN_N=kv_len % block_k == 0, HAS_PV=pv_threshold is not None, HAS_MARKS=marks,
-            HAS_LSE=return_lse, HAS_TMASK=box_lo is not None, SPLIT_FULL=box_full_counts is not None,
-            UPCAST=INTERPRETED and q.dtype == torch.bfloat16, TMA_OK=tma_ok,
+            q, k, v, out, lse, kept, desc_k, desc_v, q.stride(), k.stride(), v.stride(), out.stride(),
+            pooled, plan, box, thresholds,
+            scale * LOG2E, q_len, kv_len, heads, width, triton.next_power_of_2(max(q_len, kv_len)),
+            HEAD_DIM=head_dim, D_PAD=d_pad, BLOCK_M=block_q, BLOCK_K=block_k, LEVELS=sum(levels), EVEN_N=kv_len % block_k == 0,
+            HAS_PV=pv_threshold is not None, HAS_MARKS=marks, HAS_LSE=return_lse, HAS_TMASK=box_lo is not None,
+            SPLIT_FULL=box_full_counts is not None, TMA_OK=tma_ok,
         )
 
     tma_ok = _tma_ok(k, v, head_dim, d_pad)
