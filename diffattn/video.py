@@ -8,6 +8,7 @@ that is renamed into place only when complete, so a failure never leaves a half-
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -108,13 +109,29 @@ def read_video(path: str | os.PathLike, max_frames: int | None = None) -> torch.
     except VideoReadError:
         raise
     except Exception as exc:  # decoders raise many types; one clear error for the user
-        raise VideoReadError(f"could not read {path}: {exc}") from exc
+        raise VideoReadError(
+            f"could not read {path} as a video: {_decoder_problem(exc)}; check that it plays in a video player, "
+            "or give a folder of frames"
+        ) from exc
     if max_frames is not None:
         frames = frames[:max_frames]
     if len(frames) == 0:
         raise VideoReadError(f"{path} holds no frames")
     array = np.stack(frames).astype(np.float32) / 255.0
     return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+
+
+_FFMPEG_BANNER = ("ffmpeg version", "built with", "configuration:", "lib")
+"""How the lines of ffmpeg's version banner start (imageio-ffmpeg puts ffmpeg's whole log in its errors)."""
+
+
+def _decoder_problem(exc: BaseException) -> str:
+    """A decoder error in one line: its own first line and ffmpeg's last diagnostic, never ffmpeg's banner."""
+    head, _, log = str(exc).partition("=== stderr ===")
+    first = next((line.strip() for line in head.splitlines() if line.strip()), type(exc).__name__)
+    diagnostics = [line.strip() for line in log.splitlines() if line.strip() and not line.strip().startswith(_FFMPEG_BANNER)]
+    detail = re.sub(r"^\[[^\]]*\]\s*", "", diagnostics[-1]) if diagnostics else ""
+    return f"{first} ({detail})" if detail else first
 
 
 def _as_rgb(frame: np.ndarray) -> np.ndarray:

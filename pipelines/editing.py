@@ -25,6 +25,7 @@ from diffattn.errors import (
     VideoReadError,
 )
 from diffattn.generation import check_at_least, check_sampling_settings, conform_fields
+from diffattn.notices import quiet_library_notices
 
 __all__ = [
     "EDITORS",
@@ -181,6 +182,7 @@ def load_edit_spec(path: str | Path) -> EditSpec:
         raise type(exc)(f"{path}: {exc}") from None
 
 
+@quiet_library_notices()  # from_pipe casts every model to the pipeline's dtype: diffusers' empty float32 notice
 def build_edit_pipeline(spec: EditSpec) -> Any:
     """The editor's pipeline, built from the components of `spec.model_spec` on `spec.device` / `spec.dtype`."""
     from diffattn.loading import load_pipeline, parse_dtype, pick_device

@@ -75,6 +75,7 @@ from .inversion import (
     encode_prompts,
     encode_video,
     format_frames,
+    phase_bar,
     vae_scale_factor,
 )
 
@@ -313,7 +314,7 @@ class FateZeroPipeline(DiffusionPipeline):
         controller.store = store
         return ddim_invert(
             self.unet, scheduler, latents, source_emb, context=context,
-            step_context=store.step if store is not None else None, progress_bar=self.progress_bar,
+            step_context=store.step if store is not None else None, progress_bar=phase_bar(self, "inversion"),
         )
 
     def _denoise(self, controller: AttentionController, context: RunContext, scheduler, plan: EditPlan,
@@ -329,7 +330,7 @@ class FateZeroPipeline(DiffusionPipeline):
         blend_size = (level_grid.height, level_grid.width)
         latent, source_latent, mask = inversion.noise, inversion.noise, None
         context.start_run(len(scheduler.timesteps))
-        with self.progress_bar(total=len(scheduler.timesteps)) as progress:
+        with phase_bar(self, "edit")(total=len(scheduler.timesteps)) as progress:
             for step, timestep in enumerate(scheduler.timesteps):
                 source, source_latent = self._source_step(
                     controller, plan, store, inversion, step, timestep, source_latent, embeds, scheduler, guidance

@@ -138,8 +138,8 @@ class FreeSwimPipeline(DiffusionPipeline):
         shared = {name: getattr(self, name) for name in ("tokenizer", "text_encoder", "vae", "transformer")}
         base = WanPipeline(**shared, scheduler=self.scheduler)
         refine = WanVideoToVideoPipeline(**shared, scheduler=with_flow_shift(self.scheduler, flow_shift))
-        for stage in (base, refine):
-            stage.set_progress_bar_config(**getattr(self, "_progress_bar_config", {}))
+        for stage, phase in ((base, "stage 1 (base size)"), (refine, "stage 2 (target size)")):
+            stage.set_progress_bar_config(**{**getattr(self, "_progress_bar_config", {}), "desc": phase})
         return base, refine
 
     @torch.no_grad()

@@ -85,6 +85,7 @@ from .inversion import (
     encode_prompts,
     encode_video,
     format_frames,
+    phase_bar,
     vae_scale_factor,
 )
 
@@ -350,7 +351,7 @@ class FrescoPipeline(DiffusionPipeline):
             controller.trajectory_min_timestep, controller.trajectory_key_scale = config.step_interattn_end, config.interattn_scale
             latent = scheduler.add_noise(latents, shared_noise, run[:1])
             context.start_run(len(run))
-            with self.progress_bar(total=len(run)) as progress:
+            with phase_bar(self, "translate")(total=len(run)) as progress:
                 for step, timestep in enumerate(run):
                     if anchored:
                         latent[:2] = recorded[step]

@@ -30,6 +30,7 @@ from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffattn.api import apply, handle_of
 from diffattn.configs.noise import InitNOConfig
 from diffattn.errors import AlreadyAppliedError, ConfigError, UnsupportedModelError
+from diffattn.notices import quiet_library_notices
 from diffattn.noise.initno import NoiseScores, attention_scores, search_initial_noise, subject_token_indices
 from diffattn.noise.pipeline import PipelineExtension, attach, detach
 from diffattn.processors.noise import InitNOAttentionStore
@@ -321,7 +322,8 @@ def _initno_pipeline(pipe: Any) -> InitNOPipeline:
         return pipe
     if not isinstance(pipe, StableDiffusionPipeline):
         raise _not_stable_diffusion(pipe)
-    initno_pipe = InitNOPipeline.from_pipe(pipe)
+    with quiet_library_notices():  # from_pipe casts every model to the pipeline's dtype: an empty notice each
+        initno_pipe = InitNOPipeline.from_pipe(pipe)
     initno_pipe.set_progress_bar_config(**getattr(pipe, "_progress_bar_config", {}))
     return initno_pipe
 

@@ -11,6 +11,7 @@ depend on its input, DDIM sampling undoes the inversion exactly (tested).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler
 from diffusers.utils import BaseOutput
+from tqdm.auto import tqdm
 
 from diffattn.context import RunContext
 from diffattn.errors import ConfigError, VideoReadError
@@ -37,6 +39,7 @@ __all__ = [
     "encode_prompts",
     "encode_video",
     "format_frames",
+    "phase_bar",
     "vae_scale_factor",
 ]
 
@@ -188,6 +191,12 @@ def check_video(video: Any, multiple: int = 8) -> torch.Tensor:
             "diffattn.video.prepare_video(video, height=..., width=...)"
         )
     return frames.clamp(0, 1)
+
+
+def phase_bar(pipe: Any, phase: str) -> Callable[..., Any]:
+    """Like `pipe.progress_bar` (`(iterable=None, total=None) -> tqdm`, the pipeline's bar settings), with the bar
+    named after the phase it counts (e.g. "inversion", "edit"), so a run with several loops says which is which."""
+    return functools.partial(tqdm, **{**getattr(pipe, "_progress_bar_config", {}), "desc": phase})
 
 
 def check_output_type(output_type: str) -> None:

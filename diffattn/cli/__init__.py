@@ -10,6 +10,7 @@ import importlib
 import sys
 
 from ..errors import DiffAttnError
+from ..notices import quiet_library_notices
 from .options import CommandParser
 
 __all__ = ["main", "build_parser"]
@@ -30,6 +31,7 @@ def build_parser() -> CommandParser:
     return parser
 
 
+@quiet_library_notices()  # only the known harmless library notices (diffattn.notices), for this command only
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from diffusers import DiffusionPipeline
 
+from diffattn.notices import quiet_library_notices
 from diffattn.testing import dit, unet
 from diffattn.testing.recipe import Family
 from diffattn.testing.text import write_clip_tokenizer
@@ -75,6 +76,7 @@ def _family(family: str) -> Family:
         raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(FAMILIES)}") from None
 
 
+@quiet_library_notices()  # building and casting diffusers models logs diffusers' empty "kept in float32" notice
 def tiny_pipeline(
     family: str, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> DiffusionPipeline:
@@ -94,6 +96,7 @@ def tiny_call_kwargs(family: str, **overrides: Any) -> dict[str, Any]:
     return {**kwargs, **overrides}
 
 
+@quiet_library_notices()
 def tiny_denoiser(family: str, *, seed: int = 0) -> torch.nn.Module:
     """The family's transformer or UNet alone, identical to ``tiny_pipeline(family, seed=seed)``'s."""
     return _family(family).denoiser(seed)

@@ -182,6 +182,18 @@ def test_video_files_round_trip_and_bad_files(tmp_path):
             prepare_video(tmp_path / bad)
 
 
+def test_corrupt_video_error_is_one_line_without_the_ffmpeg_banner(tmp_path):
+    """imageio-ffmpeg puts ffmpeg's whole log (version banner, build configuration) in its exception; the error keeps
+    one line: the decoder's complaint and ffmpeg's last diagnostic."""
+    (tmp_path / "corrupt.mp4").write_bytes(b"not a video at all" * 10)
+    with pytest.raises(VideoReadError) as info:
+        read_video(tmp_path / "corrupt.mp4")
+    message = str(info.value)
+    assert "\n" not in message and "ffmpeg version" not in message and "configuration:" not in message
+    assert message.startswith(f"could not read {tmp_path / 'corrupt.mp4'} as a video: ")
+    assert "Invalid data found when processing input" in message
+
+
 def test_written_video_has_the_mode_of_any_new_file(tmp_path):
     """The atomic write goes through a private temporary file; the video must not stay readable by its owner only."""
     import os
