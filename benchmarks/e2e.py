@@ -187,9 +187,10 @@ def compile_blocks(model: torch.nn.Module, device: torch.device) -> None:
 _ATTENTION_KERNEL_NAMES = ("attn", "attention", "sdpa", "fmha", "flash", "cudnn")
 
 
-def attention_kernels(fn) -> dict[str, float] | str:
-    """GPU time (ms) per attention kernel and per SDPA op in one call of `fn` (torch.profiler): which SDPA kernel
-    really ran (cuDNN, flash, ...), eager or compiled, and the block-sparse kernel's share."""
+def kernel_times(fn, names: tuple[str, ...] | None = _ATTENTION_KERNEL_NAMES, top: int | None = None) -> dict[str, float] | str:
+    """GPU time (ms) per kernel and op in one call of `fn` (torch.profiler), longest first: by default the attention
+    kernels and SDPA ops (which SDPA kernel really ran, eager or compiled, and the block-sparse kernel's share);
+    `names=None` keeps every kernel (`--profile`: where a variant's time goes), `top` the longest few."""
     from torch.profiler import ProfilerActivity, profile
 
     try:
@@ -199,11 +200,11 @@ def attention_kernels(fn) -> dict[str, float] | str:
         totals = {
             avg.key[:120]: avg.device_time_total / 1e3
             for avg in prof.key_averages()
-            if any(k in avg.key.lower() for k in _ATTENTION_KERNEL_NAMES) and avg.device_time_total > 0
+            if (names is None or any(k in avg.key.lower() for k in names)) and avg.device_time_total > 0
         }
     except Exception as exc:  # noqa: BLE001 - evidence, not the measurement: report why it is missing
         return f"profiler failed: {type(exc).__name__}: {exc}"[:300]
-    return dict(sorted(totals.items(), key=lambda item: -item[1]))
+    return dict(sorted(totals.items(), key=lambda item: -item[1])[:top])
 
 
 def density_of(handle) -> float | None:
@@ -211,9 +212,10 @@ def density_of(handle) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------------- sections
-def bench_forward(name, model, inputs, variants, repeats, device, full_warmup, eager_dense=None) -> dict[str, Any]:
+def bench_forward(name, model, inputs, variants, repeats, device, full_warmup, eager_dense=None, profile=False) -> dict[str, Any]:
     """One forward per variant: time, speedup, density, error against dense (and against `eager_dense`, the
-    uncompiled dense output, when given: compiled graphs round differently from eager ones)."""
+    uncompiled dense output, when given: compiled graphs round differently from eager ones); with `profile`, the
+    15 longest GPU kernels of one forward."""
     results: dict[str, Any] = {}
 
     def run_variant(label: str, configs: tuple) -> None:
@@ -238,7 +240,9 @@ def bench_forward(name, model, inputs, variants, repeats, device, full_warmup, e
                 times.append(ms)
             entry = {"ms": sorted(times)[len(times) // 2], "density": density, "first_s": first_s}
             if device.type == "cuda":
-                entry["attention_kernels_ms"] = attention_kernels(lambda: forward(model, inputs))
+                entry["attention_kernels_ms"] = kernel_times(lambda: forward(model, inputs))
+                if profile:
+                    entry["top_kernels_ms"] = kernel_times(lambda: forward(model, inputs), names=None, top=15)
             if configs:
                 entry.update(errors(out, results["dense"]["out"]))
             else:
@@ -396,6 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--compile", action="store_true",
                         help="compile the transformer blocks (inductor) for every variant; implies --forward-only")
     parser.add_argument("--forward-only", action="store_true", help="only the one-forward section")
+    parser.add_argument("--profile", action="store_true", help="also record each variant's 15 longest GPU kernels")
     parser.add_argument("--out", default=None, help="output JSON (default: benchmarks/results/e2e[_tiny].json or $OUT)")
     args = parser.parse_args(argv)
     forward_only = args.forward_only or args.compile
@@ -435,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "and one full forward with stats off"
                 ),
             }
-            data["forward"] = bench_forward(name, model, inputs, variants, repeats, device, extras, eager_dense)
+            data["forward"] = bench_forward(name, model, inputs, variants, repeats, device, extras, eager_dense, args.profile)
             if extras and not forward_only:
                 data["loop"] = bench_loop(name, model, inputs, variants, args.steps or (2 if tiny else 4), device)
                 data["lite_schedule"] = lite_schedule(model, inputs, tiny)

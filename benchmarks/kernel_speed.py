@@ -10,9 +10,9 @@
    plans (BlockMask built outside the timing), and plan building: sparge_plan and PSA's pool_kv.
    Times are `triton.testing.do_bench` medians after warm-up on random inputs.
 
-    pip install --no-deps --no-build-isolation -e . && python benchmarks/kernels.py   # one H200, ~5 minutes
-    TRITON_INTERPRET=1 python benchmarks/kernels.py --tiny                             # CPU check of the script
-    python benchmarks/kernels.py --plans-only     # just cuDNN dense + sparge_plan / pool_kv timings (~1 minute)
+    pip install --no-deps --no-build-isolation -e . && python benchmarks/kernel_speed.py   # one H200, ~5 minutes
+    TRITON_INTERPRET=1 python benchmarks/kernel_speed.py --tiny                             # CPU check of the script
+    python benchmarks/kernel_speed.py --plans-only     # just cuDNN dense + sparge_plan / pool_kv timings (~1 minute)
 
 Writes `kernels.json` under `$OUT` when set, else `benchmarks/results/kernels.json` (`kernels_tiny.json` with
 `--tiny`), and prints a Markdown table last.

@@ -1,7 +1,7 @@
 """A quick kernel benchmark on this machine's device: block-sparse attention time against density.
 
 Used by `diffattn bench` and the app's Kernels tab (the full GPU benchmark with every baseline is the script
-`benchmarks/kernels.py`). For random block plans of increasing density it times the same call three ways:
+`benchmarks/kernel_speed.py`). For random block plans of increasing density it times the same call three ways:
 diffattn's kernel (`block_sparse_attention` with the Triton backend on CUDA, the PyTorch reference elsewhere),
 FlexAttention on the same plan (the `flex` backend), and dense SDPA as the baseline. Sizes are meant to be small on
 a CPU; the device is part of the result so tables and plots say where they ran.

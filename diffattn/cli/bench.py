@@ -1,7 +1,7 @@
 """`diffattn bench`: time the block-sparse attention kernel against FlexAttention and dense SDPA on this device.
 
 A quick, self-contained measurement (random q/k/v and random block plans of the given densities); the full GPU
-benchmark with every baseline and the published targets is `benchmarks/kernels.py`.
+benchmark with every baseline and the published targets is `benchmarks/kernel_speed.py`.
 """
 
 from __future__ import annotations
