@@ -119,7 +119,7 @@ def edit_handler(ctx: AppContext, editors: MethodPanel) -> Callable[..., Any]:
              frames: float = 8, height: str | None = None, width: str | None = None, seed: float = 0, fps: float = 8,
              progress: gr.Progress = gr.Progress(track_tqdm=True), **editor_settings: Any):
         """Edit the uploaded video; returns the edited video, a summary and the config that reproduces the edit."""
-        from diffattn.pipelines.editing import EditSpec
+        from diffattn.pipelines.edit_job import EditSpec
 
         sampling = check_sampling(ctx.limits, required=("frames", "seed", "fps"), frames=frames, height=height,
                                   width=width, seed=seed, fps=fps)

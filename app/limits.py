@@ -24,7 +24,7 @@ from diffattn.config import MethodConfig
 from diffattn.errors import ConfigError, VideoReadError
 from diffattn.limits import DEFAULT_LIMITS
 from diffattn.loading import TINY_PREFIX, is_tiny
-from diffattn.video import VIDEO_SUFFIXES
+from diffattn.media.video import VIDEO_SUFFIXES
 
 __all__ = ["AppLimits", "bounded", "check_model", "check_file", "check_upload", "check_sampling",
            "check_kernel_request", "check_settings", "upload_root"]

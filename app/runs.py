@@ -24,7 +24,7 @@ import torch
 
 from diffattn.generation import GenerationResult, GenerationSpec, generate, save_spec
 from diffattn.loading import load_pipeline, parse_dtype, pick_device
-from diffattn.video import write_video
+from diffattn.media.video import write_video
 
 from .jobs import Job
 
@@ -125,12 +125,12 @@ def edit_key(spec: Any) -> tuple[Any, ...]:
 
 
 def run_edit(spec: Any, pipes: PipelineCache, folders: RunFolders, job: Job | None = None) -> EditRun:
-    """Edit with `spec` (a `diffattn.pipelines.editing.EditSpec`) through `edit_video`, the run `diffattn edit` makes.
+    """Edit with `spec` (a `diffattn.pipelines.edit_job.EditSpec`) through `edit_video`, the run `diffattn edit` makes.
 
     Writes `video.mp4` and `edit.json`; the config names the input video by its file name, so
     `diffattn edit <editor> --config edit.json` reproduces the edit with the video placed next to the config.
     """
-    from diffattn.pipelines.editing import build_edit_pipeline, edit_metrics, edit_video
+    from diffattn.pipelines.edit_job import build_edit_pipeline, edit_metrics, edit_video
 
     pipe = pipes.get(edit_key(spec), lambda: build_edit_pipeline(spec))
     with _watched(job, pipe):

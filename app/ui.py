@@ -115,7 +115,7 @@ def _tiny_model_for(editor: str, model: str) -> str:
 def _sample_clip(folder: Path) -> Path:
     """The built-in synthetic clip (a disc crossing stripes) as an MP4, for the Edit tab's example."""
     from diffattn.testing import sample_clip
-    from diffattn.video import write_video
+    from diffattn.media.video import write_video
 
     return write_video(folder / "sample_clip.mp4", sample_clip(8, 64, 64), fps=8)
 

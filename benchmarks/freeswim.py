@@ -41,7 +41,7 @@ from diffattn.configs import FreeSwimConfig, ObserveConfig
 from diffattn.environment import environment
 from diffattn.geometry import Grid, TileOrder
 from diffattn.kernels import backends, block_sparse_attention
-from diffattn.windows import attention_temperature, window_box_mask, window_plan, window_tile_order
+from diffattn.patterns.windows import attention_temperature, window_box_mask, window_plan, window_tile_order
 
 WAN_1_3B = {
     "patch_size": (1, 2, 2), "num_attention_heads": 12, "attention_head_dim": 128, "in_channels": 16,

@@ -16,10 +16,10 @@ _EXPORTS: dict[str, str] = {
     "RealCraftPipeline": "diffattn.pipelines.realcraft",
     "FrescoPipeline": "diffattn.pipelines.fresco",
     "VideoEditPipelineOutput": "diffattn.pipelines.inversion",
-    "EditSpec": "diffattn.pipelines.editing",
-    "EditResult": "diffattn.pipelines.editing",
-    "edit_video": "diffattn.pipelines.editing",
-    "load_edit_spec": "diffattn.pipelines.editing",
+    "EditSpec": "diffattn.pipelines.edit_job",
+    "EditResult": "diffattn.pipelines.edit_job",
+    "edit_video": "diffattn.pipelines.edit_job",
+    "load_edit_spec": "diffattn.pipelines.edit_job",
 }
 
 __all__ = list(_EXPORTS)

@@ -135,7 +135,7 @@ class FateZeroPipeline(DiffusionPipeline):
 
     Build it from an existing SD pipeline's components with `FateZeroPipeline.from_pipe(sd_pipe)` or load it with
     `from_pretrained` from an SD checkpoint. Call it with a video (`[F, 3, H, W]` in [0, 1], sizes multiples of 8;
-    see `diffattn.video.prepare_video`), the source prompt that describes it and the target prompt.
+    see `diffattn.media.video.prepare_video`), the source prompt that describes it and the target prompt.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"

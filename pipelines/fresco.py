@@ -65,7 +65,7 @@ from diffattn.api import apply
 from diffattn.configs.editing import FrescoConfig
 from diffattn.context import RunContext
 from diffattn.errors import ConfigError
-from diffattn.flow import (
+from diffattn.media.flow import (
     FlowEstimator,
     VideoFlow,
     estimate_flow,
@@ -74,7 +74,7 @@ from diffattn.flow import (
     video_flow,
     warp,
 )
-from diffattn.flow import flow_estimator as builtin_flow_estimator
+from diffattn.media.flow import flow_estimator as builtin_flow_estimator
 from diffattn.geometry import Grid
 
 from .inversion import (

@@ -170,7 +170,7 @@ def check_video(video: Any, multiple: int = 8) -> torch.Tensor:
     """Frames `[F, 3, H, W]` float in [0, 1] from a tensor (`[F, 3, H, W]` / `[F, H, W, 3]`), an array or a list of images.
 
     Raises `VideoReadError` for an empty or malformed video and `ConfigError` when the size is not a multiple of
-    `multiple` (prepare it with `diffattn.video.prepare_video`).
+    `multiple` (prepare it with `diffattn.media.video.prepare_video`).
     """
     if isinstance(video, (list, tuple)):
         if not video:
@@ -188,7 +188,7 @@ def check_video(video: Any, multiple: int = 8) -> torch.Tensor:
     if height % multiple or width % multiple:
         raise ConfigError(
             f"frames of {height}x{width} are not multiples of {multiple}; resize or crop them first, e.g. with "
-            "diffattn.video.prepare_video(video, height=..., width=...)"
+            "diffattn.media.video.prepare_video(video, height=..., width=...)"
         )
     return frames.clamp(0, 1)
 

@@ -3,7 +3,7 @@
 What one denoiser call does is decided just before it by the `FreeSwimController`, from the run context the
 root hook publishes (step index, CFG branch, phase); the denoising loop drives it simply by calling the model:
 
-- **window only**: every self-attention is the inward window (`diffattn.windows`) at the FreeSwim temperature,
+- **window only**: every self-attention is the inward window (`diffattn.patterns.windows`) at the FreeSwim temperature,
   on tile-permuted q/k/v through `diffattn.kernels.block_sparse_attention`; cross-attention is the model's own
   (unconditional pass) or the full branch's cached output (conditional pass between two refreshes);
 - **dual**: the block stack runs on a doubled batch `[window rows; full rows]`: the residual stream is copied
@@ -34,7 +34,7 @@ from diffattn.context import LayerInfo, RunContext
 from diffattn.errors import ConfigError, GridError, UnsupportedModelError
 from diffattn.geometry import Grid, TileOrder, bind_forward_args
 from diffattn.plan import BlockPlan
-from diffattn.windows import attention_temperature, window_plan, window_radius_from_base, window_tile_order
+from diffattn.patterns.windows import attention_temperature, window_plan, window_radius_from_base, window_tile_order
 
 from .base import AttentionCall, AttentionMethod, Proceed
 from .sparse.common import SparseLayout

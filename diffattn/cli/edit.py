@@ -8,7 +8,7 @@ Without `--model` the built-in tiny Stable Diffusion (`tiny:sd`; `tiny:sd-contro
 `--config FILE.yaml` holds a whole edit in the spirit of the original projects' configs (see the examples in
 `diffattn/configs/edit/`); flags given on the command line override it. Method settings are flags named
 `--<method>-<field>` (e.g. `--fatezero-self-replace-steps 0.6`). `edit_video(EditSpec(...))` is the same run as a
-function (`diffattn.pipelines.editing`, used by the demo and the app).
+function (`diffattn.pipelines.edit_job`, used by the demo and the app).
 
 Sizes and steps are capped by default (the same caps as the app; `--no-limits` lifts them), and the settings and
 output paths are checked before any video is read or model loaded.
@@ -37,7 +37,7 @@ __all__ = ["add_parser", "run", "spec_from_args"]
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..pipelines.editing import EDITORS
+    from ..pipelines.edit_job import EDITORS
     from ..registry import get_method
 
     parser = subparsers.add_parser(
@@ -78,7 +78,7 @@ def add_parser(subparsers: Any) -> None:
 def spec_from_args(args: argparse.Namespace) -> Any:
     """The `EditSpec`: the config file (if any), then the flags given on the command line; within the caps
     unless `--no-limits`."""
-    from ..pipelines.editing import SPEC_KEYS, EditSpec, load_edit_spec
+    from ..pipelines.edit_job import SPEC_KEYS, EditSpec, load_edit_spec
 
     data = load_edit_spec(args.config).to_dict() if args.config else {}
     if data.get("editor", args.editor) != args.editor:
@@ -104,8 +104,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipelines.editing import edit_metrics, edit_video, save_edit_spec
-    from ..video import write_video
+    from ..pipelines.edit_job import edit_metrics, edit_video, save_edit_spec
+    from ..media.video import write_video
 
     spec = spec_from_args(args)
     out = video_output(args.out)

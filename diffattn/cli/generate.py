@@ -104,7 +104,7 @@ def spec_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from ..generation import generate, save_spec
     from ..parallel import is_main_process
-    from ..video import write_video
+    from ..media.video import write_video
 
     spec = spec_from_args(args)
     out = video_output(args.out)

@@ -169,7 +169,7 @@ def output_file(given: str, flag: str) -> Path:
 
 def video_output(given: str, flag: str = "--out") -> Path:
     """`output_file` for the run's video, which must be named `.mp4` (what is written)."""
-    from ..video import check_video_path
+    from ..media.video import check_video_path
 
     output_file(given, flag)
     return check_video_path(given)

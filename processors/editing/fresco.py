@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from diffattn.flow import VideoFlow, resize_flow, warp
+from diffattn.media.flow import VideoFlow, resize_flow, warp
 
 __all__ = [
     "FeatureOptimizer",

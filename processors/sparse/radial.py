@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from diffattn.configs.sparse import RadialConfig
-from diffattn.masks import block_mask_by_density, radial_mask_mod
+from diffattn.patterns.radial import block_mask_by_density, radial_mask_mod
 from diffattn.plan import BlockPlan
 
 from ..base import AttentionCall

@@ -17,7 +17,7 @@ from diffattn.context import LayerInfo
 from diffattn.errors import ConfigError
 from diffattn.kernels import block_sparse_attention, sparge_plan
 from diffattn.plan import BlockPlan
-from diffattn.tune import SpargeCalibrationConfig, SpargeLayerSettings, SpargeTuning
+from diffattn.processors.sparse.sparge_tuning import SpargeCalibrationConfig, SpargeLayerSettings, SpargeTuning
 
 from ..base import AttentionCall, Proceed
 from .common import BlockSparseMethod, SparseLayout, attach_plan, joint_plan, sparse_views

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from diffattn.testing import sample_clip
-from diffattn.video import write_video
+from diffattn.media.video import write_video
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from gradio_client.utils import Status
 from diffattn.configs import ObserveConfig
 from diffattn.generation import GenerationSpec, generate
 from diffattn.testing import sample_clip
-from diffattn.video import read_video, write_video
+from diffattn.media.video import read_video, write_video
 
 EDIT_PROMPTS = {"source_prompt": "a red sun moving over colorful waves",
                 "target_prompt": "a blue moon moving over colorful waves"}

@@ -18,7 +18,7 @@ from diffattn.app.limits import (
 from diffattn.configs import LiteAttentionConfig, ObserveConfig
 from diffattn.errors import ConfigError, VideoReadError
 from diffattn.testing import sample_clip
-from diffattn.video import write_video
+from diffattn.media.video import write_video
 
 
 @pytest.fixture

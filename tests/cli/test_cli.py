@@ -7,7 +7,7 @@ import torch
 
 from diffattn.cli import main
 from diffattn.generation import GenerationSpec, generate, load_spec, save_spec
-from diffattn.video import read_video
+from diffattn.media.video import read_video
 
 
 def test_info_reports_backends_methods_and_families(capsys):

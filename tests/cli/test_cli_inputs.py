@@ -13,7 +13,7 @@ import torch
 from diffattn.cli import build_parser, edit, generate, main
 from diffattn.errors import ConfigError
 from diffattn.generation import GenerationSpec, pixel_multiple, save_spec
-from diffattn.video import write_video
+from diffattn.media.video import write_video
 
 
 class Reached(ConfigError):
@@ -29,7 +29,7 @@ def no_loading(monkeypatch):
     """Loading a pipeline, making the sample clip or reading a video raises `Reached`."""
     monkeypatch.setattr("diffattn.loading.load_pipeline", _reached)
     monkeypatch.setattr("diffattn.testing.sample_clip", _reached)
-    monkeypatch.setattr("diffattn.video.read_video", _reached)
+    monkeypatch.setattr("diffattn.media.video.read_video", _reached)
 
 
 def _refused(capsys, args, match):

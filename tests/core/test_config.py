@@ -154,7 +154,7 @@ def test_freeswim_window_radius_zero_is_refused(settings):
 
 
 def test_every_config_constructs_with_defaults_and_example_edit_configs_load():
-    from diffattn.pipelines.editing import EXAMPLE_CONFIGS, load_edit_spec
+    from diffattn.pipelines.edit_job import EXAMPLE_CONFIGS, load_edit_spec
 
     for cls in methods().values():
         assert cls() == cls.from_dict(cls().to_dict())

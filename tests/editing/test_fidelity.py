@@ -5,7 +5,7 @@ import cv2
 import diffattn.pipelines.fresco as fresco_module
 import pytest
 import torch
-from diffattn.pipelines.editing import EditSpec, edit_video, load_edit_spec
+from diffattn.pipelines.edit_job import EditSpec, edit_video, load_edit_spec
 from diffattn.pipelines.fresco import FrescoPipeline, canny_control
 from diffattn.processors.editing.fresco import adain, optimize_features
 from diffusers import DDPMScheduler, PNDMScheduler

@@ -5,15 +5,15 @@ import pytest
 import torch
 
 from diffattn.errors import ConfigError, VideoReadError
-from diffattn.flow import (
+from diffattn.media.flow import (
     OpenCVFlow,
     forward_backward_occlusion,
     in_bounds,
     video_flow,
     warp,
 )
-from diffattn.metrics import PSNR_CAP_DB, clip_scores, psnr, psnr_outside, warp_error
-from diffattn.video import (
+from diffattn.media.metrics import PSNR_CAP_DB, clip_scores, psnr, psnr_outside, warp_error
+from diffattn.media.video import (
     crop_to_multiple,
     prepare_video,
     read_video,

@@ -27,7 +27,7 @@ from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from diffattn.configs import FateZeroConfig, FrescoConfig, RealCraftConfig
 from diffattn.errors import ConfigError, VideoReadError
-from diffattn.flow import VideoFlow
+from diffattn.media.flow import VideoFlow
 from diffattn.testing import sample_clip
 
 SOURCE = "a red sun moving over colorful waves"
@@ -164,7 +164,7 @@ def test_realcraft_long_video_bounded_memory(realcraft):
 
 
 def _flow_of(frames):
-    from diffattn.flow import video_flow
+    from diffattn.media.flow import video_flow
 
     return video_flow(frames, cyclic=True)
 

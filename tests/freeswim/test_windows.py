@@ -9,7 +9,7 @@ import torch
 from diffattn.errors import ConfigError
 from diffattn.geometry import Grid, TileOrder
 from diffattn.plan import BoxMask
-from diffattn.windows import (
+from diffattn.patterns.windows import (
     TILE_CANDIDATES,
     attention_temperature,
     box_block_mask,

@@ -11,7 +11,7 @@ from diffattn.cli import main
 from diffattn.configs import FreeInitConfig, FreeNoiseConfig
 from diffattn.generation import GenerationSpec, generate, load_spec
 from diffattn.testing import tiny_call_kwargs, tiny_pipeline
-from diffattn.video import read_video
+from diffattn.media.video import read_video
 
 PROMPT = "a painting of a squirrel eating a burger"
 

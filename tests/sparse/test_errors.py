@@ -60,7 +60,7 @@ def test_out_of_range_settings_are_config_errors(method, settings, message):
 
 
 def test_tuned_settings_for_another_model_are_refused(tmp_path):
-    from diffattn.tune import SpargeLayerSettings, SpargeTuning
+    from diffattn.processors.sparse.sparge_tuning import SpargeLayerSettings, SpargeTuning
 
     three_heads = SpargeLayerSettings((0.0,) * 3, (0.9,) * 3, (50.0,) * 3, (0.5,) * 3, (False,) * 3)
     path = SpargeTuning(0.06, 0.065, 1, {"blocks.0.attn1": three_heads}).save(tmp_path / "tuned.json")
@@ -71,7 +71,7 @@ def test_tuned_settings_for_another_model_are_refused(tmp_path):
 
 
 def test_tuned_settings_for_other_block_sizes_are_refused(tmp_path):
-    from diffattn.tune import SpargeLayerSettings, SpargeTuning
+    from diffattn.processors.sparse.sparge_tuning import SpargeLayerSettings, SpargeTuning
 
     two_heads = SpargeLayerSettings((0.0,) * 2, (0.9,) * 2, (50.0,) * 2, (0.5,) * 2, (False,) * 2)
     path = SpargeTuning(0.06, 0.065, 1, {"blocks.0.attn1": two_heads}).save(tmp_path / "tuned.json")  # 64-token blocks

@@ -9,7 +9,7 @@ import torch
 
 import diffattn
 from diffattn.geometry import Grid, TileOrder
-from diffattn.masks import block_mask_by_density, radial_frame_tables, radial_mask_mod
+from diffattn.patterns.radial import block_mask_by_density, radial_frame_tables, radial_mask_mod
 from diffattn.processors.sparse import AttentionProbe
 
 

@@ -14,7 +14,7 @@ from diffattn.kernels.reference import block_stats_reference
 from diffattn.processors.sparse import AttentionProbe
 from diffattn.processors.sparse.sparge import load_spargeattn_parameters
 from diffattn.testing import tiny_pipeline
-from diffattn.tune import SpargeLayerSettings, SpargeTuning
+from diffattn.processors.sparse.sparge_tuning import SpargeLayerSettings, SpargeTuning
 
 from .test_compose import local_qkv
 

@@ -13,7 +13,7 @@ from diffattn.geometry import Grid
 from diffattn.processors.sparse import AttentionProbe
 from diffattn.processors.sparse.sparge import Candidate, _smallest_passing, select_head_settings
 from diffattn.testing import tiny_call_kwargs, tiny_pipeline
-from diffattn.tune import SpargeCalibrationConfig, SpargeTuning
+from diffattn.processors.sparse.sparge_tuning import SpargeCalibrationConfig, SpargeTuning
 
 from .test_compose import local_qkv
 

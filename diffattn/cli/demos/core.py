@@ -14,7 +14,7 @@ FPS = 8
 @demo_entry("sample-clip", "the generated sample clip that the editing demos use")
 def sample(out_dir: Path) -> dict[str, Any]:
     from ...testing import sample_clip
-    from ...video import write_video
+    from ...media.video import write_video
 
     clip = sample_clip()
     path = write_video(out_dir / "sample_clip.mp4", clip, fps=FPS)
@@ -27,7 +27,7 @@ def _observe_family(family: str, out_dir: Path) -> dict[str, Any]:
     from ...configs import ObserveConfig
     from ...generation import pipeline_frames
     from ...testing import tiny_call_kwargs, tiny_pipeline
-    from ...video import write_video
+    from ...media.video import write_video
 
     pipe = tiny_pipeline(family)
     start = time.perf_counter()

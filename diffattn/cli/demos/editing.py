@@ -26,7 +26,7 @@ def _reconstruction(spec: Any, pipe: Any) -> dict[str, Any]:
     from ...configs import FateZeroConfig
     from ...pipelines.fatezero import FateZeroPipeline
     from ...pipelines.inversion import encode_video
-    from ...pipelines.editing import source_frames
+    from ...pipelines.edit_job import source_frames
 
     frames = source_frames(spec)
     prompt = spec.source_prompt
@@ -57,8 +57,8 @@ def _run(editor: str, out_dir: Path) -> dict[str, Any]:
 
 
 def _edit(editor: str, out_dir: Path) -> dict[str, Any]:
-    from ...video import write_video
-    from ...pipelines.editing import EditSpec, build_edit_pipeline, edit_metrics, edit_video
+    from ...media.video import write_video
+    from ...pipelines.edit_job import EditSpec, build_edit_pipeline, edit_metrics, edit_video
 
     spec = EditSpec(editor=editor, frames=FRAMES, steps=STEPS, seed=0)
     pipe = build_edit_pipeline(spec)

@@ -38,8 +38,8 @@ def _run(out_dir: Path) -> dict[str, Any]:
     from ...geometry import Grid
     from ...pipelines.freeswim import FreeSwimPipeline
     from ...testing import tiny_call_kwargs, tiny_pipeline
-    from ...video import write_video
-    from ...windows import window_plan, window_tile_order
+    from ...media.video import write_video
+    from ...patterns.windows import window_plan, window_tile_order
 
     pipe = FreeSwimPipeline.from_wan_pipeline(tiny_pipeline("wan"))
     settings = {k: v for k, v in tiny_call_kwargs("wan").items() if k not in ("height", "width", "generator")}

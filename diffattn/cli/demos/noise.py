@@ -27,7 +27,7 @@ def freeinit_animatediff(out_dir: Path) -> dict[str, Any]:
     from ...api import apply
     from ...configs import FreeInitConfig
     from ...testing import tiny_call_kwargs, tiny_pipeline
-    from ...video import write_video
+    from ...media.video import write_video
 
     pipe = tiny_pipeline("animatediff")
     plain, plain_seconds = _timed(lambda: pipe(**tiny_call_kwargs("animatediff")).frames[0])
@@ -55,7 +55,7 @@ def freeinit_wan(out_dir: Path) -> dict[str, Any]:
     from ...api import apply
     from ...configs import FreeInitConfig
     from ...testing import tiny_call_kwargs, tiny_pipeline
-    from ...video import write_video
+    from ...media.video import write_video
 
     pipe = tiny_pipeline("wan")
     plain, plain_seconds = _timed(lambda: pipe(**tiny_call_kwargs("wan")).frames[0])
@@ -80,7 +80,7 @@ def freenoise_animatediff(out_dir: Path) -> dict[str, Any]:
     from ...api import apply
     from ...configs import FreeNoiseConfig
     from ...testing import tiny_call_kwargs, tiny_pipeline
-    from ...video import write_video
+    from ...media.video import write_video
 
     pipe = tiny_pipeline("animatediff")
     config = FreeNoiseConfig(context_length=8, context_stride=4)
@@ -110,7 +110,7 @@ def initno_sd(out_dir: Path) -> dict[str, Any]:
     from ...configs import InitNOConfig
     from ...pipelines.initno import InitNOPipeline
     from ...testing import tiny_call_kwargs, tiny_pipeline
-    from ...video import write_video
+    from ...media.video import write_video
 
     sd = tiny_pipeline("sd")
     stock, plain_seconds = _timed(lambda: sd(**tiny_call_kwargs("sd")).images)

@@ -36,7 +36,7 @@ def _run(out_dir: Path) -> dict[str, Any]:
     from ...api import apply
     from ...generation import pipeline_frames
     from ...testing import tiny_call_kwargs, tiny_pipeline
-    from ...video import write_video
+    from ...media.video import write_video
 
     pipe = tiny_pipeline("wan")
     common = {"min_tokens": MIN_TOKENS}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError, VideoReadError
+from ..errors import ConfigError, VideoReadError
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .configs.sparse import BlockSparseConfig, SpargeConfig
-from .config import check
-from .errors import ConfigError
+from diffattn.configs.sparse import BlockSparseConfig, SpargeConfig
+from diffattn.config import check
+from diffattn.errors import ConfigError
 
 __all__ = ["SpargeLayerSettings", "SpargeTuning", "SpargeCalibrationConfig", "tune_sparge", "TUNING_FORMAT"]
 
@@ -175,7 +175,7 @@ def tune_sparge(
     Returns:
         `SpargeTuning` with the settings of every layer that was tuned.
     """
-    from .api import apply
+    from diffattn.api import apply
 
     if isinstance(prompts, str) or not prompts:
         raise ConfigError("prompts must be a non-empty list of calibration prompts")

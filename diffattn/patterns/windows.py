@@ -24,9 +24,9 @@ import math
 
 import torch
 
-from .errors import ConfigError
-from .geometry import Grid, TileOrder
-from .plan import BlockPlan, BoxMask
+from ..errors import ConfigError
+from ..geometry import Grid, TileOrder
+from ..plan import BlockPlan, BoxMask
 
 __all__ = [
     "TILE_CANDIDATES",

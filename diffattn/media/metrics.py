@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .flow import FlowEstimator, VideoFlow, video_flow, warp
 
 __all__ = ["CLIP_MEAN", "CLIP_STD", "PSNR_CAP_DB", "clip_scores", "psnr", "psnr_outside", "warp_error"]

@@ -19,9 +19,9 @@ import math
 
 import torch
 
-from .errors import GridError
-from .geometry import Grid
-from .plan import MaskMod
+from ..errors import GridError
+from ..geometry import Grid
+from ..plan import MaskMod
 
 __all__ = ["RADIAL_MIN_BAND", "radial_frame_tables", "radial_mask_mod", "block_mask_by_density"]
 

@@ -211,7 +211,7 @@ def build_edit_pipeline(spec: EditSpec) -> Any:
 
 def source_frames(spec: EditSpec) -> torch.Tensor:
     """The frames to edit, prepared (sampled, resized, multiples of 8), refusing videos over `max_frames`."""
-    from diffattn.video import prepare_video
+    from diffattn.media.video import prepare_video
 
     if spec.video is None:
         from diffattn.testing import sample_clip
@@ -220,7 +220,7 @@ def source_frames(spec: EditSpec) -> torch.Tensor:
     else:
         video = spec.video
         if spec.frames is None:
-            from diffattn.video import read_video
+            from diffattn.media.video import read_video
 
             video = read_video(spec.video, max_frames=spec.start + spec.stride * spec.max_frames + 1)
             available = len(range(spec.start, video.shape[0], spec.stride))
@@ -257,8 +257,8 @@ def edit_video(spec: EditSpec, pipe: Any | None = None) -> EditResult:
 def edit_metrics(result: EditResult) -> dict[str, float]:
     """Warp error (0-255, under the source's flow) of the source and of the edit, and PSNR outside the edit mask
     (capped at `PSNR_CAP_DB` for identical pixels; left out when the mask covers every pixel)."""
-    from diffattn.flow import video_flow
-    from diffattn.metrics import psnr_outside, warp_error
+    from diffattn.media.flow import video_flow
+    from diffattn.media.metrics import psnr_outside, warp_error
 
     metrics: dict[str, float] = {}
     if result.source.shape[0] > 1:
