@@ -1,7 +1,7 @@
 """Which registered methods each tab offers.
 
 The Generate tab lists every registered method except those that own a tab (the video editors and FreeSwim):
-attention methods (`kind == "attention"`) and noise initialisation (pipeline-level methods).
+noise initialisation (category `"noise"`) in one chooser, the attention methods (every other category) in another.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ def generation_methods() -> tuple[dict[str, type[MethodConfig]], dict[str, type[
     """(attention methods, noise initialisation methods) offered by the Generate tab."""
     dedicated = {*EDITORS, HIGH_RESOLUTION}
     offered = {name: cls for name, cls in methods().items() if name not in dedicated}
-    attention = {name: cls for name, cls in offered.items() if cls.kind == "attention"}
-    noise = {name: cls for name, cls in offered.items() if cls.kind != "attention"}
+    attention = {name: cls for name, cls in offered.items() if cls.category != "noise"}
+    noise = {name: cls for name, cls in offered.items() if cls.category == "noise"}
     return attention, noise
 
 

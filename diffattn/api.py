@@ -5,58 +5,33 @@
 everything installed so far is removed again before the error propagates. `Handle.remove()` restores the
 exact original objects, so outputs afterwards are bitwise identical to before.
 
-Each method config names (as a dotted path) the class implementing it; implementations that share an
-installer (all attention methods share one set of processors, for example) are installed together by it.
+Each method config names (as a dotted path) the class implementing it; the parts of every implementation that
+share an installer (all attention parts share one set of processors, for example) are installed together by it
+(`diffattn.method` describes the contract).
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from .config import AttentionConfig, MethodConfig
 from .context import ContextHook, RunContext, install_context_hook, remove_context_hook
 from .errors import AlreadyAppliedError, IncompatibleMethodsError, UnsupportedModelError
-from .geometry import Family, family_of
+from .geometry import family_of
+from .method import Installer, Method, Target, implementation_of
 from .registry import resolve_configs
 from .stats import AttentionStats
 
-__all__ = ["apply", "Handle", "Target", "Installer", "find_denoisers", "handle_of"]
+__all__ = ["apply", "Handle", "find_denoisers", "handle_of"]
 
 logger = logging.getLogger("diffattn")
 
 _HANDLE_ATTR = "_diffattn_handle"
 _DENOISER_ATTRS = ("transformer", "transformer_2", "unet")
-
-
-@dataclass
-class Target:
-    """What a method is installed on: the denoiser, its pipeline when known, and the shared run state."""
-
-    model: torch.nn.Module
-    family: Family
-    pipeline: Any | None
-    context: RunContext
-    stats: AttentionStats
-    listeners: list[Callable[[RunContext], None]]
-    """Called by the context hook before every forward, after the context is updated."""
-    prefix: str = ""
-    """Prepended to layer names: empty for the main denoiser, e.g. `"transformer_2."` for a second expert."""
-
-
-class Installer(Protocol):
-    """Installs a group of method implementations that share machinery; `remove` undoes exactly that."""
-
-    def __init__(self, target: Target, methods: list[Any]) -> None: ...
-
-    def install(self) -> None: ...
-
-    def remove(self) -> None: ...
 
 
 def find_denoisers(obj: Any) -> tuple[Any | None, list[tuple[str, torch.nn.Module]]]:
@@ -92,11 +67,6 @@ def handle_of(obj: Any) -> Handle | None:
     return getattr(models[0][1], _HANDLE_ATTR, None)
 
 
-def _implementation(config: MethodConfig) -> type:
-    module, _, name = config.implementation.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def _check_composition(configs: list[MethodConfig]) -> None:
     seen: dict[str, MethodConfig] = {}
     for config in configs:
@@ -120,6 +90,7 @@ class Handle:
             with why in one `diffattn` log warning for that call, and in `stats.summary()["never_ran"]`.
         context (`RunContext`): what the processors see for the current call (shared by all denoisers).
         pipeline, model, models: the pipeline (if one was given), its main denoiser, and all its denoisers.
+        methods (`list[Method]`): the implementations on the main denoiser, in the order of `configs`.
     """
 
     def __init__(self, pipeline: Any | None, models: list[tuple[str, torch.nn.Module]], configs: list[MethodConfig]) -> None:
@@ -136,10 +107,10 @@ class Handle:
             for i, (name, model) in enumerate(models)
         ]
         self.target = self.targets[0]
-        # Attention methods get one instance per denoiser (per-layer state must not mix experts); pipeline-level
-        # methods (noise initialisation, editing) act once, on the pipeline.
-        self._instances = [
-            [_implementation(c)(c, target) for c in configs if i == 0 or c.kind == "attention"]
+        # One implementation per denoiser for scope "denoiser" (per-layer state must not mix experts); one on the
+        # main denoiser for scope "pipeline" (noise initialisation, editing act once per pipeline call).
+        self._instances: list[list[Method]] = [
+            [implementation_of(c)(c, target) for c in configs if i == 0 or c.scope == "denoiser"]
             for i, target in enumerate(self.targets)
         ]
         self.methods = self._instances[0]
@@ -157,9 +128,10 @@ class Handle:
             install_context_hook(target.model, hook)
             self._hooked.append(target.model)
             setattr(target.model, _HANDLE_ATTR, self)
-            groups: dict[type, list[Any]] = {}
+            groups: dict[type[Installer], list[Any]] = {}
             for method in instances:
-                groups.setdefault(method.installer, []).append(method)
+                for part in method.parts():
+                    groups.setdefault(type(part).installer, []).append(part)
             for installer_cls, members in groups.items():
                 installer = installer_cls(target, members)
                 self._installers.append(installer)

@@ -1,8 +1,8 @@
 """Method configuration: one frozen dataclass per method, validated on construction, serialisable.
 
 `MethodConfig` is the base every method's config derives from. Its class attributes name the method, say
-in one line what it does, and point (as a dotted path, so the core never imports processors) to the class
-that installs it. `AttentionConfig` adds the selectors every attention method shares: which layers and
+in one line what it does, point (as a dotted path, so the core never imports processors) to the class that
+implements it, and say how it is installed (`diffattn.method` documents them together). `AttentionConfig` adds the selectors every attention method shares: which layers and
 which denoising steps run the method and which stay dense.
 """
 
@@ -18,7 +18,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from .errors import ConfigError
 
@@ -69,15 +69,24 @@ class MethodConfig:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    category: ClassVar[str] = ""
+    """What kind of method it is: a key of `diffattn.method.CATEGORIES` (the README table and the app group by it)."""
     implementation: ClassVar[str] = ""
-    """`"module:Class"` of the installer; resolved lazily by `diffattn.apply`."""
-    kind: ClassVar[str] = "attention"
-    """`"attention"` (installs attention processors) or `"pipeline"` (wraps a pipeline's sampling)."""
+    """`"module:Class"` of the implementation (`diffattn.method.Method`); imported by `diffattn.apply`."""
+    scope: ClassVar[Literal["denoiser", "pipeline"]] = "denoiser"
+    """`"denoiser"`: one implementation per denoiser of a pipeline; `"pipeline"`: one, on the main denoiser."""
     incompatible: ClassVar[frozenset[str]] = frozenset()
     """Names of methods this one cannot be applied together with."""
     runner: ClassVar[str] = ""
     """`"module:function"` of a custom sampling routine, for methods that need their own loop (e.g. two-stage
     FreeSwim): `function(pipe, methods, call_kwargs) -> (pipeline_output, AttentionStats | None)`."""
+    tiny_models: ClassVar[tuple[str, ...]] = ()
+    """Built-in tiny models (`diffattn.testing.FAMILIES`) the method runs on; the contract tests and the generic demo
+    entry run it on the first."""
+    tiny_settings: ClassVar[Mapping[str, Any]] = {}
+    """Settings (over the defaults) with which a run on the tiny model shows the method acting."""
+    compiles: ClassVar[bool] = False
+    """Whether the method works with its denoiser compiled by `torch.compile` (the contract tests check it)."""
     infinite_ok: ClassVar[frozenset[str]] = frozenset()
     """Float fields for which +-infinity means something (e.g. a threshold of `-inf`: never); NaN never does."""
 

@@ -30,6 +30,7 @@ from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffattn.api import apply, handle_of
 from diffattn.configs.noise import InitNOConfig
 from diffattn.errors import AlreadyAppliedError, ConfigError, UnsupportedModelError
+from diffattn.method import Target
 from diffattn.notices import quiet_library_notices
 from diffattn.noise.initno import NoiseScores, attention_scores, search_initial_noise, subject_token_indices
 from diffattn.noise.pipeline import PipelineExtension, attach, detach
@@ -280,7 +281,7 @@ class InitNOMethod(InitNOAttentionStore, PipelineExtension):
 
     order = 0
 
-    def __init__(self, config: InitNOConfig, target: Any) -> None:
+    def __init__(self, config: InitNOConfig, target: Target) -> None:
         super().__init__(config, target)
         pipeline = target.pipeline
         if target.family.name != "unet" or (pipeline is not None and not isinstance(pipeline, StableDiffusionPipeline)):

@@ -20,7 +20,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,7 @@ from diffattn.config import AttentionConfig, MethodConfig, Phase
 from diffattn.context import LayerInfo, RunContext
 from diffattn.errors import BackendUnavailableError, ConfigError
 from diffattn.geometry import Grid
+from diffattn.method import Method, Target
 from diffattn.plan import BlockPlan
 from diffattn.stats import AttentionStats, Timer
 
@@ -176,71 +177,6 @@ def _notify(callbacks: list[Callable[[Any], None]], result: Any) -> None:
         callback(result)
 
 
-# ------------------------------------------------------------------------------------------ methods
-class AttentionMethod:
-    """Base of attention-method implementations: a link in each layer's chain.
-
-    Subclasses override `attend` (and `applies_to` to choose layers). `attend` returns the attention output in
-    the layout of `F.scaled_dot_product_attention` (`[B, H, q_tokens, head_dim]`); it calls `proceed(call)` to
-    hand a (possibly changed) call to the rest of the chain.
-    """
-
-    installer: ClassVar[type]  # set below: every attention method installs through AttentionInstaller
-
-    def __init__(self, config: MethodConfig, target: Any) -> None:
-        self.config = config
-        self.target = target
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    def applies_to(self, layer: LayerInfo) -> bool:
-        """Whether this method joins the chain of `layer` (by default: the config's block selectors)."""
-        if layer.role == "text":
-            return False
-        if isinstance(self.config, AttentionConfig):
-            return self.config.runs_in_block(layer.block)
-        return True
-
-    def active(self, call: AttentionCall) -> bool:
-        """Whether the method acts at this step (its config's dense steps say no)."""
-        return call.context.phase(self.name) is Phase.ACTIVE
-
-    def attend(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
-        return proceed(call)
-
-    def on_install(self, layers: list[LayerInfo]) -> None:
-        """Called once after the processors are in place, with the layers this method joined."""
-
-    def on_remove(self) -> None:
-        """Called when the handle is removed; drop caches."""
-
-
-def _dense_steps_reason(config: MethodConfig) -> str:
-    """The dense-step settings of `config`, as the reason a call stayed dense."""
-    if isinstance(config, AttentionConfig):
-        return f"dense steps: dense_steps={config.dense_steps}, dense_last_steps={config.dense_last_steps}"
-    return "dense steps"
-
-
-def account(chain: tuple[AttentionMethod, ...], context: RunContext, reasons: Mapping[str, str], stats: AttentionStats) -> None:
-    """Count, per method of a chain that has run, whether it acted on the call or left it dense: in a dense step,
-    or for the reason it noted in the call's `dense_reasons`."""
-    for method in chain:
-        if context.phase(method.name) is not Phase.ACTIVE:
-            stats.record_activity(context.run_index, method.name, _dense_steps_reason(method.config), dense_step=True)
-        else:
-            stats.record_activity(context.run_index, method.name, reasons.get(method.name))
-
-
-def run_chain(chain: tuple[AttentionMethod, ...], call: AttentionCall, position: int = 0) -> torch.Tensor:
-    """Give `call` to `chain[position]`, whose `proceed` continues with the next method, then `execute`."""
-    if position == len(chain):
-        return execute(call)
-    return chain[position].attend(call, functools.partial(run_chain, chain, position=position + 1))
-
-
 # ---------------------------------------------------------------------------------------- processor
 class _RouteSDPA(TorchFunctionMode):
     """Sends `F.scaled_dot_product_attention` calls made inside the `with` block to `handler`."""
@@ -266,7 +202,7 @@ class DiffAttnProcessor:
     `set_attention_backend` and context parallelism configure the model's own processor as usual.
     """
 
-    def __init__(self, inner: Any, layer: LayerInfo, chain: tuple[AttentionMethod, ...], target: Any) -> None:
+    def __init__(self, inner: Any, layer: LayerInfo, chain: tuple[AttentionMethod, ...], target: Target) -> None:
         self.inner = inner
         self.layer = layer
         self.chain = chain
@@ -422,9 +358,10 @@ def _check_selectors(config: MethodConfig, joined: list[LayerInfo], layers: list
 
 
 class AttentionInstaller:
-    """Wraps the processor of every attention module that some method applies to; restores them exactly."""
+    """Installer of attention parts (`AttentionMethod`): wraps the processor of every attention module that some
+    part applies to, chaining the parts in the order given; `remove` restores the processors exactly."""
 
-    def __init__(self, target: Any, methods: list[AttentionMethod]) -> None:
+    def __init__(self, target: Target, methods: list[AttentionMethod]) -> None:
         self.target = target
         self.methods = methods
         self._originals: list[tuple[torch.nn.Module, Any]] = []
@@ -457,4 +394,58 @@ class AttentionInstaller:
         self._originals.clear()
 
 
-AttentionMethod.installer = AttentionInstaller
+# ------------------------------------------------------------------------------------------ methods
+class AttentionMethod(Method):
+    """Base of attention parts (and of attention-only implementations): a link in each layer's chain.
+
+    Subclasses override `attend` (and `applies_to` to choose layers). `attend` returns the attention output in
+    the layout of `F.scaled_dot_product_attention` (`[B, H, q_tokens, head_dim]`); it calls `proceed(call)` to
+    hand a (possibly changed) call to the rest of the chain.
+    """
+
+    installer = AttentionInstaller
+
+    def applies_to(self, layer: LayerInfo) -> bool:
+        """Whether this method joins the chain of `layer` (by default: the config's block selectors)."""
+        if layer.role == "text":
+            return False
+        if isinstance(self.config, AttentionConfig):
+            return self.config.runs_in_block(layer.block)
+        return True
+
+    def active(self, call: AttentionCall) -> bool:
+        """Whether the method acts at this step (its config's dense steps say no)."""
+        return call.context.phase(self.name) is Phase.ACTIVE
+
+    def attend(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
+        return proceed(call)
+
+    def on_install(self, layers: list[LayerInfo]) -> None:
+        """Called once after the processors are in place, with the layers this method joined."""
+
+    def on_remove(self) -> None:
+        """Called when the handle is removed; drop caches."""
+
+
+def _dense_steps_reason(config: MethodConfig) -> str:
+    """The dense-step settings of `config`, as the reason a call stayed dense."""
+    if isinstance(config, AttentionConfig):
+        return f"dense steps: dense_steps={config.dense_steps}, dense_last_steps={config.dense_last_steps}"
+    return "dense steps"
+
+
+def account(chain: tuple[AttentionMethod, ...], context: RunContext, reasons: Mapping[str, str], stats: AttentionStats) -> None:
+    """Count, per method of a chain that has run, whether it acted on the call or left it dense: in a dense step,
+    or for the reason it noted in the call's `dense_reasons`."""
+    for method in chain:
+        if context.phase(method.name) is not Phase.ACTIVE:
+            stats.record_activity(context.run_index, method.name, _dense_steps_reason(method.config), dense_step=True)
+        else:
+            stats.record_activity(context.run_index, method.name, reasons.get(method.name))
+
+
+def run_chain(chain: tuple[AttentionMethod, ...], call: AttentionCall, position: int = 0) -> torch.Tensor:
+    """Give `call` to `chain[position]`, whose `proceed` continues with the next method, then `execute`."""
+    if position == len(chain):
+        return execute(call)
+    return chain[position].attend(call, functools.partial(run_chain, chain, position=position + 1))

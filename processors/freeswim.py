@@ -33,6 +33,7 @@ from diffattn.configs.freeswim import FreeSwimConfig
 from diffattn.context import LayerInfo, RunContext
 from diffattn.errors import ConfigError, GridError, UnsupportedModelError
 from diffattn.geometry import Grid, TileOrder, bind_forward_args
+from diffattn.method import Target
 from diffattn.plan import BlockPlan
 from diffattn.patterns.windows import attention_temperature, window_plan, window_radius_from_base, window_tile_order
 
@@ -232,7 +233,7 @@ class FreeSwimMethod(AttentionMethod):
     The full branch stays dense, as in the paper.
     """
 
-    def __init__(self, config: FreeSwimConfig, target: Any) -> None:
+    def __init__(self, config: FreeSwimConfig, target: Target) -> None:
         super().__init__(config, target)
         model = target.model
         check_wan_text_to_video(model)

@@ -36,6 +36,7 @@ from diffusers.hooks import HookRegistry, ModelHook
 
 from diffattn.errors import BackendUnavailableError, ConfigError, UnsupportedModelError
 from diffattn.geometry import Grid
+from diffattn.method import Target
 from diffattn.noise.freenoise import FreeNoiseSampling, frame_windows, window_weights
 from diffattn.noise.latents import check_video_family
 from diffattn.noise.pipeline import attach, detach
@@ -116,7 +117,7 @@ class _Windows:
 class FreeNoiseMethod(AttentionMethod, FreeNoiseSampling):
     """Implementation of `FreeNoiseConfig`: window-fused temporal attention plus the pipeline-level parts."""
 
-    def __init__(self, config: Any, target: Any) -> None:
+    def __init__(self, config: Any, target: Target) -> None:
         super().__init__(config, target)
         family = target.family.name
         check_video_family(family, "FreeNoise", target.pipeline)
@@ -271,7 +272,7 @@ class InitNOAttentionStore(AttentionMethod):
     compute attention explicitly (so gradients reach the maps); other layers and times are untouched.
     """
 
-    def __init__(self, config: Any, target: Any) -> None:
+    def __init__(self, config: Any, target: Target) -> None:
         super().__init__(config, target)
         self.resolution: tuple[int, int] | None = None
         self._sums: dict[str, torch.Tensor] = {}

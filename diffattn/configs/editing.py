@@ -49,7 +49,7 @@ def parse_word_values(entries: tuple[str, ...], setting: str) -> dict[str, float
 
 def requires_video(pipe: Any, methods: list[MethodConfig], call_kwargs: dict[str, Any]):
     """`runner` of the editing methods: `diffattn generate` has no input video, so say where to go instead."""
-    names = ", ".join(m.name for m in methods if m.kind == "pipeline")
+    names = ", ".join(m.name for m in methods if m.category == "editing")
     raise ConfigError(f"{names} edits an existing video; run `diffattn edit {methods[0].name} --video PATH "
                       "--source-prompt ... --target-prompt ...` (or use its pipeline) instead of `diffattn generate`")
 
@@ -70,9 +70,11 @@ def _pairs(mapping: Mapping[str, Any]) -> tuple[str, ...]:
 class _EditingConfig(MethodConfig):
     """Shared settings of the editing methods (sampling)."""
 
-    kind = "pipeline"
+    category = "editing"
     implementation = "diffattn.processors.editing:VideoEditingAttention"
+    scope = "pipeline"
     runner = "diffattn.configs.editing:requires_video"
+    tiny_models = ("sd",)
 
     num_inference_steps: int = 50
     guidance_scale: float = 7.5
@@ -313,6 +315,7 @@ class FrescoConfig(_EditingConfig):
 
     name = "fresco"
     description = "video-to-video with flow-guided intra/inter-frame attention + feature optimisation, SD 1.5 + ControlNet (FrescoPipeline)"
+    tiny_models = ("sd-controlnet",)
 
     num_inference_steps: int = 20
     strength: float = 0.75

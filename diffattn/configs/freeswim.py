@@ -65,8 +65,11 @@ class FreeSwimConfig(AttentionConfig):
 
     name = "freeswim"
     description = "inward sliding-window self-attention + cached full-branch cross-attention override (Wan, high resolution)"
+    category = "windows"
     implementation = "diffattn.processors.freeswim:FreeSwimMethod"
     runner = "diffattn.pipelines.freeswim:run_freeswim"
+    tiny_models = ("wan",)
+    tiny_settings = {"base_height": 32, "base_width": 32}
 
     base_height: int | None = None
     base_width: int | None = None

@@ -45,8 +45,11 @@ class FreeInitConfig(MethodConfig):
 
     name = "freeinit"
     description = "FreeInit: iterative re-noising keeping the low frequencies of the previous sample (any video pipeline)"
+    category = "noise"
     implementation = "diffattn.noise.freeinit:FreeInit"
-    kind = "pipeline"
+    scope = "pipeline"
+    tiny_models = ("animatediff", "wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
+    tiny_settings = {"num_iters": 2}
 
     num_iters: int = 5
     fast_sampling: bool = False
@@ -100,8 +103,11 @@ class FreeNoiseConfig(MethodConfig):
 
     name = "freenoise"
     description = "FreeNoise: noise rescheduling + window-fused temporal attention + multi-prompt for longer videos"
+    category = "noise"
     implementation = "diffattn.processors.noise:FreeNoiseMethod"
-    kind = "pipeline"
+    scope = "pipeline"
+    tiny_models = ("animatediff",)
+    tiny_settings = {"context_length": 4, "context_stride": 2}
 
     context_length: int = 16
     context_stride: int = 4
@@ -178,9 +184,12 @@ class InitNOConfig(MethodConfig):
 
     name = "initno"
     description = "InitNO: initial-noise optimisation on cross-/self-attention scores (Stable Diffusion 1.x/2.x)"
+    category = "noise"
     implementation = "diffattn.pipelines.initno:InitNOMethod"
     runner = "diffattn.pipelines.initno:run_initno"
-    kind = "pipeline"
+    scope = "pipeline"
+    tiny_models = ("sd",)
+    tiny_settings = {"words": ("squirrel", "burger"), "max_rounds": 1, "steps_per_round": 1, "fallback_steps": 1}
 
     words: tuple[str, ...] = ()
     token_indices: tuple[int, ...] = ()

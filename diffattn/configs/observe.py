@@ -21,4 +21,7 @@ class ObserveConfig(AttentionConfig):
 
     name = "observe"
     description = "exact dense attention through diffattn's processors; records per-layer stats (output unchanged)"
+    category = "observe"
     implementation = "diffattn.processors.observe:ObserveMethod"
+    tiny_models = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "sd", "sd-controlnet", "animatediff")
+    compiles = True

@@ -67,6 +67,9 @@ class BlockSparseConfig(AttentionConfig):
     """The method's query tokens per plan block."""
     block_k: ClassVar[int] = 128
     """Key tokens per plan block."""
+    category = "sparsity"
+    tiny_models = SPARSE_FAMILIES
+    compiles = True
 
     @property
     def block_q(self) -> int:
@@ -395,6 +398,9 @@ class PABConfig(AttentionConfig):
     name = "pab"
     description = "Pyramid Attention Broadcast: reuse attention outputs across steps per attention type and CFG branch"
     implementation = "diffattn.processors.sparse.pab:PABMethod"
+    category = "sparsity"
+    tiny_models = SPARSE_FAMILIES
+    compiles = True
 
     preset: str = "auto"
     spatial_skip_range: int | None = None

@@ -25,6 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, UnsupportedModelError
+from ..method import Target
 from .filters import frequency_mix, low_pass_filter
 from .latents import as_video, check_video_family, from_video
 from .pipeline import NoiseInstaller, PipelineExtension, Proceed, first_latents
@@ -73,7 +74,7 @@ class FreeInit(PipelineExtension):
     order = 0  # outermost: its loop wraps every other extension (e.g. FreeNoise's prompt schedule)
     installer = NoiseInstaller
 
-    def __init__(self, config: Any, target: Any) -> None:
+    def __init__(self, config: Any, target: Target) -> None:
         if target.pipeline is None:
             raise UnsupportedModelError(
                 "FreeInit repeats a pipeline's sampling loop; apply it to the pipeline, not to its denoiser"

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import UnsupportedModelError
+from ..method import Method, Target
 
 __all__ = ["PipelineExtension", "NoiseInstaller", "attach", "detach", "extensions_of", "call_arguments", "first_latents"]
 
@@ -32,7 +33,7 @@ _EXTENSIONS = "_diffattn_pipeline_extensions"
 Proceed = Callable[[dict[str, Any]], Any]
 
 
-class PipelineExtension:
+class PipelineExtension(Method):
     """Base of pipeline-level method parts; the defaults pass everything through."""
 
     order: ClassVar[int] = 100
@@ -136,7 +137,7 @@ def detach(pipe: Any, extension: PipelineExtension) -> None:
 class NoiseInstaller:
     """Installer of pipeline-level methods (FreeInit): attaches each as an extension; `remove` detaches them."""
 
-    def __init__(self, target: Any, methods: list[PipelineExtension]) -> None:
+    def __init__(self, target: Target, methods: list[PipelineExtension]) -> None:
         self.target = target
         self.methods = methods
         self._attached: list[PipelineExtension] = []

@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from diffattn.config import MethodConfig
 from diffattn.context import LayerInfo, RunContext
 from diffattn.errors import ConfigError, UnsupportedModelError
 from diffattn.geometry import Grid
+from diffattn.method import Target
 
 from ..base import AttentionCall, AttentionMethod, Proceed
 from .blend import BlendMask, word_map
@@ -218,7 +220,7 @@ class VideoEditingAttention(AttentionMethod):
     them; installed on a pipeline of another kind it refuses with a pointer to those pipelines.
     """
 
-    def __init__(self, config, target) -> None:
+    def __init__(self, config: MethodConfig, target: Target) -> None:
         super().__init__(config, target)
         pipeline = target.pipeline
         if pipeline is not None and not getattr(pipeline, "is_video_editing_pipeline", False):

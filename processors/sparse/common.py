@@ -34,6 +34,7 @@ import torch
 from diffattn.configs.sparse import SPARSE_FAMILIES, BlockSparseConfig
 from diffattn.errors import UnsupportedModelError
 from diffattn.geometry import Grid, TileOrder
+from diffattn.method import Target
 from diffattn.plan import BlockPlan
 
 from ..base import AttentionCall, AttentionMethod, Proceed, TokenLayout
@@ -300,7 +301,7 @@ class BlockSparseMethod(AttentionMethod):
 
     config: BlockSparseConfig
 
-    def __init__(self, config: BlockSparseConfig, target: Any) -> None:
+    def __init__(self, config: BlockSparseConfig, target: Target) -> None:
         super().__init__(config, target)
         if target.family.name not in SPARSE_FAMILIES:
             raise UnsupportedModelError(

@@ -4,7 +4,6 @@ per CFG branch as the original does (or per call and shared, as diffusers' hook 
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import torch
 from diffusers.hooks._common import (
@@ -15,6 +14,7 @@ from diffusers.hooks._common import (
 
 from diffattn.configs.sparse import PABConfig
 from diffattn.context import LayerInfo, RunContext
+from diffattn.method import Target
 
 from ..base import AttentionCall, AttentionMethod, Proceed
 
@@ -49,7 +49,7 @@ class PABMethod(AttentionMethod):
 
     config: PABConfig
 
-    def __init__(self, config: PABConfig, target: Any) -> None:
+    def __init__(self, config: PABConfig, target: Target) -> None:
         super().__init__(config, target)
         self._settings = config.resolve(target.family.name)
         self._types: dict[str, str] = {}

@@ -11,16 +11,15 @@ probe stands in for the denoiser hook by publishing the grid and stepping the ru
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 
 import torch
 
-from diffattn.api import Target
 from diffattn.configs.sparse import BlockSparseConfig
 from diffattn.context import LayerInfo, RunContext
 from diffattn.errors import ConfigError
 from diffattn.geometry import FAMILIES, Grid
+from diffattn.method import Target, implementation_of
 from diffattn.stats import AttentionStats
 
 from ..base import AttentionCall, AttentionMethod, account, run_chain, token_layout
@@ -46,13 +45,8 @@ class AttentionProbe:
         self.context = RunContext(family=family)
         self.stats = AttentionStats()
         self.target = Target(None, self.family, None, self.context, self.stats, [])
-        self.methods: tuple[AttentionMethod, ...] = tuple(self._implementation(c)(c, self.target) for c in self.configs)
+        self.methods: tuple[AttentionMethod, ...] = tuple(implementation_of(c)(c, self.target) for c in self.configs)
         self.new_run()
-
-    @staticmethod
-    def _implementation(config: BlockSparseConfig) -> type:
-        module, _, name = config.implementation.partition(":")
-        return getattr(importlib.import_module(module), name)
 
     def new_run(self) -> None:
         """Start a new run (LiteAttention's marks restart); the next `start_step` is step 0."""

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 
 from diffattn.configs.sparse import RadialConfig
+from diffattn.method import Target
 from diffattn.patterns.radial import block_mask_by_density, radial_mask_mod
 from diffattn.plan import BlockPlan
 
@@ -37,7 +37,7 @@ class RadialMethod(BlockSparseMethod):
 
     config: RadialConfig
 
-    def __init__(self, config: RadialConfig, target: Any) -> None:
+    def __init__(self, config: RadialConfig, target: Target) -> None:
         super().__init__(config, target)
         self._sink = config.sink_for(target.family.name)
         self._plans: dict[tuple, BlockPlan] = {}

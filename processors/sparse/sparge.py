@@ -7,7 +7,6 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +15,7 @@ from diffattn.configs.sparse import SpargeConfig
 from diffattn.context import LayerInfo
 from diffattn.errors import ConfigError
 from diffattn.kernels import block_sparse_attention, sparge_plan
+from diffattn.method import Target
 from diffattn.plan import BlockPlan
 from diffattn.processors.sparse.sparge_tuning import SpargeCalibrationConfig, SpargeLayerSettings, SpargeTuning
 
@@ -136,7 +136,7 @@ class SpargeMethod(BlockSparseMethod):
 
     config: SpargeConfig
 
-    def __init__(self, config: SpargeConfig, target: Any) -> None:
+    def __init__(self, config: SpargeConfig, target: Target) -> None:
         super().__init__(config, target)
         self._tuning = _load_tuning(config)
         if self._tuning is not None and self._tuning.block_q != config.block_q:
@@ -281,7 +281,7 @@ class SpargeCalibration(BlockSparseMethod):
 
     config: SpargeCalibrationConfig
 
-    def __init__(self, config: SpargeCalibrationConfig, target: Any) -> None:
+    def __init__(self, config: SpargeCalibrationConfig, target: Target) -> None:
         super().__init__(config, target)
         self.calls = 0
         self._candidates: dict[str, dict[int, list[Candidate]]] = defaultdict(lambda: defaultdict(list))
