@@ -78,7 +78,8 @@ def test_generate_reports_progress_and_returns_a_replayable_run(client, tmp_path
 def test_high_resolution_runs_freeswim_at_the_target_size(client):
     (video, *_, config), progress = _run(client, "/high_resolution", prompt="a face", height=64, width=96, steps=20)
     # stage 1 runs the 20 steps at the native size, stage 2 the last 70% (14) at the target size
-    assert any(p.unit == "steps" and p.length in (20, 14) and p.desc == "denoise" for p in progress), progress
+    assert any(p.unit == "steps" and (p.desc, p.length) in (("stage 1 (base size)", 20), ("stage 2 (target size)", 14))
+               for p in progress), progress
     assert read_video(video).shape[-2:] == (64, 96)
     spec = json.loads(Path(config).read_text())
     assert [m["method"] for m in spec["methods"]] == ["freeswim"] and (spec["height"], spec["width"]) == (64, 96)
