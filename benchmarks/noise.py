@@ -231,7 +231,7 @@ def architecture_initno(device: torch.device, scale: Scale) -> dict[str, Any]:
         batch, texts = torch.cat([noise, noise]), torch.cat([cond, cond])
         guided_step_ms = time_ms(lambda: unet(batch, t, encoder_hidden_states=texts), device)
     with diffattn.apply(unet, InitNOConfig()) as handle:
-        store = handle.methods[0]
+        store = handle.methods[0].store
 
         def score(latents):
             with store.recording(scale.maps):

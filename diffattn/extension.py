@@ -1,4 +1,8 @@
-"""Pipeline-level extensions: how noise methods wrap a pipeline's `__call__` and `prepare_latents`, reversibly.
+"""Pipeline parts: how methods wrap a pipeline's `__call__` and `prepare_latents`, reversibly.
+
+Core machinery of every pipeline-level method (`diffattn.method`): a method's pipeline part derives from
+`PipelineExtension`, whose installer is `PipelineInstaller`. The methods themselves live in `diffattn.pipelines`
+(FreeInit, FreeNoise's sampling part, InitNO's redirect), their model-free math in `diffattn.noise`.
 
 `pipe(...)` looks `__call__` up on the pipeline's *class*, so an instance attribute cannot wrap it. Attaching the
 first extension therefore gives that one pipeline instance a dynamically created subclass of its own class
@@ -24,18 +28,44 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import UnsupportedModelError
-from ..method import Method, Target
+from .errors import UnsupportedModelError
+from .method import Method, Target
 
-__all__ = ["PipelineExtension", "NoiseInstaller", "attach", "detach", "extensions_of", "call_arguments", "first_latents"]
+__all__ = ["PipelineExtension", "PipelineInstaller", "attach", "detach", "extensions_of", "call_arguments", "first_latents"]
 
 _EXTENSIONS = "_diffattn_pipeline_extensions"
 Proceed = Callable[[dict[str, Any]], Any]
 
 
-class PipelineExtension(Method):
-    """Base of pipeline-level method parts; the defaults pass everything through."""
+class PipelineInstaller:
+    """Installer of pipeline parts (`PipelineExtension`): attaches each to the target's pipeline; `remove` detaches
+    them, restoring the pipeline's class when the last one goes."""
 
+    def __init__(self, target: Target, parts: list[PipelineExtension]) -> None:
+        self.target = target
+        self.parts = parts
+        self._attached: list[PipelineExtension] = []
+
+    def install(self) -> None:
+        if self.target.pipeline is None:
+            raise UnsupportedModelError(
+                f"{', '.join(part.name for part in self.parts)} wraps a pipeline's sampling; apply it to the pipeline, "
+                "not to its denoiser"
+            )
+        for part in self.parts:
+            attach(self.target.pipeline, part)
+            self._attached.append(part)
+
+    def remove(self) -> None:
+        for part in reversed(self._attached):
+            detach(self.target.pipeline, part)
+        self._attached.clear()
+
+
+class PipelineExtension(Method):
+    """Base of pipeline parts (and of pipeline-only implementations); the defaults pass everything through."""
+
+    installer = PipelineInstaller
     order: ClassVar[int] = 100
     """Position in the chain: lower runs outside (e.g. FreeInit's loop, 0, wraps FreeNoise's prompts, 50)."""
 
@@ -133,21 +163,3 @@ def detach(pipe: Any, extension: PipelineExtension) -> None:
         del pipe.__dict__[_EXTENSIONS]
         pipe.__class__ = type(pipe)._diffattn_base_class
 
-
-class NoiseInstaller:
-    """Installer of pipeline-level methods (FreeInit): attaches each as an extension; `remove` detaches them."""
-
-    def __init__(self, target: Target, methods: list[PipelineExtension]) -> None:
-        self.target = target
-        self.methods = methods
-        self._attached: list[PipelineExtension] = []
-
-    def install(self) -> None:
-        for method in self.methods:
-            attach(self.target.pipeline, method)
-            self._attached.append(method)
-
-    def remove(self) -> None:
-        for method in reversed(self._attached):
-            detach(self.target.pipeline, method)
-        self._attached.clear()

@@ -1,16 +1,17 @@
 """FreeInit on any video pipeline: sample, re-noise, keep the low frequencies, sample again.
 
-`diffattn.apply(pipe, FreeInitConfig(...))` attaches `FreeInit` to the pipeline (see `pipeline.py`): a call
+`diffattn.apply(pipe, FreeInitConfig(...))` attaches `FreeInit` to the pipeline (`diffattn.extension`): a call
 `pipe(...)` then runs `num_iters` full samplings. Iteration 0 records the initial noise `ε` that the pipeline's own
 `prepare_latents` draws. After each non-final iteration (run with `output_type="latent"`, so nothing is decoded),
-the sample `z_0` is re-noised with the same `ε` (`renoise.py`: `add_noise` at `T − 1` for DDPM-style schedulers,
+the sample `z_0` is re-noised with the same `ε` (`diffattn.noise.renoise`: `add_noise` at `T − 1` for DDPM-style schedulers,
 linear interpolation at a signal-matched σ for flow matching), fresh noise `z_rand` is drawn from the call's
 generator, and the next iteration starts from `Re IFFT(FFT(z_T)·LPF + FFT(z_rand)·(1 − LPF))`: the pipeline's
 `prepare_latents` then returns these latents instead of drawing new ones. With the same settings and generator
 this reproduces diffusers' `FreeInitMixin` (AnimateDiff) draw for draw.
 
-Coarse-to-fine sampling runs iteration `i` with `max(1, int(N / K · (i + 1)))` steps (FreeInit's formula with
-diffusers' lower bound). The text encoder runs once per iteration (the pipeline's own call is reused whole),
+Coarse-to-fine sampling runs iteration `i` with `diffattn.noise.freeinit.fast_sampling_steps` steps. The
+filters, the re-noising and the step schedule are model-free (`diffattn.noise`); this module is the pipeline
+part that runs them. The text encoder runs once per iteration (the pipeline's own call is reused whole),
 which costs one prompt encoding per iteration on top of FreeInit's K samplings.
 """
 
@@ -24,19 +25,16 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, UnsupportedModelError
-from ..method import Target
-from .filters import frequency_mix, low_pass_filter
-from .latents import as_video, check_video_family, from_video
-from .pipeline import NoiseInstaller, PipelineExtension, Proceed, first_latents
-from .renoise import renoise
+from diffattn.configs.noise import FreeInitConfig
+from diffattn.errors import ConfigError, UnsupportedModelError
+from diffattn.extension import PipelineExtension, Proceed, first_latents
+from diffattn.method import Target
+from diffattn.noise.filters import frequency_mix, low_pass_filter
+from diffattn.noise.freeinit import fast_sampling_steps
+from diffattn.noise.latents import as_video, check_video_family, from_video
+from diffattn.noise.renoise import renoise
 
-__all__ = ["FreeInit", "IterationRecord", "fast_sampling_steps"]
-
-
-def fast_sampling_steps(num_steps: int, num_iters: int, iteration: int) -> int:
-    """Steps of `iteration` (0-based) under coarse-to-fine sampling: `max(1, int(N / K · (i + 1)))`."""
-    return max(1, int(num_steps / num_iters * (iteration + 1)))
+__all__ = ["FreeInit", "IterationRecord"]
 
 
 @dataclass
@@ -72,23 +70,18 @@ class FreeInit(PipelineExtension):
     """
 
     order = 0  # outermost: its loop wraps every other extension (e.g. FreeNoise's prompt schedule)
-    installer = NoiseInstaller
+    config: FreeInitConfig
 
-    def __init__(self, config: Any, target: Target) -> None:
+    def __init__(self, config: FreeInitConfig, target: Target) -> None:
         if target.pipeline is None:
             raise UnsupportedModelError(
                 "FreeInit repeats a pipeline's sampling loop; apply it to the pipeline, not to its denoiser"
             )
         check_video_family(target.family.name, "FreeInit", target.pipeline)
-        self.config = config
-        self.target = target
+        super().__init__(config, target)
         self.history: list[IterationRecord] = []
         self._run: _Run | None = None
         self._filters: dict[tuple, torch.Tensor] = {}
-
-    @property
-    def name(self) -> str:
-        return self.config.name
 
     def around_call(self, pipe: Any, proceed: Proceed, arguments: dict[str, Any]) -> Any:
         config = self.config

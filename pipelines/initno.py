@@ -8,8 +8,9 @@ Attend-and-Excite style gradient updates of the latents on S_CA during the first
 (iterative refinement at `refinement_steps` with the loss `S_CA + S_SA + 0.1·clean + 0.1·alignment`, the
 alignment being the L1 distance to an exponential average (α = 0.9) of earlier maps), as InitNO's run script does.
 
-`diffattn.apply(sd_pipe, InitNOConfig(...))` installs the store on `sd_pipe`'s UNet and routes `sd_pipe(...)`
-through this pipeline; `diffattn generate --noise initno` uses `run_initno`. Only one prompt and one image per
+`diffattn.apply(sd_pipe, InitNOConfig(...))` builds `InitNOMethod`, whose two parts install the attention store
+(`diffattn.processors.noise.InitNOAttentionStore`) on `sd_pipe`'s UNet and route `sd_pipe(...)` through this
+pipeline (`InitNORedirect`); `diffattn generate --noise initno` uses `run_initno`. Only one prompt and one image per
 call are supported (InitNO's own optimisation conditions on the first prompt only).
 """
 
@@ -30,13 +31,15 @@ from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 from diffattn.api import apply, handle_of
 from diffattn.configs.noise import InitNOConfig
 from diffattn.errors import AlreadyAppliedError, ConfigError, UnsupportedModelError
-from diffattn.method import Target
+from diffattn.extension import PipelineExtension, Proceed
+from diffattn.method import Method, Part, Target
 from diffattn.notices import quiet_library_notices
 from diffattn.noise.initno import NoiseScores, attention_scores, search_initial_noise, subject_token_indices
-from diffattn.noise.pipeline import PipelineExtension, attach, detach
 from diffattn.processors.noise import InitNOAttentionStore
 
-__all__ = ["InitNOPipeline", "InitNOPipelineOutput", "InitNOMethod", "run_initno", "attention_resolutions"]
+__all__ = [
+    "InitNOPipeline", "InitNOPipelineOutput", "InitNOMethod", "InitNORedirect", "run_initno", "attention_resolutions",
+]
 
 _EMA = 0.9
 """Decay of the cached cross-attention maps in the refinement's alignment term (InitNO's code)."""
@@ -171,7 +174,7 @@ class InitNOPipeline(StableDiffusionPipeline):
         """The attention store on the UNet: the applied one, or one applied for this call."""
         handle = handle_of(self.unet)
         if handle is not None:
-            store = next((m for m in handle.methods if isinstance(m, InitNOAttentionStore)), None)
+            store = next((m.store for m in handle.methods if isinstance(m, InitNOMethod)), None)
             if store is None:
                 raise AlreadyAppliedError(
                     f"diffattn methods ({', '.join(c.name for c in handle.configs)}) are applied to this UNet without "
@@ -180,7 +183,7 @@ class InitNOPipeline(StableDiffusionPipeline):
             yield store
             return
         with apply(self.unet, config or InitNOConfig()) as handle:
-            yield handle.methods[0]
+            yield handle.methods[0].store
 
     @staticmethod
     def _settings(config: InitNOConfig | None, store: InitNOAttentionStore, words, indices) -> InitNOConfig:
@@ -275,31 +278,32 @@ def _descend(latents: torch.Tensor, loss: torch.Tensor, step_size: float) -> tor
 
 
 # ------------------------------------------------------------------------------ diffattn.apply
-class InitNOMethod(InitNOAttentionStore, PipelineExtension):
-    """Implementation of `InitNOConfig`: the attention store, and on a Stable Diffusion pipeline a redirect of
-    `pipe(...)` to `InitNOPipeline.from_pipe(pipe)(..., initno=config)`."""
-
-    order = 0
+class InitNOMethod(Method):
+    """Implementation of `InitNOConfig`: the attention store (`store`) on the UNet and, on a Stable Diffusion
+    pipeline other than an `InitNOPipeline`, the redirect of its calls (`redirect`)."""
 
     def __init__(self, config: InitNOConfig, target: Target) -> None:
         super().__init__(config, target)
         pipeline = target.pipeline
         if target.family.name != "unet" or (pipeline is not None and not isinstance(pipeline, StableDiffusionPipeline)):
             raise _not_stable_diffusion(pipeline if pipeline is not None else target.model)
-        self._attached = False
+        self.store = InitNOAttentionStore(config, target)
+        self.redirect = InitNORedirect(config, target)
 
-    def on_install(self, layers) -> None:
+    def parts(self) -> tuple[Part, ...]:
         pipeline = self.target.pipeline
-        if pipeline is not None and not isinstance(pipeline, InitNOPipeline):
-            attach(pipeline, self)
-            self._attached = True
+        if pipeline is None or isinstance(pipeline, InitNOPipeline):
+            return (self.store,)
+        return (self.store, self.redirect)
 
-    def on_remove(self) -> None:
-        if self._attached:
-            detach(self.target.pipeline, self)
-            self._attached = False
 
-    def around_call(self, pipe: Any, proceed, arguments: dict[str, Any]) -> Any:
+class InitNORedirect(PipelineExtension):
+    """InitNO's pipeline part: `pipe(...)` runs `InitNOPipeline.from_pipe(pipe)(..., initno=config)` instead."""
+
+    order = 0
+    config: InitNOConfig
+
+    def around_call(self, pipe: Any, proceed: Proceed, arguments: dict[str, Any]) -> Any:
         accepted = set(inspect.signature(InitNOPipeline.__call__).parameters)
         defaults = {n: p.default for n, p in inspect.signature(type(pipe)._diffattn_base_class.__call__).parameters.items()}
         unsupported = sorted(n for n, v in arguments.items() if n not in accepted and not _is_default(v, defaults.get(n)))

@@ -1,6 +1,9 @@
-"""Attention-level parts of the noise methods: FreeNoise window fusion and InitNO's attention store.
+"""Attention parts of the noise methods: FreeNoise window fusion and InitNO's attention store.
 
-**FreeNoise** (`FreeNoiseMethod`) on AnimateDiff runs each motion-module temporal attention call (role
+Both methods live in `diffattn.pipelines` (`FreeNoiseMethod`, `InitNOMethod`), which pair these attention parts
+with their pipeline parts.
+
+**FreeNoise** (`FreeNoiseAttention`) on AnimateDiff runs each motion-module temporal attention call (role
 `"temporal"`, q/k/v `[B·H·W, heads, F, d]`) in sliding windows of `context_length` frames and fuses the window
 outputs per frame with flat or pyramid weights, at the attention output as in FreeNoise's code (diffusers fuses
 whole transformer blocks instead). Every window sees the positions `0 … W−1` the motion module was trained on,
@@ -10,7 +13,7 @@ to its q, k and v (zero for the first window, exact up to rounding). Positions p
 longer than `motion_max_seq_length`) are zero-padded by a hook on the blocks' `pos_embed`, so long videos run.
 With `{frame: prompt}` dicts, a hook on every spatial cross-attention replaces its text rows with the call's
 `PromptSchedule` (per-frame prompts; the last keyframe's prompt in encoder and middle blocks outside the
-per-frame steps). The pipeline-level part (noise rescheduling, prompt dicts) is attached to the pipeline.
+per-frame steps), which the method's pipeline part sets for each call from the prompt dicts.
 
 The **experimental** frame-window variant (`experimental_dit=True`, Wan) fuses Wan's video self-attention the same
 way over windows of whole latent frames. Wan's rotary positions are relative, so windows need no position shift.
@@ -27,23 +30,24 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from diffusers.hooks import HookRegistry, ModelHook
 
+from diffattn.configs.noise import FreeNoiseConfig, InitNOConfig
+from diffattn.context import LayerInfo
 from diffattn.errors import BackendUnavailableError, ConfigError, UnsupportedModelError
 from diffattn.geometry import Grid
 from diffattn.method import Target
-from diffattn.noise.freenoise import FreeNoiseSampling, frame_windows, window_weights
+from diffattn.noise.freenoise import PromptSchedule, frame_windows, window_weights
 from diffattn.noise.latents import check_video_family
-from diffattn.noise.pipeline import attach, detach
 
 from .base import AttentionCall, AttentionMethod, Proceed, describe_layers, find_attention_modules
 
-__all__ = ["FreeNoiseMethod", "InitNOAttentionStore", "attention_probabilities"]
+__all__ = ["FreeNoiseAttention", "InitNOAttentionStore", "attention_probabilities"]
 
 _POSITIONS_HOOK = "diffattn::freenoise-positions"
 _PROMPTS_HOOK = "diffattn::freenoise-prompts"
@@ -66,16 +70,16 @@ class _PaddedPositions(ModelHook):
 class _FramePrompts(ModelHook):
     """Replaces a spatial cross-attention's text rows with the current call's per-frame prompt schedule."""
 
-    def __init__(self, method: FreeNoiseMethod, injection_layer: bool) -> None:
+    def __init__(self, attention: FreeNoiseAttention, injection_layer: bool) -> None:
         super().__init__()
-        self.method = method
+        self.attention = attention
         self.injection_layer = injection_layer
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any):
-        schedule = self.method.prompt_schedule
+        schedule = self.attention.prompt_schedule()
         states = kwargs.get("encoder_hidden_states")
         if schedule is not None and isinstance(states, torch.Tensor):
-            ctx = self.method.target.context
+            ctx = self.attention.target.context
             kwargs["encoder_hidden_states"] = schedule.conditioning(states, self.injection_layer, ctx.step_index, ctx.num_steps)
         return args, kwargs
 
@@ -114,11 +118,27 @@ class _Windows:
         return self.frame_index.shape[0]
 
 
-class FreeNoiseMethod(AttentionMethod, FreeNoiseSampling):
-    """Implementation of `FreeNoiseConfig`: window-fused temporal attention plus the pipeline-level parts."""
+def _no_prompt_schedule() -> PromptSchedule | None:
+    return None
 
-    def __init__(self, config: Any, target: Target) -> None:
+
+class FreeNoiseAttention(AttentionMethod):
+    """FreeNoise's attention part: window-fused temporal attention (or Wan's experimental frame windows), the
+    padded temporal positions, and per-frame prompts in cross-attention from `prompt_schedule()`.
+
+    Args:
+        config (`FreeNoiseConfig`): the settings.
+        target (`Target`): the denoiser; refused unless AnimateDiff's, or Wan's with `experimental_dit=True`.
+        prompt_schedule (`Callable[[], PromptSchedule | None]`): the current call's per-frame prompts (from the
+            method's pipeline part), or `None` outside such a call.
+    """
+
+    config: FreeNoiseConfig
+
+    def __init__(self, config: FreeNoiseConfig, target: Target,
+                 prompt_schedule: Callable[[], PromptSchedule | None] = _no_prompt_schedule) -> None:
         super().__init__(config, target)
+        self.prompt_schedule = prompt_schedule
         family = target.family.name
         check_video_family(family, "FreeNoise", target.pipeline)
         if family == "unet-motion":
@@ -135,37 +155,30 @@ class FreeNoiseMethod(AttentionMethod, FreeNoiseSampling):
                 f"FreeNoise needs factorised temporal attention (AnimateDiff's motion modules) or, experimentally, "
                 f"Wan's video-only self-attention; {family} attends jointly over text and video tokens"
             )
-        self.supports_prompt_schedule = not self.frame_windows_mode
         self._positions: dict[str, tuple[torch.nn.Module, torch.nn.Module | None]] = {}
         self._hooked: list[tuple[torch.nn.Module, str]] = []
-        self._attached = False
 
-    def applies_to(self, layer) -> bool:
+    def applies_to(self, layer: LayerInfo) -> bool:
         return layer.role == ("self" if self.frame_windows_mode else "temporal")
 
     # -------------------------------------------------------------------------------- lifecycle
-    def on_install(self, layers) -> None:
+    def on_install(self, layers: list[LayerInfo]) -> None:
+        if self.frame_windows_mode:
+            return
         try:
-            if not self.frame_windows_mode:
-                self._install_positions(layers)
-                self._install_prompt_hooks()
-            if self.target.pipeline is not None:
-                attach(self.target.pipeline, self)
-                self._attached = True
+            self._install_positions(layers)
+            self._install_prompt_hooks()
         except BaseException:
             self.on_remove()
             raise
 
     def on_remove(self) -> None:
-        if self._attached:
-            detach(self.target.pipeline, self)
-            self._attached = False
         for module, name in reversed(self._hooked):
             _unregister(module, name)
         self._hooked.clear()
         self._positions.clear()
 
-    def _install_positions(self, layers) -> None:
+    def _install_positions(self, layers: list[LayerInfo]) -> None:
         """Remember each temporal attention's module and its block's sinusoidal positions; pad long videos."""
         model = self.target.model
         for layer in layers:
@@ -272,13 +285,13 @@ class InitNOAttentionStore(AttentionMethod):
     compute attention explicitly (so gradients reach the maps); other layers and times are untouched.
     """
 
-    def __init__(self, config: Any, target: Target) -> None:
+    def __init__(self, config: InitNOConfig, target: Target) -> None:
         super().__init__(config, target)
         self.resolution: tuple[int, int] | None = None
         self._sums: dict[str, torch.Tensor] = {}
         self._heads: dict[str, int] = {}
 
-    def applies_to(self, layer) -> bool:
+    def applies_to(self, layer: LayerInfo) -> bool:
         return layer.role in ("self", "cross")
 
     @contextlib.contextmanager

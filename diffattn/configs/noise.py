@@ -46,7 +46,7 @@ class FreeInitConfig(MethodConfig):
     name = "freeinit"
     description = "FreeInit: iterative re-noising keeping the low frequencies of the previous sample (any video pipeline)"
     category = "noise"
-    implementation = "diffattn.noise.freeinit:FreeInit"
+    implementation = "diffattn.pipelines.freeinit:FreeInit"
     scope = "pipeline"
     tiny_models = ("animatediff", "wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
     tiny_settings = {"num_iters": 2}
@@ -104,7 +104,7 @@ class FreeNoiseConfig(MethodConfig):
     name = "freenoise"
     description = "FreeNoise: noise rescheduling + window-fused temporal attention + multi-prompt for longer videos"
     category = "noise"
-    implementation = "diffattn.processors.noise:FreeNoiseMethod"
+    implementation = "diffattn.pipelines.freenoise:FreeNoiseMethod"
     scope = "pipeline"
     tiny_models = ("animatediff",)
     tiny_settings = {"context_length": 4, "context_stride": 2}

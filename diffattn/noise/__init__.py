@@ -1,17 +1,17 @@
-"""Noise initialisation, model-agnostic: FreeInit, FreeNoise and InitNO building blocks.
+"""Noise initialisation, model-free: the math of FreeInit, FreeNoise and InitNO.
 
 | module | what |
 |---|---|
 | `filters` | FreeInit's vectorised 3-D low-pass filters (butterworth, gaussian, ideal, box) and frequency mixing |
 | `renoise` | re-noising a finished sample for DDPM-style and flow-matching schedulers |
 | `latents` | `[B, C, F, H, W]` views of each video family's loop latents |
-| `pipeline` | reversible pipeline-level extensions (`__call__` / `prepare_latents` chains) and their installer |
-| `freeinit` | the FreeInit loop (`diffattn.apply(pipe, FreeInitConfig())`) |
+| `freeinit` | FreeInit's coarse-to-fine step schedule |
 | `freenoise` | noise rescheduling, sliding windows and weights, per-frame prompt schedules |
 | `initno` | InitNO's scores, the mean/log-variance optimisation with KL projection, rounds, token indices |
 
-The attention-level parts (FreeNoise window fusion, InitNO's attention store) are in `diffattn.processors.noise`,
-the InitNO pipeline in `diffattn.pipelines.initno`.
+Nothing here touches a model or a pipeline. The methods live in `diffattn.pipelines` (`freeinit`, `freenoise`,
+`initno`), their attention parts in `diffattn.processors.noise`, and the reversible pipeline wrapping they use in
+`diffattn.extension`.
 """
 
 from .filters import FILTER_KINDS, frequency_mix, low_pass_filter
@@ -29,7 +29,6 @@ from .initno import (
     subject_token_indices,
 )
 from .latents import VIDEO_FAMILIES, as_video, from_video
-from .pipeline import PipelineExtension, attach, detach, extensions_of
 from .renoise import SD_TERMINAL_RATIO, is_flow_matching, renoise
 
 __all__ = [
@@ -42,10 +41,6 @@ __all__ = [
     "VIDEO_FAMILIES",
     "as_video",
     "from_video",
-    "PipelineExtension",
-    "attach",
-    "detach",
-    "extensions_of",
     "frame_windows",
     "window_weights",
     "reschedule_noise",

@@ -13,8 +13,9 @@
   keyframe's prompt on every frame outside the step range `[a·N, b·N]` (5–15 of 50 in the original), while the
   decoder always sees the per-frame prompts.
 
-`FreeNoiseSampling` is the pipeline-level part (rescheduling in `prepare_latents`, prompt dicts in `__call__`);
-the attention-level part (window fusion in temporal attention) lives in `diffattn.processors.noise`.
+These are model-free; the method is `diffattn.pipelines.freenoise.FreeNoiseMethod`: its pipeline part
+(rescheduling in `prepare_latents`, prompt dicts in `__call__`) is there, its attention part (window fusion in
+temporal attention) in `diffattn.processors.noise`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
-from .latents import as_video, from_video
-from .pipeline import PipelineExtension, Proceed, first_latents
 
 __all__ = [
     "NOISE_TYPES",
@@ -36,12 +35,10 @@ __all__ = [
     "reschedule_noise",
     "interpolate_keyframes",
     "PromptSchedule",
-    "FreeNoiseSampling",
+    "check_keyframes",
 ]
 
 NOISE_TYPES: tuple[str, ...] = ("shuffle", "repeat", "random")
-_NOT_NOISE = ("latents", "video", "image")
-"""`prepare_latents` arguments that make its result something other than fresh noise (left unrescheduled)."""
 WEIGHTINGS: tuple[str, ...] = ("pyramid", "flat")
 
 
@@ -111,7 +108,8 @@ def interpolate_keyframes(keyframes: dict[int, torch.Tensor], num_frames: int) -
     return out
 
 
-def _check_keyframes(name: str, prompts: dict, num_frames: int) -> None:
+def check_keyframes(name: str, prompts: dict, num_frames: int) -> None:
+    """Raise `ConfigError` unless `prompts` is a `{frame: text}` dict with frame 0 and every frame in range."""
     if not prompts or not all(isinstance(k, int) and not isinstance(k, bool) for k in prompts):
         raise ConfigError(f"FreeNoise {name} dict needs integer frame keys, e.g. {{0: 'a cat', 8: 'a dog'}}; got {list(prompts)}")
     if not all(isinstance(v, str) for v in prompts.values()):
@@ -164,71 +162,3 @@ class PromptSchedule:
             return cond
         negative = rows[:frames] if self.negative is None else self.negative.to(device=rows.device, dtype=rows.dtype)
         return torch.cat([negative, cond])
-
-
-class FreeNoiseSampling(PipelineExtension):
-    """Pipeline-level FreeNoise: reschedules the initial noise and turns `{frame: prompt}` dicts into a schedule.
-
-    A mix-in for the FreeNoise implementation, which provides `config` (a `FreeNoiseConfig`) and `target`; the
-    current call's `prompt_schedule` is read by its cross-attention hooks.
-    """
-
-    order = 50
-    prompt_schedule: PromptSchedule | None = None
-    supports_prompt_schedule: bool = False
-
-    def around_prepare_latents(self, pipe: Any, proceed: Proceed, arguments: dict[str, Any]) -> Any:
-        prepared = proceed(arguments)
-        if any(arguments.get(name) is not None for name in _NOT_NOISE):
-            return prepared  # the caller's latents, or latents made from a video/image: not FreeNoise's to reorder
-        family = self.target.family.name
-        latents = first_latents(prepared)
-        video = reschedule_noise(
-            as_video(latents, family), self.config.context_length, self.config.context_stride,
-            self.config.noise_type, arguments.get("generator"),
-        )
-        rescheduled = from_video(video, family)
-        return (rescheduled, *prepared[1:]) if isinstance(prepared, tuple) else rescheduled
-
-    def around_call(self, pipe: Any, proceed: Proceed, arguments: dict[str, Any]) -> Any:
-        prompt, negative = arguments.get("prompt"), arguments.get("negative_prompt")
-        if not isinstance(prompt, dict) and not isinstance(negative, dict):
-            return proceed(arguments)
-        if not self.supports_prompt_schedule:
-            raise ConfigError(
-                f"per-frame prompt dicts need a UNet with per-frame text conditioning (AnimateDiff); "
-                f"{type(pipe).__name__} conditions whole videos. Pass a single prompt string"
-            )
-        if arguments.get("prompt_embeds") is not None or arguments.get("negative_prompt_embeds") is not None:
-            raise ConfigError("FreeNoise per-frame prompts are given as {frame: text} dicts, not prompt_embeds")
-        num_frames = int(arguments["num_frames"])
-        self.prompt_schedule = self._schedule(pipe, prompt, negative, num_frames, arguments.get("clip_skip"))
-        call = dict(arguments)
-        call["prompt"] = prompt[0] if isinstance(prompt, dict) else prompt
-        if isinstance(negative, dict):
-            call["negative_prompt"] = negative[0]
-        try:
-            return proceed(call)
-        finally:
-            self.prompt_schedule = None
-
-    def _schedule(self, pipe: Any, prompt: Any, negative: Any, num_frames: int, clip_skip: int | None) -> PromptSchedule:
-        prompts = prompt if isinstance(prompt, dict) else {0: prompt}
-        _check_keyframes("prompt", prompts, num_frames)
-        encoded = self._encode(pipe, prompts, clip_skip)
-        per_frame = interpolate_keyframes(encoded, num_frames)
-        last = encoded[max(encoded)]
-        negatives = None
-        if isinstance(negative, dict):
-            _check_keyframes("negative_prompt", negative, num_frames)
-            negatives = interpolate_keyframes(self._encode(pipe, negative, clip_skip), num_frames)
-        steps = self.config.per_frame_steps if self.config.motion_injection else None
-        return PromptSchedule(per_frame, last.expand(num_frames, *last.shape).contiguous(), negatives, steps)
-
-    @staticmethod
-    def _encode(pipe: Any, prompts: dict[int, str], clip_skip: int | None) -> dict[int, torch.Tensor]:
-        frames = sorted(prompts)
-        embeds, _ = pipe.encode_prompt(
-            [prompts[f] for f in frames], pipe._execution_device, 1, False, clip_skip=clip_skip
-        )
-        return dict(zip(frames, embeds))

@@ -16,7 +16,7 @@ from diffattn.errors import ConfigError, UnsupportedModelError
 from diffattn.geometry import Grid
 from diffattn.noise import frame_windows, interpolate_keyframes, reschedule_noise, window_weights
 from diffattn.processors.base import AttentionCall, TokenLayout
-from diffattn.processors.noise import FreeNoiseMethod
+from diffattn.processors.noise import FreeNoiseAttention
 from diffattn.stats import AttentionStats
 from diffattn.testing import tiny_call_kwargs, tiny_denoiser, tiny_denoiser_inputs, tiny_pipeline
 
@@ -136,7 +136,7 @@ def _call(q, k, v, grid, role="self"):
 def test_frame_window_variant_fuses_whole_frames():
     """Wan's experimental variant: windows of whole latent frames (all their tokens), against a direct loop."""
     target = SimpleNamespace(family=SimpleNamespace(name="wan"), pipeline=None, model=None, context=RunContext("wan"))
-    method = FreeNoiseMethod(FreeNoiseConfig(context_length=3, context_stride=2, experimental_dit=True), target)
+    method = FreeNoiseAttention(FreeNoiseConfig(context_length=3, context_stride=2, experimental_dit=True), target)
     grid = Grid(6, 2, 3)
     q, k, v = (torch.randn(2, 2, grid.tokens, 16) for _ in range(3))
     out = method.attend(_call(q, k, v, grid), lambda call: call.dense())

@@ -158,7 +158,7 @@ def test_attention_store_records_maps_at_the_resolution_without_changing_the_out
     inputs = tiny_denoiser_inputs("sd")
     stock = unet(**inputs).sample
     with diffattn.apply(unet, InitNOConfig()) as handle:
-        store = handle.methods[0]
+        store = handle.methods[0].store
         with store.recording((8, 8)):
             out = unet(**inputs).sample
             cross, self_maps = store.maps("cross"), store.maps("self")
