@@ -2,7 +2,8 @@
 
 `block_sparse_attention` runs any `diffattn.plan.BlockPlan` (pooled levels, token masks, SpargeAttn P.V
 skipping, LiteAttention marks, LSE); `sparge_plan` predicts a plan on the device; `pool_kv` builds PSA's
-pooled K/V; `available_backends` says what runs here. See `api.py` for the exact semantics.
+pooled K/V and `block_importance` its plan's input; `available_backends` says what runs here. See `api.py` for
+the exact semantics.
 """
 
 if __name__ == "diffattn.kernels":
@@ -14,6 +15,7 @@ if __name__ == "diffattn.kernels":
         pool_kv,
     )
     from .checks import AttentionInputError
+    from .psa import block_importance
     from .sparge import sparge_plan
 
     __all__ = [
@@ -21,6 +23,7 @@ if __name__ == "diffattn.kernels":
         "PooledKV",
         "SparseAttentionOutput",
         "available_backends",
+        "block_importance",
         "block_sparse_attention",
         "pool_kv",
         "sparge_plan",

@@ -1,4 +1,4 @@
-"""Which backend runs a call, decided in one place for attention, pooling and the Sparge planner.
+"""Which backend runs a call, decided in one place for attention, pooling, the Sparge planner and PSA's importance.
 
 Every backend says why it cannot take a request, in two steps: `unavailable_on(device)` (it does not run on this
 device at all: decided once at import for Triton and FlexAttention, `available_backends` reports it) and
@@ -23,15 +23,16 @@ import torch
 from diffattn.errors import BackendUnavailableError, DiffAttnError, PlanError
 from diffattn.plan import BlockPlan
 
-__all__ = ["BACKENDS", "Refusal", "Request", "available_backends", "select", "triton_modules", "warn_once"]
+__all__ = ["BACKENDS", "Refusal", "Request", "available_backends", "select", "triton_modules", "triton_psa", "warn_once"]
 
 try:
     from . import triton_attention as _triton_attention
+    from . import triton_psa as _triton_psa
     from . import triton_stats as _triton_stats
 
     _TRITON_IMPORT_ERROR: str | None = None
 except Exception as exc:  # noqa: BLE001 - any import failure means "no triton backend", reported verbatim
-    _triton_attention = _triton_stats = None
+    _triton_attention = _triton_psa = _triton_stats = None
     _TRITON_IMPORT_ERROR = f"triton does not import ({type(exc).__name__}: {exc})"
 
 try:
@@ -50,12 +51,14 @@ class Request(NamedTuple):
     """What an operation asks of a backend: enough to decide whether the backend can take the call."""
 
     op: str
-    """"attention", "pooling" or "sparge"."""
+    """"attention", "pooling", "sparge" or "psa"."""
     tensor: torch.Tensor
-    """The call's q (attention, sparge) or k (pooling): its device, dtype and head_dim."""
+    """The call's q (attention, sparge, psa) or k (pooling): its device, dtype and head_dim."""
     plan: BlockPlan | None = None
     thresholds: bool = False
     """Whether an attention call sets pv_threshold or skip_threshold."""
+    blocks: tuple[int, int] | None = None
+    """(block_q, block_k) of a psa call."""
 
 
 class Refusal(NamedTuple):
@@ -93,6 +96,11 @@ def triton_modules():
     return _triton_attention, _triton_stats
 
 
+def triton_psa():
+    """The Triton PSA importance module; only call once `select` has picked "triton" for a "psa" request."""
+    return _triton_psa
+
+
 def _triton_unavailable_on(device: torch.device) -> str | None:
     """Why the Triton kernels cannot run on `device`, or None when they can."""
     if _TRITON_IMPORT_ERROR is not None:
@@ -105,7 +113,10 @@ def _triton_unavailable_on(device: torch.device) -> str | None:
 
 
 def _triton_refuses(request: Request) -> Refusal | None:
-    """What the attention kernel does not take: dtype, head_dim, block sizes, a token mask too wide to pack."""
+    """What the attention kernel does not take: dtype, head_dim, block sizes, a token mask too wide to pack (PSA's
+    importance kernel: `_triton_psa_refuses`)."""
+    if request.op == "psa":
+        return _triton_psa_refuses(request)
     if request.op != "attention":
         return None
     ta, q, plan = _triton_attention, request.tensor, request.plan
@@ -121,6 +132,20 @@ def _triton_refuses(request: Request) -> Refusal | None:
     return None
 
 
+def _triton_psa_refuses(request: Request) -> Refusal | None:
+    """What the PSA importance kernel does not take: dtype, head_dim, block sizes (those of the attention kernel)."""
+    q, (block_q, block_k), ta = request.tensor, request.blocks, _triton_attention
+    if q.dtype not in _HALF_DTYPES and not (q.dtype == torch.float32 and q.device.type == "cpu"):
+        return Refusal(f"dtype {q.dtype} (the Triton PSA importance kernel takes float16 or bfloat16, and float32 "
+                       "only under the interpreter, on CPU tensors)")
+    if q.shape[3] > ta.MAX_HEAD_DIM:
+        return Refusal(f"head_dim {q.shape[3]} (the Triton PSA importance kernel takes head_dim <= {ta.MAX_HEAD_DIM})")
+    if block_q not in ta.SUPPORTED_BLOCKS or block_k not in ta.SUPPORTED_BLOCKS:
+        return Refusal(f"blocks {block_q}x{block_k} (the Triton PSA importance kernel takes block_q and block_k in "
+                       f"{ta.SUPPORTED_BLOCKS})", PlanError)
+    return None
+
+
 def _flex_refuses(request: Request) -> Refusal | None:
     """FlexAttention cannot express the thresholds: the reference runs such calls when flex is named."""
     if request.thresholds:
@@ -129,9 +154,9 @@ def _flex_refuses(request: Request) -> Refusal | None:
 
 
 _REGISTRY = (
-    Backend("triton", ("attention", "pooling", "sparge"), ("cuda",), _triton_unavailable_on, _triton_refuses),
+    Backend("triton", ("attention", "pooling", "sparge", "psa"), ("cuda",), _triton_unavailable_on, _triton_refuses),
     Backend("flex", ("attention",), ("cuda",), lambda device: _FLEX_IMPORT_ERROR, _flex_refuses),
-    Backend("reference", ("attention", "pooling", "sparge"), None, lambda device: None, lambda request: None),
+    Backend("reference", ("attention", "pooling", "sparge", "psa"), None, lambda device: None, lambda request: None),
 )
 """Every backend, in priority order."""
 

@@ -35,7 +35,8 @@ DEFAULT_SIM_THRESHOLD = 0.6
 """Self-similarity threshold theta (`simthreshd1` default of the same API)."""
 
 
-def _check_inputs(q: torch.Tensor, k: torch.Tensor, topk: float | None, cdf_threshold: float | None) -> None:
+def check_query_keys(q: torch.Tensor, k: torch.Tensor) -> None:
+    """q `[B, H, Sq, D]` and k `[B, H, Skv, D]`: matching batch, heads and head_dim, one floating dtype, one device."""
     if q.ndim != 4 or k.ndim != 4 or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise AttentionInputError(
             f"q and k must be [batch, heads, tokens, head_dim] with matching batch, heads and head_dim; "
@@ -44,6 +45,10 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, topk: float | None, cdf_thre
     if q.device != k.device or not q.is_floating_point() or q.dtype != k.dtype:
         raise AttentionInputError(f"q and k must be floating tensors of one dtype on one device; got "
                                   f"{q.dtype}@{q.device} and {k.dtype}@{k.device}")
+
+
+def _check_inputs(q: torch.Tensor, k: torch.Tensor, topk: float | None, cdf_threshold: float | None) -> None:
+    check_query_keys(q, k)
     if topk is not None and cdf_threshold is not None:
         raise ConfigError("give either topk or cdf_threshold, not both")
     if topk is not None and not 0.0 < topk <= 1.0:

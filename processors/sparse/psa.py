@@ -2,45 +2,19 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
+from diffattn.kernels.psa import SAMPLE_STRIDE, block_importance
 
 from diffattn.configs.sparse import PSAConfig
 from diffattn.plan import POOL_LEVELS
 
 from ..base import AttentionCall
 from .common import BlockSparseMethod, SparseLayout, attach_plan, joint_plan
+from .sparge import _plan_backend
 
-__all__ = ["PSAMethod", "block_importance", "pyramid_levels", "SAMPLE_STRIDE"]
+__all__ = ["SAMPLE_STRIDE", "PSAMethod", "block_importance", "pyramid_levels"]
 
-SAMPLE_STRIDE = 4
-"""Every 4th token of a block is sampled (PSA samples a quarter of each block's queries and keys)."""
-_CHUNK_ELEMENTS = 1 << 27  # sampled logits held at once (512 MB in float32)
 _MASS_SLACK = 1e-6
-
-
-def block_importance(q: torch.Tensor, k: torch.Tensor, block_q: int, block_k: int, scale: float | None) -> torch.Tensor:
-    """float32 `[B, H, q_blocks, kv_blocks]`: attention of sampled queries over sampled keys, summed per block pair.
-
-    Samples are every `SAMPLE_STRIDE`-th token (block starts are multiples of it); each sampled query's softmax is over
-    all sampled keys. Computed a chunk of sampled queries at a time, so memory stays bounded.
-    """
-    batch, heads, q_len, dim = q.shape
-    kv_len = k.shape[2]
-    scale = 1.0 / math.sqrt(dim) if scale is None else scale
-    q_samples, k_samples = q[:, :, ::SAMPLE_STRIDE], k[:, :, ::SAMPLE_STRIDE]
-    q_block = torch.arange(0, q_len, SAMPLE_STRIDE, device=q.device) // block_q
-    k_block = torch.arange(0, kv_len, SAMPLE_STRIDE, device=q.device) // block_k
-    importance = torch.zeros(batch, heads, math.ceil(q_len / block_q), math.ceil(kv_len / block_k), device=q.device)
-    rows = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * k_samples.shape[2]))
-    for start in range(0, q_samples.shape[2], rows):
-        stop = min(q_samples.shape[2], start + rows)
-        probs = ((q_samples[:, :, start:stop] @ k_samples.transpose(-1, -2)).float() * scale).softmax(-1)
-        per_block = torch.zeros(batch, heads, stop - start, importance.shape[-1], device=q.device)
-        per_block.index_add_(-1, k_block, probs)
-        importance.index_add_(2, q_block[start:stop], per_block)
-    return importance
 
 
 def pyramid_levels(importance: torch.Tensor, mode: str, cutoffs: tuple[float, ...], min_full: float) -> torch.Tensor:
@@ -51,29 +25,42 @@ def pyramid_levels(importance: torch.Tensor, mode: str, cutoffs: tuple[float, ..
     count (`"topk"`); ends never decrease, and in threshold mode the full-resolution segment holds at least
     `min_full` of the blocks (plus one), as PSA does.
     """
-    kv_blocks = importance.shape[-1]
     ordered, order = importance.sort(-1, descending=True)
-    rank = torch.arange(kv_blocks, device=importance.device)
-    ends = []
-    previous = torch.zeros(importance.shape[:-1], dtype=torch.long, device=importance.device)
+    kv_blocks = importance.shape[-1]
     if mode == "threshold":
-        share = ordered.cumsum(-1) / ordered.sum(-1, keepdim=True).clamp_min(1e-30)
-        for position, cutoff in enumerate(cutoffs):
-            within = share <= cutoff + _MASS_SLACK
-            end = torch.where(within.any(-1), within.sum(-1) + 1, previous)
-            if position == 0:
-                end = end.clamp(min=min(kv_blocks, int(kv_blocks * min_full) + 1))
-            previous = torch.maximum(end.clamp(max=kv_blocks), previous)
-            ends.append(previous)
+        level_sorted = _levels_by_rank(_threshold_ends(ordered, cutoffs, min_full), kv_blocks)
     else:
-        for position, cutoff in enumerate(cutoffs):
-            end = max(min(kv_blocks, int(kv_blocks * cutoff)), 1 if position == 0 else 0)
-            previous = previous.clamp(min=end)
-            ends.append(previous)
-    level_sorted = torch.zeros_like(order, dtype=torch.int32)
-    for level, end in reversed(list(zip(POOL_LEVELS, ends))):
-        level_sorted = torch.where(rank < end[..., None], level, level_sorted)
-    return torch.zeros_like(level_sorted).scatter(-1, order, level_sorted)
+        level_sorted = _topk_levels_by_rank(kv_blocks, cutoffs, importance.device).expand(order.shape)
+    return torch.empty_like(order, dtype=torch.int32).scatter_(-1, order, level_sorted)
+
+
+def _threshold_ends(ordered: torch.Tensor, cutoffs: tuple[float, ...], min_full: float) -> torch.Tensor:
+    """Segment ends `[..., levels]` (non-decreasing) of rows sorted by descending importance, by cumulative share."""
+    kv_blocks = ordered.shape[-1]
+    share = ordered.cumsum(-1) / ordered.sum(-1, keepdim=True).clamp_min(1e-30)
+    within = torch.stack([(share <= cutoff + _MASS_SLACK).sum(-1) for cutoff in cutoffs], -1)
+    ends = torch.where(within > 0, within + 1, 0)  # a cut-off no share is within adds no block
+    ends[..., 0].clamp_(min=min(kv_blocks, int(kv_blocks * min_full) + 1))
+    return ends.clamp(max=kv_blocks).cummax(-1).values
+
+
+def _levels_by_rank(ends: torch.Tensor, kv_blocks: int) -> torch.Tensor:
+    """int32 `[..., kv_blocks]`: each rank's level from its row's segment ends (the level of segment s is 2**s)."""
+    rank = torch.arange(kv_blocks, device=ends.device)
+    segment = (rank[:, None] >= ends[..., None, :]).sum(-1, dtype=torch.int32)
+    return torch.where(segment < len(POOL_LEVELS), 1 << segment, 0)
+
+
+def _topk_levels_by_rank(kv_blocks: int, cutoffs: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """int32 `[kv_blocks]`: each rank's level when segment ends are fractions of the block count (the same for
+    every row); the full-resolution segment holds at least one block."""
+    levels = torch.zeros(kv_blocks, dtype=torch.int32, device=device)
+    start = 0
+    for position, (level, cutoff) in enumerate(zip(POOL_LEVELS, cutoffs)):
+        end = max(start, min(kv_blocks, int(kv_blocks * cutoff)), 1 if position == 0 else 0)
+        levels[start:end] = level
+        start = end
+    return levels
 
 
 class PSAMethod(BlockSparseMethod):
@@ -84,7 +71,8 @@ class PSAMethod(BlockSparseMethod):
     def refine(self, call: AttentionCall) -> AttentionCall:
         layout: SparseLayout = call.layout
         n = layout.video_tokens
-        importance = block_importance(call.query, call.key[:, :, :n], layout.block_q, layout.block_k, call.scale)
+        importance = block_importance(call.query, call.key[:, :, :n], layout.block_q, layout.block_k, call.scale,
+                                      backend=_plan_backend(self.config.backend))
         levels = pyramid_levels(importance, self.config.mode, self.config.cutoffs, self.config.min_full)
         return attach_plan(call, joint_plan(levels, layout, self._levels), **self.kernel_options())
 

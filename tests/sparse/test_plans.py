@@ -79,3 +79,62 @@ def test_block_importance_is_sampled_attention_summed_per_block():
         for j in range(ks.shape[2]):
             expected[:, :, i * SAMPLE_STRIDE // 128, j * SAMPLE_STRIDE // 64] += probs[:, :, i, j]
     assert torch.allclose(got, expected, atol=1e-5)
+
+
+def _levels_by_rule(row: list[float], mode: str, cutoffs: tuple[float, ...], min_full: float) -> list[int]:
+    """PSA's level choice for one row of distinct importances, written out block by block."""
+    n = len(row)
+    order = sorted(range(n), key=lambda j: -row[j])
+    shares = [sum(row[j] for j in order[: i + 1]) / sum(row) for i in range(n)]
+    ends, previous = [], 0
+    for position, cutoff in enumerate(cutoffs):
+        if mode == "threshold":
+            within = sum(share <= cutoff + 1e-6 for share in shares)
+            end = within + 1 if within else previous
+            end = max(end, min(n, int(n * min_full) + 1)) if position == 0 else end
+        else:
+            end = max(min(n, int(n * cutoff)), 1 if position == 0 else 0)
+        previous = max(previous, min(end, n))
+        ends.append(previous)
+    levels = [0] * n
+    for rank, block in enumerate(order):
+        levels[block] = next((lvl for lvl, end in zip(POOL_LEVELS, ends) if rank < end), 0)
+    return levels
+
+
+@pytest.mark.parametrize("mode", ["threshold", "topk"])
+def test_pyramid_levels_follow_the_rule_on_random_rows(mode):
+    """Random rows of 1 to 33 blocks, cut-offs including 0 and 1 and every min_full regime."""
+    generator = torch.Generator().manual_seed(3)
+    for trial, kv_blocks in enumerate((1, 2, 5, 16, 33) * 4):
+        importance = torch.rand(2, 3, kv_blocks, generator=generator, dtype=torch.float64).float() ** 3
+        cutoffs = tuple(sorted(torch.rand(4, generator=generator).tolist())) if trial % 3 else (0.0, 0.3, 1.0, 1.0)
+        min_full = (0.0, 0.06, 0.5, 1.0)[trial % 4]
+        levels = pyramid_levels(importance, mode, cutoffs, min_full)
+        assert levels.dtype == torch.int32
+        for row, got in zip(importance.reshape(-1, kv_blocks), levels.reshape(-1, kv_blocks)):
+            assert got.tolist() == _levels_by_rule(row.tolist(), mode, cutoffs, min_full), (trial, cutoffs, min_full)
+
+
+def test_psa_level_maps_are_the_same_whichever_backend_estimates_importance(call_spy, monkeypatch):
+    """On the tiny Wan (float32, reference attention), importance from the Triton kernel (the interpreter) gives
+    PSA the same level maps, layer by layer, as the reference."""
+    import diffattn
+    from diffattn.kernels import available_backends
+    from diffattn.processors.sparse import psa
+
+    from .conftest import MIN_TOKENS, denoiser, forward, inputs
+
+    if available_backends()["triton"] is not True or torch.cuda.is_available():
+        pytest.skip("the Triton kernels run on this test's CPU tensors only under the interpreter")
+    model, kwargs = denoiser("wan"), inputs("wan")
+    maps = {}
+    for backend in ("reference", "triton"):
+        monkeypatch.setattr(psa, "_plan_backend", lambda name, backend=backend: backend)
+        call_spy.clear()
+        with diffattn.apply(model, diffattn.PSAConfig(dense_steps=0, backend="reference", min_tokens=MIN_TOKENS)):
+            forward(model, kwargs)
+        maps[backend] = [call.plan.to_level_map() for call in call_spy]
+    assert len(maps["triton"]) == len(maps["reference"]) > 0
+    assert all(torch.equal(a, b) for a, b in zip(maps["triton"], maps["reference"]))
+    assert any(bool((m != 1).any()) for m in maps["triton"])  # some block pooled or skipped: not a trivial map
