@@ -6,8 +6,8 @@ shows up in the app without touching it. Widget values reach the event handler a
 `<method>__<field>`, which is also how `gradio_client` callers set them.
 
 Values coming back are checked before any config is built (which then checks types and ranges itself): numbers
-must lie within the app's caps (`limits.check_settings`), and a setting that names a file (`catalog.FILE_SETTINGS`,
-e.g. Sparge's `tuned`) is an upload widget whose value must be a file the app received (`limits.check_file`): a
+must lie within the app's caps (`limits.check_settings`), and a setting that names a file (a field annotated with
+`FileSetting`, e.g. Sparge's `tuned`) is an upload widget whose value must be a file the app received (`limits.check_file`): a
 path typed by a client is refused without being opened.
 """
 
@@ -29,7 +29,6 @@ import gradio as gr
 from diffattn.config import MethodConfig, field_parser
 from diffattn.errors import ConfigError
 
-from .catalog import FILE_SETTINGS
 from .limits import AppLimits, bounded, check_file, check_settings, upload_root
 
 __all__ = ["SettingWidget", "MethodPanel", "method_chooser", "method_panel", "optional_uploads", "field_docs"]
@@ -174,7 +173,7 @@ def _widgets(cls: type[MethodConfig], initial: Mapping[str, Any], columns: int =
     types_ = cls.field_types()
     defaults = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
                 for f in dataclasses.fields(cls)}
-    files = FILE_SETTINGS.get(cls.name, {})
+    files = cls.file_settings()
     defaults.update(initial)
     inherited = {f.name for base in cls.__mro__[1:] if dataclasses.is_dataclass(base) for f in dataclasses.fields(base)}
     order = sorted(types_, key=lambda name: name in inherited)

@@ -7,7 +7,8 @@
     handle.remove()
 
 Names are loaded on first use, so `import diffattn` (and `import diffattn.kernels` on a machine without
-diffusers) stays cheap.
+diffusers) stays cheap. Every registered method's config class is exported under its own name
+(`diffattn.SpargeConfig`), read from the registry.
 """
 
 from __future__ import annotations
@@ -24,27 +25,14 @@ _EXPORTS: dict[str, str] = {
     "methods": "diffattn.registry",
     "get_method": "diffattn.registry",
     "register_method": "diffattn.registry",
-    # configs
+    # configs (each registered method's config class is added by `_exports`)
     "MethodConfig": "diffattn.config",
     "AttentionConfig": "diffattn.config",
     "Phase": "diffattn.config",
-    "ObserveConfig": "diffattn.configs",
-    "SpargeConfig": "diffattn.configs",
-    "RadialConfig": "diffattn.configs",
-    "PSAConfig": "diffattn.configs",
-    "LiteAttentionConfig": "diffattn.configs",
-    "PABConfig": "diffattn.configs",
     "tune_sparge": "diffattn.processors.sparse.sparge_tuning",
     "SpargeTuning": "diffattn.processors.sparse.sparge_tuning",
-    "FreeSwimConfig": "diffattn.configs",
     "FreeSwimPipeline": "diffattn.pipelines.freeswim",
-    "FreeInitConfig": "diffattn.configs",
-    "FreeNoiseConfig": "diffattn.configs",
-    "InitNOConfig": "diffattn.configs",
     "InitNOPipeline": "diffattn.pipelines.initno",
-    "FateZeroConfig": "diffattn.configs",
-    "RealCraftConfig": "diffattn.configs",
-    "FrescoConfig": "diffattn.configs",
     "FateZeroPipeline": "diffattn.pipelines.fatezero",
     "RealCraftPipeline": "diffattn.pipelines.realcraft",
     "FrescoPipeline": "diffattn.pipelines.fresco",
@@ -69,7 +57,20 @@ _EXPORTS: dict[str, str] = {
     "VideoReadError": "diffattn.errors",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+
+def _exports() -> dict[str, str]:
+    """The names above plus every registered method's config class (`diffattn.SpargeConfig`), by module; read on
+    each lookup of a name not yet loaded, so a method registered later is exported too."""
+    from .registry import methods
+
+    return {**_EXPORTS, **{cls.__name__: cls.__module__ for cls in methods().values()}}
 
 
-__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+def __getattr__(name: str):
+    """A public name, loaded on first use; `__all__` too, as it lists the registry's config classes."""
+    if name == "__all__":
+        return ["__version__", *_exports()]
+    return _lookup(name)
+
+
+_lookup, __dir__ = lazy_exports(__name__, _exports)

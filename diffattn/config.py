@@ -25,6 +25,7 @@ from .errors import ConfigError
 __all__ = [
     "MethodConfig",
     "AttentionConfig",
+    "FileSetting",
     "Phase",
     "check",
     "check_range",
@@ -47,6 +48,16 @@ def check_range(name: str, value: float, low: float | None = None, high: float |
     if value != value or (low is not None and value < low) or (high is not None and value > high):
         bounds = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
         raise ConfigError(f"{name} must lie in {bounds}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class FileSetting:
+    """Marks a config field as naming a file: `tuned: Annotated[str | None, FileSetting((".json", ".pt"))]`.
+
+    The app then takes the setting only as an upload with one of `suffixes`, never as a path typed by a client.
+    """
+
+    suffixes: tuple[str, ...]
 
 
 class Phase(str, enum.Enum):
@@ -84,7 +95,8 @@ class MethodConfig:
     """Built-in tiny models (`diffattn.testing.FAMILIES`) the method runs on; the contract tests and the generic demo
     entry run it on the first."""
     tiny_settings: ClassVar[Mapping[str, Any]] = {}
-    """Settings (over the defaults) with which a run on the tiny model shows the method acting."""
+    """Settings (over the defaults) for a run on the tiny model: what such a run needs (e.g. InitNO's subject words)
+    and what keeps it short."""
     compiles: ClassVar[bool] = False
     """Whether the method works with its denoiser compiled by `torch.compile` (the contract tests check it)."""
     infinite_ok: ClassVar[frozenset[str]] = frozenset()
@@ -128,12 +140,29 @@ class MethodConfig:
         """Resolved type hints of the dataclass fields (the CLI builds its flags from them)."""
         return dict(_field_types(cls))
 
+    @classmethod
+    def file_settings(cls) -> dict[str, tuple[str, ...]]:
+        """The fields that name a file (annotated with `FileSetting`) -> their accepted suffixes."""
+        return dict(_file_settings(cls))
+
 
 @functools.lru_cache(maxsize=None)
 def _field_types(cls: type) -> dict[str, Any]:
     """`MethodConfig.field_types`, resolved once per class (every construction checks against them)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+@functools.lru_cache(maxsize=None)
+def _file_settings(cls: type) -> dict[str, tuple[str, ...]]:
+    """`MethodConfig.file_settings`, read once per class from the fields' `Annotated` metadata."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    found = {}
+    for field in dataclasses.fields(cls):
+        marks = [m for m in getattr(hints[field.name], "__metadata__", ()) if isinstance(m, FileSetting)]
+        if marks:
+            found[field.name] = marks[0].suffixes
+    return found
 
 
 class _Mismatch(Exception):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from .config import MethodConfig
 from .errors import ConfigError, UnknownMethodError
+from .method import CATEGORIES
 
-__all__ = ["register_method", "methods", "get_method", "resolve_configs"]
+__all__ = ["register_method", "registered", "methods", "get_method", "resolve_configs"]
 
 _REGISTRY: dict[str, type[MethodConfig]] = {}
 
@@ -18,6 +20,10 @@ def register_method(config_cls: type[MethodConfig]) -> type[MethodConfig]:
     """Class decorator adding a config class to the registry under its `name`."""
     if not config_cls.name:
         raise ValueError(f"{config_cls.__name__} has no method name")
+    if config_cls.category not in CATEGORIES:
+        raise ValueError(
+            f"{config_cls.__name__}.category is {config_cls.category!r}; set it to one of {', '.join(CATEGORIES)}"
+        )
     existing = _REGISTRY.get(config_cls.name)
     if existing is not None and existing is not config_cls:
         raise ValueError(f"method name {config_cls.name!r} is taken by {existing.__name__}")
@@ -25,9 +31,15 @@ def register_method(config_cls: type[MethodConfig]) -> type[MethodConfig]:
     return config_cls
 
 
+def registered() -> dict[str, type[MethodConfig]]:
+    """The methods registered so far, name -> config class, without importing the built-in ones (`methods()` does)."""
+    return dict(_REGISTRY)
+
+
 def methods() -> dict[str, type[MethodConfig]]:
     """All registered methods, name -> config class (each class has a one-line `description`)."""
-    from . import configs  # noqa: F401  (importing registers the built-in methods)
+    importlib.import_module(f"{__package__}.configs")  # registers the built-in methods (not `from . import`: that
+    # would ask the package's lazy `__getattr__`, whose table is read from here)
 
     return dict(sorted(_REGISTRY.items()))
 

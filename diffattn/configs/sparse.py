@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from ..config import AttentionConfig, check, check_range
+from ..config import AttentionConfig, FileSetting, check, check_range
 from ..registry import register_method
 
 __all__ = [
@@ -135,7 +135,7 @@ class SpargeConfig(BlockSparseConfig):
     sim_threshold: float | None = None
     pv_threshold: float | None = None
     attention_sink: bool = False
-    tuned: str | None = None
+    tuned: Annotated[str | None, FileSetting((".json", ".pt"))] = None
 
     def validate(self) -> None:
         super().validate()

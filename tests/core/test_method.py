@@ -1,12 +1,21 @@
-"""The method contract's composition: methods with an attention part and a pipeline part install each through its
-own installer, and a pipeline part never lands on a bare denoiser."""
+"""The method contract: composition (an attention part and a pipeline part, each through its own installer; no
+pipeline part on a bare denoiser) and registration (a registered method is exported, listed and demoed)."""
 
 from __future__ import annotations
+
+import dataclasses
+import pkgutil
+import sys
+import typing
 
 import pytest
 
 import diffattn
+import diffattn.configs as configs
+from diffattn import registry
 from diffattn.api import handle_of
+from diffattn.cli.demos import load_entries
+from diffattn.config import AttentionConfig, FileSetting
 from diffattn.errors import UnsupportedModelError
 from diffattn.extension import PipelineExtension, PipelineInstaller, extensions_of
 from diffattn.method import Method, Target
@@ -81,3 +90,69 @@ def test_a_method_is_its_own_single_part_by_default():
         method = Method(diffattn.ObserveConfig(), handle.target)
         assert method.parts() == (method,) and method.name == "observe"
         assert handle.methods[0].parts() == (handle.methods[0],)
+
+
+
+# ------------------------------------------------------------------------------------------ registration
+@dataclasses.dataclass(frozen=True)
+class ScratchConfig(AttentionConfig):
+    """A method a test registers: observe under another name, with a file setting."""
+
+    name = "scratch"
+    description = "observe under another name (test)"
+    category = "observe"
+    implementation = "diffattn.processors.observe:ObserveMethod"
+    tiny_models = ("sd",)
+
+    tuned: typing.Annotated[str | None, FileSetting((".json",))] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class UncategorisedConfig(ScratchConfig):
+    """A method with a category that does not exist."""
+
+    category = "caching"
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """A copy of the registry that a test may add methods to, and `diffattn` without names it cached from it."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry.methods()))
+    yield
+    vars(diffattn).pop(ScratchConfig.__name__, None)
+
+
+def test_a_registered_method_needs_a_known_category(scratch_registry):
+    with pytest.raises(ValueError, match="UncategorisedConfig.category is 'caching'; set it to one of observe, sparsity"):
+        registry.register_method(UncategorisedConfig)
+    assert "scratch" not in registry.methods()
+
+
+def test_a_registered_method_is_exported_listed_and_demoed_without_listing_it_anywhere(scratch_registry, tmp_path):
+    registry.register_method(ScratchConfig)
+    assert diffattn.ScratchConfig is ScratchConfig and "ScratchConfig" in diffattn.__all__
+    entry = load_entries()["method-scratch"]
+    assert entry.methods == ("scratch",)
+    report = entry.run(tmp_path)
+    assert report["ok"] and report["stock_restored_bitwise"] and report["max_abs_diff_vs_stock"] == 0.0
+    assert (tmp_path / report["video"]).is_file()
+
+
+def test_hand_written_demo_entries_name_the_methods_they_show():
+    entries = load_entries()
+    assert not any(name.startswith("method-") for name in entries)  # every built-in method has its own entry
+    assert entries["sparse-tiny-wan"].methods == ("radial", "lite", "sparge", "psa", "pab")
+
+
+def test_a_field_annotated_as_a_file_is_a_file_setting():
+    assert ScratchConfig.file_settings() == {"tuned": (".json",)}
+    assert ScratchConfig.field_types()["tuned"] == (str | None)  # the annotation does not change parsing
+    assert diffattn.SpargeConfig.file_settings() == {"tuned": (".json", ".pt")}
+    assert diffattn.RadialConfig.file_settings() == {}
+
+
+def test_the_configs_package_imports_and_exports_every_module_s_methods():
+    modules = [m.name for m in pkgutil.walk_packages(configs.__path__, "diffattn.configs.")]
+    assert modules and all(name in sys.modules for name in modules)
+    built_in = {cls.__name__ for cls in registry.methods().values() if cls.__module__ in modules}
+    assert set(configs.__all__) == built_in and all(getattr(configs, name) for name in built_in)

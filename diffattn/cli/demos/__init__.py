@@ -1,12 +1,15 @@
 """Entries of `diffattn demo`: each runs one thing on the built-in tiny models and reports what it measured.
 
-An entry is a function `(out_dir: Path) -> dict` registered with `@demo_entry(name, description)`; it writes
-its videos under `out_dir` and returns a small report (numbers, file names, and `ok`). Modules here are imported
-by `load_entries()`; add a module and its import there to grow the demo.
+An entry is a function `(out_dir: Path) -> dict` registered with `@demo_entry(name, description, methods)`, in any
+module of this package (all are imported by `load_entries()`); it writes its videos under `out_dir` and returns a
+small report (numbers, file names, and `ok`). `methods` names the registered methods the entry shows; every method
+that no entry names gets a generated one (`generated.method_entry`), so each method has a demo.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,27 +23,35 @@ class DemoEntry:
     name: str
     description: str
     run: Callable[[Path], dict[str, Any]]
+    methods: tuple[str, ...] = ()
+    """The registered methods this entry shows."""
 
 
 _ENTRIES: dict[str, DemoEntry] = {}
 
 
-def demo_entry(name: str, description: str) -> Callable[[Callable[[Path], dict[str, Any]]], Callable[[Path], dict[str, Any]]]:
-    """Register a demo entry under `name`."""
+def demo_entry(name: str, description: str, methods: tuple[str, ...] = ()) -> Callable[[Callable[[Path], dict[str, Any]]], Callable[[Path], dict[str, Any]]]:
+    """Register a demo entry under `name`, showing the registered `methods`."""
 
     def register(fn: Callable[[Path], dict[str, Any]]) -> Callable[[Path], dict[str, Any]]:
-        _ENTRIES[name] = DemoEntry(name, description, fn)
+        _ENTRIES[name] = DemoEntry(name, description, fn, methods)
         return fn
 
     return register
 
 
 def load_entries() -> dict[str, DemoEntry]:
-    """All demo entries, in the order their modules register them."""
-    from . import core  # noqa: F401
-    from . import editing  # noqa: F401
-    from . import freeswim  # noqa: F401
-    from . import noise  # noqa: F401
-    from . import sparse  # noqa: F401
+    """All demo entries: the hand-written ones in the order their modules (by name) register them, then a generated
+    one for each registered method that none of them shows."""
+    from ...registry import methods
+    from .generated import method_entry
 
-    return dict(_ENTRIES)
+    for module in pkgutil.iter_modules(__path__, f"{__name__}."):
+        importlib.import_module(module.name)
+    entries = dict(_ENTRIES)
+    shown = {method for entry in entries.values() for method in entry.methods}
+    for name, config_cls in methods().items():
+        if name not in shown:
+            entry = method_entry(config_cls)
+            entries[entry.name] = entry
+    return entries

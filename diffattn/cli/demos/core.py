@@ -56,7 +56,7 @@ def _register_families() -> None:
     from ...testing import FAMILIES
 
     for family in FAMILIES:
-        demo_entry(f"observe-{family}", f"tiny {family} pipeline, stock vs observe (must be identical)")(
+        demo_entry(f"observe-{family}", f"tiny {family} pipeline, stock vs observe (must be identical)", ("observe",))(
             lambda out_dir, family=family: _observe_family(family, out_dir)
         )
 

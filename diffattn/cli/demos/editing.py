@@ -80,16 +80,19 @@ def _edit(editor: str, out_dir: Path) -> dict[str, Any]:
     return report
 
 
-@demo_entry("edit-fatezero", "FateZero edits the sample clip (tiny SD); reconstruction vs plain inversion, warp error")
+@demo_entry("edit-fatezero", "FateZero edits the sample clip (tiny SD); reconstruction vs plain inversion, warp error",
+            ("fatezero",))
 def fatezero(out_dir: Path) -> dict[str, Any]:
     return _run("fatezero", out_dir)
 
 
-@demo_entry("edit-realcraft", "RealCraft-style object edit of the sample clip (tiny SD); reconstruction, warp error")
+@demo_entry("edit-realcraft", "RealCraft-style object edit of the sample clip (tiny SD); reconstruction, warp error",
+            ("realcraft",))
 def realcraft(out_dir: Path) -> dict[str, Any]:
     return _run("realcraft", out_dir)
 
 
-@demo_entry("edit-fresco", "FRESCO translates the sample clip (tiny SD + ControlNet); optimisation loss, warp error")
+@demo_entry("edit-fresco", "FRESCO translates the sample clip (tiny SD + ControlNet); optimisation loss, warp error",
+            ("fresco",))
 def fresco(out_dir: Path) -> dict[str, Any]:
     return _run("fresco", out_dir)

@@ -19,7 +19,8 @@ BASE, TARGET = (32, 32), (64, 96)
 STEPS = 6  # stage 2 runs int(6 * 0.7) = 4 of them: two refreshes and two reuses with cache_steps=2
 
 
-@demo_entry("freeswim-tiny-wan", "FreeSwim two-stage high resolution on tiny Wan (32x32 base -> 64x96 target)")
+@demo_entry("freeswim-tiny-wan", "FreeSwim two-stage high resolution on tiny Wan (32x32 base -> 64x96 target)",
+            ("freeswim",))
 def freeswim_tiny_wan(out_dir: Path) -> dict[str, Any]:
     import torch
 

@@ -22,7 +22,8 @@ def _timed(fn) -> tuple[Any, float]:
     return result, round(time.perf_counter() - start, 3)
 
 
-@demo_entry("freeinit-animatediff", "tiny AnimateDiff with FreeInit (3 iterations), equal to diffusers' FreeInitMixin")
+@demo_entry("freeinit-animatediff", "tiny AnimateDiff with FreeInit (3 iterations), equal to diffusers' FreeInitMixin",
+            ("freeinit",))
 def freeinit_animatediff(out_dir: Path) -> dict[str, Any]:
     from ...api import apply
     from ...configs import FreeInitConfig
@@ -50,7 +51,7 @@ def freeinit_animatediff(out_dir: Path) -> dict[str, Any]:
     }
 
 
-@demo_entry("freeinit-wan", "tiny Wan (flow matching) with FreeInit: re-noising to a signal-matched sigma")
+@demo_entry("freeinit-wan", "tiny Wan (flow matching) with FreeInit: re-noising to a signal-matched sigma", ("freeinit",))
 def freeinit_wan(out_dir: Path) -> dict[str, Any]:
     from ...api import apply
     from ...configs import FreeInitConfig
@@ -75,7 +76,8 @@ def freeinit_wan(out_dir: Path) -> dict[str, Any]:
     }
 
 
-@demo_entry("freenoise-animatediff", "tiny AnimateDiff, 24 frames from 8-frame windows with two prompts (FreeNoise)")
+@demo_entry("freenoise-animatediff", "tiny AnimateDiff, 24 frames from 8-frame windows with two prompts (FreeNoise)",
+            ("freenoise",))
 def freenoise_animatediff(out_dir: Path) -> dict[str, Any]:
     from ...api import apply
     from ...configs import FreeNoiseConfig
@@ -105,7 +107,7 @@ def freenoise_animatediff(out_dir: Path) -> dict[str, Any]:
     }
 
 
-@demo_entry("initno-sd", "tiny Stable Diffusion with InitNO's initial-noise optimisation")
+@demo_entry("initno-sd", "tiny Stable Diffusion with InitNO's initial-noise optimisation", ("initno",))
 def initno_sd(out_dir: Path) -> dict[str, Any]:
     from ...configs import InitNOConfig
     from ...pipelines.initno import InitNOPipeline

@@ -19,7 +19,8 @@ SIZE, FRAMES, STEPS = 128, 29, 4  # latent 8 x 16 x 16 -> 8 x 8 x 8 tokens with 
 MIN_TOKENS = 256
 
 
-@demo_entry("sparse-tiny-wan", "sparse attention on tiny Wan (512 tokens): Radial+Lite, Sparge, PSA, PAB and their stats")
+@demo_entry("sparse-tiny-wan", "sparse attention on tiny Wan (512 tokens): Radial+Lite, Sparge, PSA, PAB and their stats",
+            ("radial", "lite", "sparge", "psa", "pab"))
 def sparse_tiny_wan(out_dir: Path) -> dict[str, Any]:
     import torch
 
