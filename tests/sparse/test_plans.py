@@ -7,10 +7,14 @@ import math
 import pytest
 import torch
 
+import diffattn
 from diffattn.geometry import Grid
+from diffattn.kernels import available_backends
 from diffattn.plan import POOL_LEVELS, BlockPlan
-from diffattn.processors.sparse import SparseLayout, joint_plan
+from diffattn.processors.sparse import SparseLayout, joint_plan, psa
 from diffattn.processors.sparse.psa import SAMPLE_STRIDE, block_importance, pyramid_levels
+
+from .conftest import MIN_TOKENS, denoiser, forward, inputs
 
 
 def random_levels(shape, seed=0, levels=POOL_LEVELS):
@@ -119,12 +123,6 @@ def test_pyramid_levels_follow_the_rule_on_random_rows(mode):
 def test_psa_level_maps_are_the_same_whichever_backend_estimates_importance(call_spy, monkeypatch):
     """On the tiny Wan (float32, reference attention), importance from the Triton kernel (the interpreter) gives
     PSA the same level maps, layer by layer, as the reference."""
-    import diffattn
-    from diffattn.kernels import available_backends
-    from diffattn.processors.sparse import psa
-
-    from .conftest import MIN_TOKENS, denoiser, forward, inputs
-
     if available_backends()["triton"] is not True or torch.cuda.is_available():
         pytest.skip("the Triton kernels run on this test's CPU tensors only under the interpreter")
     model, kwargs = denoiser("wan"), inputs("wan")
