@@ -12,13 +12,23 @@ Semantics (every backend computes exactly this; `reference.py` is the definition
   contributed before it. The first slot always contributes. `+inf` skips only slots that hide every key from
   every row (same output as None); `-inf` lets only the first slot of each row contribute (with a token mask,
   also slots that give a row its first visible key, since `m_running` is `-inf` there).
-- `skip_threshold` (log2 units, LiteAttention): the output is unchanged; `kept_plan` lists the slots where some
-  valid row has `(m_local - m_final) * log2(e) >= skip_threshold - MARK_SLACK`, `m_final` being the row's max over
-  the contributing slots: independent of traversal order. `-inf` keeps every slot, `0` the slots holding some
-  row's max (and those within the slack of it). The slack (2^-10) absorbs the rounding between the Triton
-  kernel's two Q.K passes, which may sum a tile's products in another order: without it, a threshold of 0 could
-  drop the very slot that holds a row's max. A row left with no kept slot keeps its first slot (only possible
-  for degenerate rows or thresholds > 0).
+- `skip_threshold` (log2 units, LiteAttention): the output is unchanged; `kept_plan` lists the slots still
+  significant under `mark_criterion`:
+  - `"running"` (the default; LiteAttention's own test, computed within the attention walk): slots are walked in
+    row order, as for `pv_threshold`. A slot is significant when some valid row has
+    `(m_local - m_running) * log2(e) > skip_threshold`, `m_running` being the row's max over the slots that
+    contributed before it (`-inf` before any: a slot giving a row its first visible key is significant); the
+    row's first slot always is. So marks follow the plan's slot order (the Triton kernel then keeps that order:
+    no whole-blocks-first reordering under a token mask). `-inf` keeps every slot that shows some valid row a
+    key, `+inf` only each row's first slot.
+  - `"final"`: a slot is significant when some valid row has
+    `(m_local - m_final) * log2(e) >= skip_threshold - MARK_SLACK`, `m_final` being the row's max over the
+    contributing slots: independent of traversal order, at the price of a second Q.K pass in the Triton kernel.
+    `-inf` keeps every slot that shows some valid row a key, `0` the slots holding some row's max (and those
+    within the slack of it). The slack (2^-10) absorbs the rounding between the Triton kernel's two Q.K passes,
+    which may sum a tile's products in another order: without it, a threshold of 0 could drop the very slot that
+    holds a row's max. A row left with no kept slot keeps its first slot (only possible for degenerate rows or
+    thresholds > 0).
 - A query row that sees no key at all (token mask) gets output 0 and lse `-inf`.
 """
 
@@ -32,20 +42,23 @@ from diffattn.plan import BlockPlan, PackedBox
 
 from . import backends
 from .checks import (
+    MARK_CRITERIA,
     AttentionInputError,
     check_plan,
     check_qkv,
     plan_tensors,
+    resolve_mark_criterion,
     resolve_scale,
     resolve_threshold,
 )
 from .reference import pool_reference, reference_attention
 
-__all__ = ["MARK_SLACK", "PooledKV", "SparseAttentionOutput", "available_backends", "block_sparse_attention", "pool_kv"]
+__all__ = ["MARK_CRITERIA", "MARK_SLACK", "PooledKV", "SparseAttentionOutput", "available_backends", "block_sparse_attention", "pool_kv"]
 
 available_backends = backends.available_backends
 MARK_SLACK = 2.0**-10
-"""log2 units below `skip_threshold` that still count as significant (see the module docstring)."""
+"""log2 units below `skip_threshold` that still count as significant under the "final" mark criterion (see the
+module docstring)."""
 
 
 class SparseAttentionOutput(NamedTuple):
@@ -78,14 +91,14 @@ def _pooled_for(k: torch.Tensor, v: torch.Tensor, plan: BlockPlan) -> tuple[torc
     return kp, vp, list(starts)
 
 
-def _run_triton(q, k, v, plan, scale, pv, skip, return_lse):
+def _run_triton(q, k, v, plan, scale, pv, skip, mark_final, return_lse):
     t = plan_tensors(plan, split_full=pv is None and skip is None)  # slot order matters to both
     box = t.box if t.box is not None else PackedBox(None, None, None, 0)
     kp, vp, starts = _pooled_for(k, v, plan)
     _ta = backends.triton_modules()[0]
     out, lse, kept = _ta.block_sparse_attention_op(
         q, k, v, t.kv_indices, t.kv_offsets, kp, vp, starts, list(plan.levels), *box, t.partial, t.full_counts,
-        pv, skip, scale, plan.block_q, plan.block_k, return_lse)
+        pv, skip, mark_final, scale, plan.block_q, plan.block_k, return_lse)
     return out, (lse if return_lse else None), (kept.bool() if skip is not None else None)
 
 
@@ -98,6 +111,7 @@ def block_sparse_attention(
     scale: float | None = None,
     pv_threshold: float | torch.Tensor | None = None,
     skip_threshold: float | torch.Tensor | None = None,
+    mark_criterion: str = "running",
     return_lse: bool = False,
     backend: str = "auto",
 ) -> torch.Tensor | SparseAttentionOutput:
@@ -111,6 +125,8 @@ def block_sparse_attention(
         scale (`float`, *optional*): logit scale, default `1/sqrt(head_dim)`.
         pv_threshold (`float` or `torch.Tensor [heads]`, *optional*): SpargeAttn P.V skip threshold, log2 units.
         skip_threshold (`float` or `torch.Tensor [heads]`, *optional*): LiteAttention mark threshold, log2 units.
+        mark_criterion (`str`): what `skip_threshold` compares with: `"running"` (the running max before each
+            slot, within the attention pass) or `"final"` (each row's final max; a second Q.K pass in Triton).
         return_lse (`bool`): also return the natural-log log-sum-exp `[B, H, q_len]` (float32).
         backend (`str`): "auto" (Triton on CUDA when the call qualifies, else flex on CUDA without thresholds,
             else reference), or "triton", "flex", "reference".
@@ -123,18 +139,19 @@ def block_sparse_attention(
     scale = resolve_scale(scale, q.shape[3])
     pv = resolve_threshold(pv_threshold, q, "pv_threshold")
     skip = resolve_threshold(skip_threshold, q, "skip_threshold")
-    if skip is not None:
+    mark_final = resolve_mark_criterion(mark_criterion) == "final"
+    if skip is not None and mark_final:
         skip = skip - MARK_SLACK  # every backend compares against the same slackened threshold
     name = backends.select(backend, backends.Request("attention", q, plan, pv is not None or skip is not None))
     if name == "triton":
-        out, lse, kept = _run_triton(q, k, v, plan, scale, pv, skip, return_lse)
+        out, lse, kept = _run_triton(q, k, v, plan, scale, pv, skip, mark_final, return_lse)
     elif name == "flex":
         from .flex import flex_attention_backend
 
         out, lse = flex_attention_backend(q, k, v, plan, scale)
         kept = None
     else:
-        out, lse, kept = reference_attention(q, k, v, plan, scale, pv, skip)
+        out, lse, kept = reference_attention(q, k, v, plan, scale, pv, skip, mark_final)
     if not return_lse and skip is None:
         return out
     kept_plan = plan.keep_slots(kept) if skip is not None else None

@@ -19,8 +19,11 @@ import torch
 from diffattn.errors import ConfigError, DiffAttnError, PlanError
 from diffattn.plan import BlockPlan, PackedBox
 
-__all__ = ["AttentionInputError", "KernelPlan", "check_plan", "check_qkv", "plan_tensors", "resolve_scale",
-           "resolve_threshold"]
+__all__ = ["MARK_CRITERIA", "AttentionInputError", "KernelPlan", "check_plan", "check_qkv", "plan_tensors",
+           "resolve_mark_criterion", "resolve_scale", "resolve_threshold"]
+
+MARK_CRITERIA = ("running", "final")
+"""What `skip_threshold` compares a slot's max with: the running max before the slot, or the row's final max."""
 
 _SYNC_CHECKED: weakref.WeakSet[BlockPlan] = weakref.WeakSet()
 _PLAN_TENSORS: weakref.WeakKeyDictionary[BlockPlan, dict[bool, KernelPlan]] = weakref.WeakKeyDictionary()
@@ -153,3 +156,10 @@ def resolve_threshold(value: float | torch.Tensor | None, q: torch.Tensor, name:
     if math.isnan(value):
         raise ConfigError(f"{name} must not be NaN")
     return torch.full((heads,), value, dtype=torch.float32, device=q.device)
+
+
+def resolve_mark_criterion(criterion: str) -> str:
+    """`criterion` if it is one of `MARK_CRITERIA` (what LiteAttention marks compare with), else a ConfigError."""
+    if criterion not in MARK_CRITERIA:
+        raise ConfigError(f"mark_criterion must be one of {MARK_CRITERIA}; got {criterion!r}")
+    return criterion

@@ -4,7 +4,7 @@ Plain tensor code on any device and any float dtype (float32 math, float64 for f
 chunk of query blocks at a time against all keys of the plan's levels, so memory stays bounded by
 `_CHUNK_ELEMENTS` logits per chunk and never reaches tokens^2 for big inputs. Semantics (module docstring of
 `diffattn.kernels.api`): pooled levels, token masks, `pv_threshold` skipping in row order and
-`skip_threshold` marks against the row's final max.
+`skip_threshold` marks against the running max in row order (or the row's final max).
 """
 
 from __future__ import annotations
@@ -99,24 +99,47 @@ def _slot_map(plan: BlockPlan) -> torch.Tensor:
     return out.scatter_(-1, target, slots)[..., :dump]
 
 
-def _pv_computed(
-    m_local: torch.Tensor, counts: torch.Tensor, row_ok: torch.Tensor, pv_threshold: torch.Tensor
-) -> torch.Tensor:
-    """Which slots `pv_threshold` lets contribute: bool `[B, H, cq, width]`, walking slots in row order.
+def _slot_walk(
+    m_local: torch.Tensor, listed: torch.Tensor, row_ok: torch.Tensor, pv_threshold: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Walk slots in row order: which contribute, bool `[B, H, cq, width]`, and each row's running max before
+    each slot, `[B, H, cq, bq, width]` (`-inf` before the first contribution).
 
-    `m_local` `[B, H, cq, bq, width]` holds each row's max natural logit per slot; the running max only grows
-    with slots that contribute, and slot 0 always contributes.
+    `m_local` `[B, H, cq, bq, width]` holds each row's max natural logit per slot; `listed` `[B, H, cq, width]`
+    the slots within each row's count. Without `pv_threshold` every listed slot contributes; with it, slot 0
+    always does and a later one when some valid row comes within the threshold of its running max, which only
+    grows with slots that contribute.
     """
-    running = torch.full(m_local.shape[:-1], float("-inf"), dtype=m_local.dtype, device=m_local.device)
+    empty = torch.full_like(m_local[..., :1], float("-inf"))
+    if pv_threshold is None:
+        return listed, torch.cat([empty, m_local[..., :-1].cummax(-1).values], -1)
+    running = empty[..., 0]
     neg = -pv_threshold.to(m_local.dtype).view(1, -1, 1, 1)
-    computed = []
+    computed, before = [], []
     for j in range(m_local.shape[-1]):
         local = m_local[..., j]
         significant = (local > float("-inf")) & ((local - running) * LOG2E >= neg) & row_ok
-        go = (significant.any(-1) | (j == 0)) & (j < counts)
+        go = (significant.any(-1) | (j == 0)) & listed[..., j]
+        before.append(running)
         running = torch.where(go[..., None], torch.maximum(running, local), running)
         computed.append(go)
-    return torch.stack(computed, -1)
+    return torch.stack(computed, -1), torch.stack(before, -1)
+
+
+def _marks(
+    m_local: torch.Tensor, reference: torch.Tensor, listed: torch.Tensor, row_ok: torch.Tensor,
+    skip_threshold: torch.Tensor, final: bool,
+) -> torch.Tensor:
+    """LiteAttention marks, bool `[B, H, cq, width]`: the listed slots where some valid row's max rises above
+    `reference` (each slot's running max before it; the row's first slot is always marked) by more than
+    `skip_threshold`, or with `final` comes within it of `reference` (the row's final max)."""
+    thr = skip_threshold.to(m_local.dtype).view(1, -1, 1, 1, 1)
+    margin = (m_local - reference) * LOG2E
+    above = margin >= thr if final else margin > thr
+    significant = ((m_local > float("-inf")) & above & row_ok[..., None]).any(3)
+    if not final:
+        significant[..., 0] = True
+    return significant & listed
 
 
 def reference_attention(
@@ -127,11 +150,13 @@ def reference_attention(
     scale: float,
     pv_threshold: torch.Tensor | None = None,
     skip_threshold: torch.Tensor | None = None,
+    mark_final: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Block-sparse attention by definition. Thresholds are float tensors `[H]` in log2 units.
 
     Returns `(out, lse, kept)`: `out` like `q`; `lse` float32 `[B, H, Sq]`, natural log, `-inf` for a row that
-    sees no key; `kept` bool `[B, H, q_blocks, width]` slot marks when `skip_threshold` is given, else None.
+    sees no key; `kept` bool `[B, H, q_blocks, width]` slot marks when `skip_threshold` is given (against the
+    running max, or each row's final max with `mark_final`), else None.
     """
     batch, heads, q_len, _ = q.shape
     bq, width = plan.block_q, plan.width
@@ -158,11 +183,12 @@ def reference_attention(
             visible = visible & token_visible(zero, zero, rows[..., None], torch.arange(k.shape[2], device=q.device))
         logits = logits.masked_fill(~visible, float("-inf"))
         slot_index = torch.where(visible, slot, width).expand(logits.shape)
+        listed = torch.arange(width, device=q.device) < counts[:, :, qb0:qb1, None]
         if need_local:
             m_local = logits.new_full((*logits.shape[:-1], width + 1), float("-inf"))
             m_local = m_local.scatter_reduce(-1, slot_index, logits, "amax")[..., :width]
+            computed, running = _slot_walk(m_local, listed, row_ok, pv_threshold)
         if pv_threshold is not None:
-            computed = _pv_computed(m_local, counts[:, :, qb0:qb1], row_ok, pv_threshold)
             computed = torch.cat([computed, computed.new_zeros((*computed.shape[:-1], 1))], -1)
             computed = torch.gather(computed[:, :, :, None].expand(*logits.shape[:-1], width + 1), -1, slot_index)
             logits = logits.masked_fill(~computed, float("-inf"))
@@ -174,10 +200,8 @@ def reference_attention(
         outs.append(out / total.masked_fill(total == 0, 1.0))
         lses.append(torch.where(empty, float("-inf"), row_max + torch.log(total)).squeeze(-1))
         if skip_threshold is not None:
-            thr = skip_threshold.to(dtype).view(1, -1, 1, 1, 1)
-            significant = (m_local > float("-inf")) & ((m_local - row_max) * LOG2E >= thr) & row_ok[..., None]
-            listed = torch.arange(width, device=q.device) < counts[:, :, qb0:qb1, None]
-            marks.append(significant.any(3) & listed)
+            reference = row_max if mark_final else running
+            marks.append(_marks(m_local, reference, listed, row_ok, skip_threshold, mark_final))
     out = torch.cat(outs, 2).reshape(batch, heads, -1, q.shape[-1])[:, :, :q_len]
     lse = torch.cat(lses, 2).reshape(batch, heads, -1)[:, :, :q_len]
     kept = torch.cat(marks, 2) if skip_threshold is not None else None

@@ -16,8 +16,11 @@ One kernel, specialised by constexpr switches, covers every method (sparse.md se
   boxes loaded once per program;
 - `HAS_PV`: SpargeAttn stage 2, skip exp and P.V for a plan block when no valid row's local max comes within
   `pv_threshold` of its running max (decided per plan block, hence `BLOCK_N == block_k` then);
-- `HAS_MARKS`: a second pass over the row's blocks recomputes Q.K and flags the blocks where some valid row's
-  max is within `skip_threshold` of the row's final max (LiteAttention marks, independent of traversal order);
+- `MARKS` (LiteAttention marks, one int8 flag per plan slot): 1 flags, during the walk itself, the slots where
+  some valid row's max exceeds by more than `skip_threshold` the running max before the slot (the row's first
+  slot always): per tile a few row-vector operations, one reduction over rows and a one-byte store, no extra
+  Q.K. 2 flags, in a second pass that recomputes Q.K, the slots where some valid row's max is within
+  `skip_threshold` of the row's final max (independent of traversal order);
 - `HAS_LSE`: natural-log log-sum-exp per row.
 """
 
@@ -226,13 +229,16 @@ def _segment(
     POOL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, MASK_D: tl.constexpr, EVEN_N: tl.constexpr,
     HAS_PV: tl.constexpr, TOKEN_TEST: tl.constexpr, MARK: tl.constexpr, USE_TMA: tl.constexpr,
 ):
-    """Walk slots [lo, hi) of the level-POOL segment: attend (MARK=False) or flag significant blocks (MARK=True).
+    """Walk slots [lo, hi) of the level-POOL segment: attend (MARK 0), attend and flag slots against the running
+    max (MARK 1), or only flag slots against the row's final max `m_fin` (MARK 2, the second pass).
 
     Level 1 reads `keys`; level l reads `pooled` from its first row `pooled.row0[l // 4]` (levels 2, 4, 8 -> 0, 1, 2).
     A slot's block `blk` covers (pooled) rows `row0 + blk * ROWS + [0, ROWS)`, read in
     SUB tiles of TILE rows (pooled tiles are padded to 16 rows for `tl.dot`). Attending walks one flat loop over
-    tiles (one K/V tile per iteration keeps the software pipeline simple); marking walks slots, so a slot's flag
-    covers all its tiles.
+    tiles (one K/V tile per iteration keeps the software pipeline simple); MARK 1 compares each tile with the
+    running max at its slot's first tile (`m_ref`) and stores the slot's flag so far after every tile: selects
+    and one reduction over rows to a scalar, no branch (a masked per-row store instead makes ptxas serialise
+    the Q.K wgmma chain on sm_90); MARK 2 walks slots, so a slot's flag covers all its tiles.
     """
     ROWS: tl.constexpr = BLOCK_K // POOL
     TILE: tl.constexpr = BLOCK_N if POOL == 1 else max(16, ROWS)
@@ -244,7 +250,7 @@ def _segment(
     else:
         rows = _Rows(pooled.k, pooled.v, pooled.k_stride_n, pooled.k_stride_d, pooled.v_stride_n, pooled.v_stride_d,
                      pooled.desc_k, pooled.desc_v, pooled.row0[POOL // 4])
-    if MARK:
+    if MARK == 2:
         for s in range(lo, hi):
             blk = tl.load(Idx + s)
             flags = tl.zeros_like(row_ok).to(tl.int32)
@@ -257,6 +263,9 @@ def _segment(
                 flags = tl.maximum(flags, significant.to(tl.int32))
             tl.store(Kept + s, tl.max(flags, 0).to(tl.int8))
     else:
+        if MARK == 1:
+            m_ref = m_i
+            flag = started * 0
         for t in range(lo * SUB, hi * SUB):
             blk = tl.load(Idx + t // SUB)
             first = blk * ROWS + (t % SUB) * TILE
@@ -264,6 +273,13 @@ def _segment(
                 q, rows, b, h, first, offs_d, d_ok, kv_len, qk_scale, box, Partial,
                 POOL, ROWS, TILE, MASK_D, EVEN_N, TOKEN_TEST, TMA)
             m_loc = tl.max(qk, 1) * qk_scale
+            if MARK == 1:  # before this tile moves m_i (folds to m_ref = m_i, flag = hit when SUB == 1)
+                new_slot = (t % SUB) == 0
+                m_ref = tl.where(new_slot, m_i, m_ref)
+                above = row_ok & (m_loc > float("-inf")) & (m_loc - m_ref > skip_thr)
+                hit = tl.maximum(tl.max(above.to(tl.int32), 0), (started == 0).to(tl.int32))
+                flag = tl.where(new_slot, hit, tl.maximum(flag, hit))
+                tl.store(Kept + t // SUB, flag.to(tl.int8))
             if TMA:
                 v = rows.desc_v.load([b, h, rows.row0 + first, 0]).reshape(TILE, q.shape[1])
             else:
@@ -319,7 +335,7 @@ def _walk_row(
 
 @triton.autotune(
     configs=_configs(),
-    key=["seq_bucket", "BLOCK_M", "BLOCK_K", "D_PAD", "LEVELS", "HAS_PV", "HAS_MARKS", "HAS_TMASK", "SPLIT_FULL",
+    key=["seq_bucket", "BLOCK_M", "BLOCK_K", "D_PAD", "LEVELS", "HAS_PV", "MARKS", "HAS_TMASK", "SPLIT_FULL",
          "EVEN_N", "TMA_OK"],
     prune_configs_by={"early_config_prune": _prune},
 )
@@ -330,7 +346,7 @@ def _block_sparse_attn_fwd(
     qk_scale, q_len, kv_len, num_heads, width, seq_bucket,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, LEVELS: tl.constexpr, EVEN_N: tl.constexpr, HAS_PV: tl.constexpr,
-    HAS_MARKS: tl.constexpr, HAS_LSE: tl.constexpr, HAS_TMASK: tl.constexpr, SPLIT_FULL: tl.constexpr,
+    MARKS: tl.constexpr, HAS_LSE: tl.constexpr, HAS_TMASK: tl.constexpr, SPLIT_FULL: tl.constexpr,
     TMA_OK: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """One plan row per program, grid `(q_blocks, batch * heads)`; `_launch` packs the grouped arguments.
@@ -338,7 +354,8 @@ def _block_sparse_attn_fwd(
     `*_strides`: (batch, head, token, dim) strides of q, k, v, out. `pooled`: (KP, VP, (batch, head, row) strides,
     first rows of levels (2, 4, 8)). `plan`: (Idx, Off, Full, Idx's and Off's (batch, head, q-block) strides; Full
     has Off's shape). `box`: (BoxLo, BoxHi, BoxK, guard bits, Partial). `thresholds`: (PvThr, SkipThr). LEVELS has
-    bit i set when the plan has level 2**i. Kept has `width` slots per row.
+    bit i set when the plan has level 2**i. MARKS: 0 none, 1 against the running max (within the walk), 2 against
+    the final max (a second walk). Kept has `width` slots per row.
     """
     qb = tl.program_id(0)
     bh = tl.program_id(1)
@@ -376,7 +393,7 @@ def _block_sparse_attn_fwd(
     skip_thr = 0.0
     if HAS_PV:
         neg_pv = -tl.load(PvThr + h)
-    if HAS_MARKS:
+    if MARKS > 0:
         skip_thr = tl.load(SkipThr + h)
     query_box = (box_lo, box_hi, BoxK, box_guard)
 
@@ -387,12 +404,12 @@ def _block_sparse_attn_fwd(
     acc, l_i, m_i, started = _walk_row(
         acc, l_i, m_i, started, m_i, q, row_ok, offs_d, d_ok, b, h, Idx, Off, Kept, Full, keys, pooled_rows,
         kv_len, qk_scale, neg_pv, skip_thr, query_box, Partial,
-        BLOCK_N, BLOCK_K, LEVELS, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, SPLIT_FULL, False, USE_TMA)
-    if HAS_MARKS:
+        BLOCK_N, BLOCK_K, LEVELS, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, SPLIT_FULL, MARKS % 2, USE_TMA)
+    if MARKS == 2:
         _walk_row(
             acc, l_i, m_i, started, m_i, q, row_ok, offs_d, d_ok, b, h, Idx, Off, Kept, Full, keys, pooled_rows,
             kv_len, qk_scale, neg_pv, skip_thr, query_box, Partial,
-            BLOCK_N, BLOCK_K, LEVELS, MASK_D, EVEN_N, False, HAS_TMASK, SPLIT_FULL, True, USE_TMA)
+            BLOCK_N, BLOCK_K, LEVELS, MASK_D, EVEN_N, False, HAS_TMASK, SPLIT_FULL, 2, USE_TMA)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
     out = acc / l_safe[:, None]
@@ -435,7 +452,7 @@ def _launch(
     pooled_k: torch.Tensor | None, pooled_v: torch.Tensor | None, pooled_starts: list[int], levels: list[int],
     box_lo: torch.Tensor | None, box_hi: torch.Tensor | None, box_k: torch.Tensor | None, box_guard: int,
     box_partial: torch.Tensor | None, box_full_counts: torch.Tensor | None,
-    pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
+    pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None, mark_final: bool,
     scale: float, block_q: int, block_k: int, return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     batch, heads, q_len, head_dim = q.shape
@@ -443,6 +460,7 @@ def _launch(
     num_q_blocks, width = kv_indices.shape[2], kv_indices.shape[3]
     out, lse = _alloc_outputs(q, return_lse)
     marks = skip_threshold is not None
+    mark_mode = (2 if mark_final else 1) if marks else 0  # the kernel's MARKS
     # marks start at 0 (slots past a row's count stay 0); the dummies stand in for absent inputs, never read
     kept = q.new_zeros((batch, heads, num_q_blocks, width), dtype=torch.int8) if marks else q.new_empty(1, dtype=torch.int8)
     dummy_i32 = kv_indices.new_empty(1)
@@ -469,7 +487,7 @@ def _launch(
             pooled, plan, box, thresholds,
             scale * LOG2E, q_len, kv_len, heads, width, triton.next_power_of_2(max(q_len, kv_len)),
             HEAD_DIM=head_dim, D_PAD=d_pad, BLOCK_M=block_q, BLOCK_K=block_k, LEVELS=sum(levels), EVEN_N=kv_len % block_k == 0,
-            HAS_PV=pv_threshold is not None, HAS_MARKS=marks, HAS_LSE=return_lse, HAS_TMASK=box_lo is not None,
+            HAS_PV=pv_threshold is not None, MARKS=mark_mode, HAS_LSE=return_lse, HAS_TMASK=box_lo is not None,
             SPLIT_FULL=box_full_counts is not None, TMA_OK=tma_ok,
         )
 
@@ -491,7 +509,7 @@ def block_sparse_attention_op(
     pooled_k: torch.Tensor | None, pooled_v: torch.Tensor | None, pooled_starts: list[int], levels: list[int],
     box_lo: torch.Tensor | None, box_hi: torch.Tensor | None, box_k: torch.Tensor | None, box_guard: int,
     box_partial: torch.Tensor | None, box_full_counts: torch.Tensor | None,
-    pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None,
+    pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None, mark_final: bool,
     scale: float, block_q: int, block_k: int, return_lse: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton block-sparse attention as a torch op: `(out like q, lse f32 [B,H,Sq] or [1], kept int8 or [1])`.
@@ -501,16 +519,18 @@ def block_sparse_attention_op(
     rows for levels 2, 4, 8 in that order. A token mask comes packed (`box_lo/hi/k`, `box_guard`: see
     `BoxMask.packed`) with either `box_partial`, int8 `[q_blocks, kv_blocks]` flagging the blocks the mask cuts
     (`BoxMask.full_blocks` negated), or `box_full_counts` (shaped like `kv_offsets`, column 0): how many leading
-    level-1 slots of each row are whole blocks, all later ones being cut (see `plan_tensors`).
+    level-1 slots of each row are whole blocks, all later ones being cut (see `plan_tensors`). With
+    `skip_threshold`, `kept` flags the slots significant against the running max (the walk's own, one pass) or,
+    with `mark_final`, against each row's final max (a second Q.K pass); see `diffattn.kernels.api`.
     """
     return _launch(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, box_lo, box_hi,
-                   box_k, box_guard, box_partial, box_full_counts, pv_threshold, skip_threshold, scale, block_q, block_k,
-                   return_lse)
+                   box_k, box_guard, box_partial, box_full_counts, pv_threshold, skip_threshold, mark_final, scale,
+                   block_q, block_k, return_lse)
 
 
 @block_sparse_attention_op.register_fake
 def _(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, box_lo, box_hi, box_k, box_guard,
-      box_partial, box_full_counts, pv_threshold, skip_threshold, scale, block_q, block_k, return_lse):
+      box_partial, box_full_counts, pv_threshold, skip_threshold, mark_final, scale, block_q, block_k, return_lse):
     batch, heads, q_len, _ = q.shape
     lse = q.new_empty((batch, heads, q_len) if return_lse else (1,), dtype=torch.float32)
     kept_shape = (batch, heads, kv_indices.shape[2], kv_indices.shape[3]) if skip_threshold is not None else (1,)

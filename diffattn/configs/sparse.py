@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from ..config import AttentionConfig, FileSetting, check, check_range
 from ..registry import register_method
@@ -279,16 +279,23 @@ class PSAConfig(BlockSparseConfig):
 class LiteAttentionConfig(BlockSparseConfig):
     """LiteAttention (moonmath.ai, arXiv 2511.11062): tiles found negligible at one step stay skipped at later steps.
 
-    Each computed tile is marked when no query row's max inside it comes within `threshold` (log2 units) of the
-    row's final max; marked tiles are skipped at every later step of the run, so sparsity only grows. Marks are
-    kept per layer and CFG branch and start empty at each run; text columns are always computed. Composes with
-    Radial, Sparge and PSA: the marks intersect their plans.
+    While a query block's tiles are computed, a tile is marked negligible when no query row's max inside it rises
+    more than `threshold` (log2 units) above the row's running max before it (the max over the tiles computed
+    earlier in the row); the row's first tile never is. The test runs inside the attention pass, as in the
+    original. Marked tiles are skipped at every later step, so sparsity only grows. Marks start empty at each
+    run and are kept per layer and CFG branch unless `mark_scope`/`keep_marks_across_runs` say otherwise; text
+    columns are always computed, and `must_do`/`must_skip` pin key tokens. Composes with Radial, Sparge and PSA:
+    the marks intersect their plans.
 
-    Partly faithful: marks are tested against the row's final max (independent of traversal order, where the
-    FA3 fork tests against the running max walking tiles backwards); tiles are the plan's blocks (128 x 128 by
-    default) rather than the fork's 128 x 176; marks are kept per CFG branch, where the fork keeps one pair of mark
-    buffers per layer and swaps them on every call, so on models that run the conditional and unconditional passes
-    as separate calls (Wan) each pass there reads the marks the other wrote.
+    Partly faithful: tiles are the plan's blocks (128 x 128 by default) rather than the fork's 128 x 176, walked in
+    the plan's order (ascending key blocks, then each pooled level), where the FA3 fork walks them from the last
+    one down, so the running max, and with it the marks, differ; `mark_criterion="final"` tests against each
+    row's final max instead (independent of the order, but a second Q.K pass in the Triton kernel). By default
+    marks are kept per CFG branch and restart with each run, where the fork keeps one pair of mark buffers per
+    layer, swaps them on every call and keeps them until reset: `mark_scope="layer"` and
+    `keep_marks_across_runs=True` do that. `must_do`/`must_skip` are the fork's `must_do_list`/`must_skip_list`
+    in ascending token order over the video keys of our view, whole plan blocks: a block is always computed when
+    it holds any must-do token and never when all its tokens are must-skip.
 
     Args:
         threshold (`float`, defaults to `-10.0`):
@@ -300,6 +307,26 @@ class LiteAttentionConfig(BlockSparseConfig):
             Threshold for the first `early_steps` steps (stricter early, as moonmath's calibration suggests).
         early_steps (`int`, defaults to `0`):
             How many steps use `early_threshold`.
+        mark_criterion (`str`, defaults to `"running"`):
+            What a tile's max is compared with: `"running"` (the running max before the tile, in the attention
+            pass, as the original) or `"final"` (the row's final max: independent of the tile order, but the
+            Triton kernel pays a second Q.K pass for it).
+        mark_scope (`str`, defaults to `"branch"`):
+            `"branch"`: one mark set per layer and CFG branch. `"layer"`: one per layer, as the fork: each call
+            reads the marks the layer's previous call wrote, so where the conditional and unconditional passes
+            are separate calls (Wan), the unconditional pass extends the conditional pass's marks of the same
+            step, and the next step's conditional pass the unconditional one's.
+        keep_marks_across_runs (`bool`, defaults to `False`):
+            Keep marks from one pipeline run to the next (the fork keeps them until `reset_skip_state()`); clear
+            them with `reset_marks()` on the installed method (`handle.methods`). Marks restart whenever a layer's
+            geometry (token grid, batch, heads, blocks) changes.
+        must_do (`tuple[int, ...]`, defaults to `()`):
+            Video key tokens always computed, as `start, end` pairs (end exclusive, ascending, not overlapping)
+            of token indices in the model's order (frame by frame, row by row); parts past a call's tokens are
+            ignored.
+        must_skip (`tuple[int, ...]`, defaults to `()`):
+            Video key tokens never computed, in the same form; must not overlap `must_do`, and must leave every
+            call some key block (text keys count).
     """
 
     name = "lite"
@@ -311,6 +338,11 @@ class LiteAttentionConfig(BlockSparseConfig):
     layer_thresholds: tuple[float, ...] = ()
     early_threshold: float | None = None
     early_steps: int = 0
+    mark_criterion: Literal["running", "final"] = "running"
+    mark_scope: Literal["branch", "layer"] = "branch"
+    keep_marks_across_runs: bool = False
+    must_do: tuple[int, ...] = ()
+    must_skip: tuple[int, ...] = ()
 
     def validate(self) -> None:
         super().validate()
@@ -324,6 +356,15 @@ class LiteAttentionConfig(BlockSparseConfig):
             self.early_threshold is not None or self.early_steps == 0,
             "early_steps needs early_threshold (the threshold those steps use)",
         )
+        must_do, must_skip = self.token_ranges()
+        for do in must_do:
+            for skip in must_skip:
+                check(do[1] <= skip[0] or skip[1] <= do[0], f"must_do range {do} overlaps must_skip range {skip}; "
+                      "a token is either always computed or never")
+
+    def token_ranges(self) -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]:
+        """`must_do` and `must_skip` as `(start, end)` pairs."""
+        return _token_ranges("must_do", self.must_do), _token_ranges("must_skip", self.must_skip)
 
     def threshold_for(self, block: int | None, *, early: bool) -> float:
         """The mark threshold of a transformer block, in the early steps (`early`) or after them."""
@@ -332,6 +373,20 @@ class LiteAttentionConfig(BlockSparseConfig):
         if block is not None and block < len(self.layer_thresholds):
             return self.layer_thresholds[block]
         return self.threshold
+
+
+def _token_ranges(name: str, flat: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
+    """`(start, end)` pairs of a flat `start0, end0, start1, end1, ...` list, checked: even length, each range
+    non-empty, non-negative, ascending and apart from the previous one (ConfigError otherwise)."""
+    check(len(flat) % 2 == 0, f"{name} must hold start, end pairs (an even number of token indices); got {flat!r}")
+    pairs = tuple(zip(flat[::2], flat[1::2]))
+    previous_end = 0
+    for start, end in pairs:
+        check(0 <= start < end, f"{name} range ({start}, {end}) must have 0 <= start < end (end exclusive)")
+        check(start >= previous_end, f"{name} ranges must be ascending and not overlap; ({start}, {end}) starts "
+              f"before the previous range ends ({previous_end})")
+        previous_end = end
+    return pairs
 
 
 @dataclass(frozen=True)

@@ -42,3 +42,19 @@ def random_plan(
     forced = torch.randint(kv_blocks, (*shape[:3], 1))
     level_map.scatter_(-1, forced, choice.gather(-1, forced))
     return BlockPlan.from_level_map(level_map, block_q, block_k)
+
+
+def loud_and_quiet(batch: int, heads: int, q_len: int, kv_len: int, block: int = 64):
+    """bf16 q/k/v whose kv blocks alternate loud and quiet keys, so whole tiles fall far below a row's max."""
+    q, k, v = qkv(batch, heads, q_len, kv_len, 64, spread=2.0)
+    loudness = torch.tensor([3.0, 0.2, 0.2, 3.0, 0.2]).repeat_interleave(block)
+    loudness = loudness.repeat(-(-kv_len // loudness.numel()))[:kv_len]
+    return q.bfloat16(), (k * loudness[:, None]).bfloat16(), v.bfloat16()
+
+
+def first_slot_plan(plan: BlockPlan) -> BlockPlan:
+    """The plan keeping only each row's first listed slot, at its level."""
+    first_level = (plan.kv_offsets[..., 1:] > 0).int().argmax(-1, keepdim=True)
+    counts = torch.zeros_like(plan.kv_counts).scatter(-1, first_level, 1)
+    return BlockPlan(plan.kv_indices[..., :1].contiguous(), counts, plan.block_q, plan.block_k,
+                     plan.num_kv_blocks, plan.levels)

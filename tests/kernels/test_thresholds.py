@@ -1,4 +1,5 @@
-"""pv_threshold (SpargeAttn stage 2) and skip_threshold (LiteAttention marks): exact behaviour and extremes."""
+"""pv_threshold (SpargeAttn stage 2) and skip_threshold (LiteAttention marks, here the "final" criterion; the
+default "running" one is in test_marks.py): exact behaviour and extremes."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from diffattn.kernels.api import MARK_SLACK
 
 from diffattn.plan import BlockPlan
 
-from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip
+from ._kernel_testing import first_slot_plan, loud_and_quiet, qkv, random_plan, rel_err, triton_or_skip
 
 pytestmark = pytest.mark.usefixtures("kernel_device")  # the GPU when there is one (conftest)
 
@@ -27,22 +28,6 @@ def _run(q, k, v, plan, backend, **kwargs):
     return block_sparse_attention(q, k, v, plan, backend=backend, **kwargs)
 
 
-def _loud_and_quiet(batch: int, heads: int, q_len: int, kv_len: int, block: int = 64):
-    """bf16 q/k/v whose kv blocks alternate loud and quiet keys, so whole tiles fall far below a row's max."""
-    q, k, v = qkv(batch, heads, q_len, kv_len, 64, spread=2.0)
-    loudness = torch.tensor([3.0, 0.2, 0.2, 3.0, 0.2]).repeat_interleave(block)
-    loudness = loudness.repeat(-(-kv_len // loudness.numel()))[:kv_len]
-    return q.bfloat16(), (k * loudness[:, None]).bfloat16(), v.bfloat16()
-
-
-def _first_slot_plan(plan: BlockPlan) -> BlockPlan:
-    """The plan keeping only each row's first listed slot, at its level."""
-    first_level = (plan.kv_offsets[..., 1:] > 0).int().argmax(-1, keepdim=True)
-    counts = torch.zeros_like(plan.kv_counts).scatter(-1, first_level, 1)
-    return BlockPlan(plan.kv_indices[..., :1].contiguous(), counts, plan.block_q, plan.block_k,
-                     plan.num_kv_blocks, plan.levels)
-
-
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_pv_threshold_extremes(backend):
     plan = random_plan(1, 2, 150, 260, 64, 128, (1, 2, 4))
@@ -51,7 +36,7 @@ def test_pv_threshold_extremes(backend):
     # +inf == no threshold; Triton then walks whole plan blocks per tile, so only bf16 rounding of P differs
     assert rel_err(_run(q, k, v, plan, backend, pv_threshold=math.inf), base) < 5e-3
     only_first = _run(q, k, v, plan, backend, pv_threshold=-math.inf)
-    expected = block_sparse_attention(q, k, v, _first_slot_plan(plan), backend="reference")
+    expected = block_sparse_attention(q, k, v, first_slot_plan(plan), backend="reference")
     assert rel_err(only_first, expected) < 1e-2
 
 
@@ -62,7 +47,7 @@ def test_pv_threshold_skips_blocks_far_below_the_running_max(backend):
     q, k, v = qkv(1, 2, 128, 512, 64)
     k[:, :, :128] = q * 4.0
     plan = BlockPlan.dense(128, 512, 128, 128)
-    first_only = block_sparse_attention(q, k, v, _first_slot_plan(plan), backend="reference")
+    first_only = block_sparse_attention(q, k, v, first_slot_plan(plan), backend="reference")
     full = block_sparse_attention(q, k, v, plan, backend="reference")
     assert rel_err(_run(q, k, v, plan, backend, pv_threshold=10.0), first_only) < 1e-2
     assert rel_err(_run(q, k, v, plan, backend, pv_threshold=200.0), full) < 1e-2
@@ -72,7 +57,7 @@ def test_pv_threshold_skips_blocks_far_below_the_running_max(backend):
 
 def test_pv_threshold_triton_matches_reference():
     plan = random_plan(1, 2, 200, 300, 64, 64, (1, 2), keep=0.8)
-    q, k, v = _loud_and_quiet(1, 2, 200, 300)
+    q, k, v = loud_and_quiet(1, 2, 200, 300)
     ref = block_sparse_attention(q.float(), k.float(), v.float(), plan, backend="reference", pv_threshold=4.0)
     dense = block_sparse_attention(q.float(), k.float(), v.float(), plan, backend="reference")
     assert rel_err(ref, dense) > 1e-4  # the threshold really skips something here
@@ -98,10 +83,10 @@ def test_skip_threshold_extremes(backend):
     plan = random_plan(1, 1, 140, 330, 64, 64, keep=0.7)
     q, k, v = qkv(1, 2, 140, 330, 64)
     base = _run(q, k, v, plan, backend)
-    keep_all = _run(q, k, v, plan, backend, skip_threshold=-math.inf)
+    keep_all = _run(q, k, v, plan, backend, skip_threshold=-math.inf, mark_criterion="final")
     assert torch.equal(keep_all.out, base) and keep_all.lse is None
     assert torch.equal(keep_all.kept_plan.to_block_mask(), plan.to_block_mask().expand(1, 2, -1, -1))
-    only_max = _run(q, k, v, plan, backend, skip_threshold=0.0, return_lse=True)
+    only_max = _run(q, k, v, plan, backend, skip_threshold=0.0, return_lse=True, mark_criterion="final")
     q_used, k_used = (q.bfloat16(), k.bfloat16()) if backend == "triton" else (q, k)
     marks = only_max.kept_plan.to_block_mask()
     assert not (_near_max_blocks(q_used, k_used, plan, 0.0) & ~marks).any()  # every row's max block is kept
@@ -111,18 +96,19 @@ def test_skip_threshold_extremes(backend):
 
 def test_skip_threshold_marks_match_reference_and_keep_levels():
     plan = random_plan(2, 1, 200, 300, 128, 64, (1, 2, 8), keep=0.8)
-    q, k, v = _loud_and_quiet(2, 2, 200, 300)
+    q, k, v = loud_and_quiet(2, 2, 200, 300)
     # bf16 inputs: the reference then rounds pooled K/V to bf16 too, exactly as the Triton path stores them
-    ref = block_sparse_attention(q, k, v, plan, backend="reference", skip_threshold=-3.0)
+    ref = block_sparse_attention(q, k, v, plan, backend="reference", skip_threshold=-3.0, mark_criterion="final")
     kept = ref.kept_plan
     assert kept.levels == plan.levels and kept.width == plan.width
     assert ((kept.to_level_map() == 0) | (kept.to_level_map() == plan.to_level_map())).all()
     assert 0 < kept.density() < plan.density()
     triton_or_skip()
-    tri = block_sparse_attention(q, k, v, plan, backend="triton", skip_threshold=-3.0, pv_threshold=0.0)
+    tri = block_sparse_attention(q, k, v, plan, backend="triton", skip_threshold=-3.0, pv_threshold=0.0,
+                                 mark_criterion="final")
     # a tile whose margin lies within rounding (pooled keys are summed in another order) of -3 may go either way
-    loose, tight = (block_sparse_attention(q, k, v, plan, backend="reference", skip_threshold=t).kept_plan.to_block_mask()
-                    for t in (-3.05, -2.95))
+    loose, tight = (block_sparse_attention(q, k, v, plan, backend="reference", skip_threshold=t,
+                                           mark_criterion="final").kept_plan.to_block_mask() for t in (-3.05, -2.95))
     marks = tri.kept_plan.to_block_mask()
     assert not (marks & ~loose).any() and not (tight & ~marks).any()
     assert ((tri.kept_plan.to_level_map() == 0) | (tri.kept_plan.to_level_map() == plan.to_level_map())).all()

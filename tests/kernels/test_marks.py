@@ -1,0 +1,119 @@
+"""LiteAttention marks (`skip_threshold`) under the default "running" criterion: a slot stays marked when some row's
+max inside it rises more than the threshold above the running max before it, walking the plan's slot order; the
+row's first slot always stays. Hand-built logits pin the semantics, random plans pin Triton to the reference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from diffattn.kernels import block_sparse_attention
+
+from diffattn.errors import ConfigError
+from diffattn.plan import BlockPlan
+
+from ._kernel_testing import first_slot_plan, loud_and_quiet, qkv, random_plan, rel_err, triton_or_skip
+
+pytestmark = pytest.mark.usefixtures("kernel_device")  # the GPU when there is one (conftest)
+
+LOG2E = 1.4426950408889634
+BACKENDS = ["reference", "triton"]
+DIM = 64
+
+
+def _graded(logits_log2: torch.Tensor, q_len: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float16 q/k/v where every query row's logit against key j is `logits_log2[j]` in log2 units (the kernels'
+    `scale * q.k * log2(e)` with the default scale), exact to fp16 rounding."""
+    kv_len = logits_log2.numel()
+    q = torch.zeros(1, 1, q_len, DIM)
+    q[..., 0] = 1.0
+    k = torch.zeros(1, 1, kv_len, DIM)
+    k[0, 0, :, 0] = logits_log2 * math.sqrt(DIM) / LOG2E
+    v = torch.randn(1, 1, kv_len, DIM)
+    return q.half(), k.half(), v.half()
+
+
+def _marks(q, k, v, plan, backend, **kwargs) -> torch.Tensor:
+    """bool `[B, H, q_blocks, kv_blocks]`: the kv blocks the call keeps marked."""
+    if backend == "triton":
+        triton_or_skip()
+    result = block_sparse_attention(q, k, v, plan, backend=backend, **kwargs)
+    return result.kept_plan.to_block_mask()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_marks_follow_the_running_max_in_slot_order(backend):
+    """Blocks at -30, 5, -20, 6 (log2), threshold -3. Walking upwards, block 0 is first (kept though quiet), 1 and 3
+    rise above the running max, 2 falls 25 below it. Against the final max (6) block 0 goes. Walking 3, 1, 0, 2,
+    block 1 is 1 below the running max 6: kept; 0 and 2 go."""
+    q, k, v = _graded(torch.tensor([-30.0, 5.0, -20.0, 6.0]).repeat_interleave(64))
+    upwards = BlockPlan.dense(64, 256, 64, 64)
+    assert _marks(q, k, v, upwards, backend, skip_threshold=-3.0).flatten().tolist() == [True, True, False, True]
+    final = _marks(q, k, v, upwards, backend, skip_threshold=-3.0, mark_criterion="final")
+    assert final.flatten().tolist() == [False, True, False, True]
+    shuffled = BlockPlan(torch.tensor([[[[3, 1, 0, 2]]]]), torch.tensor([[[[4]]]]), 64, 64, 4)
+    assert _marks(q, k, v, shuffled, backend, skip_threshold=-3.0).flatten().tolist() == [False, True, False, True]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_slot_is_judged_on_all_its_tiles_against_the_max_before_it(backend):
+    """128-key blocks (the interpreter's kernel reads them as two 64-key tiles), halves at (0, 0), (1.5, 3),
+    (6, -10), (6.5, 6.5), threshold 2: block 1's max 3 is 3 above the running max 0 (though no half is 2 above
+    the max before that half), block 2's first half is 6 above 3 (its quiet second half does not clear the
+    flag), block 3 is only 0.5 above 6."""
+    halves = torch.tensor([0.0, 0.0, 1.5, 3.0, 6.0, -10.0, 6.5, 6.5])
+    q, k, v = _graded(halves.repeat_interleave(64), q_len=128)
+    plan = BlockPlan.dense(128, 512, 128, 128)
+    assert _marks(q, k, v, plan, backend, skip_threshold=2.0).flatten().tolist() == [True, True, True, False]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_first_slot_always_kept_and_minus_inf_keeps_every_slot(backend):
+    plan = random_plan(1, 2, 190, 300, 64, 64, (1, 2, 4), keep=0.7)
+    q, k, v = qkv(1, 2, 190, 300, 64, torch.bfloat16)
+    first_only = first_slot_plan(plan).to_block_mask().expand(1, 2, -1, -1)
+    for criterion in ("running", "final"):
+        assert torch.equal(_marks(q, k, v, plan, backend, skip_threshold=math.inf, mark_criterion=criterion), first_only)
+    assert torch.equal(_marks(q, k, v, plan, backend, skip_threshold=-math.inf), plan.to_block_mask().expand(1, 2, -1, -1))
+
+
+CASES = {
+    # batch, heads (plan: per batch and head), q_len, kv_len, block_q, block_k, levels, pv_threshold
+    "tiles-of-two": (1, 2, 200, 333, 64, 128, (1,), None),
+    "q128-k64": (2, 2, 150, 260, 128, 64, (1,), None),
+    "pooled": (1, 2, 190, 300, 64, 64, (1, 2, 4), None),
+    "pooled-128": (2, 1, 256, 520, 128, 128, (1, 2, 8), None),
+    "with-pv": (1, 2, 200, 300, 64, 64, (1,), 4.0),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_triton_running_marks_match_the_reference(case):
+    batch, heads, q_len, kv_len, block_q, block_k, levels, pv = CASES[case]
+    torch.manual_seed(sorted(CASES).index(case))
+    plan = random_plan(batch, heads, q_len, kv_len, block_q, block_k, levels, keep=0.8)
+    q, k, v = loud_and_quiet(batch, 2, q_len, kv_len)
+    threshold = torch.tensor([-3.0, 0.0])  # per head
+
+    def marks(backend: str, thr: torch.Tensor):
+        return block_sparse_attention(q, k, v, plan, backend=backend, skip_threshold=thr, pv_threshold=pv)
+
+    ref = marks("reference", threshold)
+    kept, planned = ref.kept_plan.to_block_mask(), plan.to_block_mask().expand_as(ref.kept_plan.to_block_mask())
+    assert kept.any() and (kept & ~planned).sum() == 0 and kept.sum() < planned.sum()  # marks really drop blocks
+    triton_or_skip()
+    tri = marks("triton", threshold)
+    assert rel_err(tri.out, ref.out) < 1e-2
+    # a margin within rounding of the threshold (pooled keys are averaged in another order) may go either way
+    eps = 0.05 if plan.is_pooled else 1e-3
+    loose, tight = (marks("reference", threshold + d).kept_plan.to_block_mask() for d in (-eps, eps))
+    tri_kept = tri.kept_plan.to_block_mask()
+    assert not (tri_kept & ~loose).any() and not (tight & ~tri_kept).any()
+    assert ((tri.kept_plan.to_level_map() == 0) | (tri.kept_plan.to_level_map() == plan.to_level_map())).all()
+
+
+def test_unknown_mark_criterion_is_a_config_error():
+    q, k, v = qkv(1, 1, 64, 64, 64)
+    with pytest.raises(ConfigError, match="mark_criterion must be one of"):
+        block_sparse_attention(q, k, v, BlockPlan.dense(64, 64, 64, 64), skip_threshold=-3.0, mark_criterion="max")
