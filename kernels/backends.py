@@ -23,7 +23,8 @@ import torch
 from diffattn.errors import BackendUnavailableError, DiffAttnError, PlanError
 from diffattn.plan import BlockPlan
 
-__all__ = ["BACKENDS", "Refusal", "Request", "available_backends", "select", "triton_modules", "triton_psa", "warn_once"]
+__all__ = ["BACKENDS", "Refusal", "Request", "available_backends", "select", "triton_modules", "triton_psa",
+           "warn_once"]
 
 try:
     from . import triton_attention as _triton_attention

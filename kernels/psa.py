@@ -28,7 +28,9 @@ SAMPLE_STRIDE = 4
 _CHUNK_ELEMENTS = 1 << 27  # sampled logits held at once (512 MB in float32)
 
 
-def block_importance_reference(q: torch.Tensor, k: torch.Tensor, block_q: int, block_k: int, scale: float) -> torch.Tensor:
+def block_importance_reference(
+    q: torch.Tensor, k: torch.Tensor, block_q: int, block_k: int, scale: float
+) -> torch.Tensor:
     """The definition in torch ops, a chunk of sampled queries at a time so memory stays bounded."""
     batch, heads, q_len, _ = q.shape
     kv_len = k.shape[2]

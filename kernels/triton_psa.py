@@ -33,33 +33,36 @@ _SHAPES = ((64, 64, 4, 3), (64, 128, 4, 3), (128, 32, 4, 3), (128, 64, 4, 3), (1
 """(BLOCK_M sampled queries, BLOCK_N sampled keys, warps, stages) worth timing on a GPU."""
 _INTERPRETER_SHAPE = (64, 64)
 """The one tile shape run under the interpreter: several query and kv blocks per tile at block sizes 64 and 128."""
-
-
-_MAX_BLOCK_M = max(shape[0] for shape in (*_SHAPES, _INTERPRETER_SHAPE))
+_MAX_BLOCK_M = max(shape[0] for shape in _SHAPES)
 _FIN_KB = 32
 """kv blocks per step when the stored sums are turned into the output."""
+_PROGRAMS_PER_SM = 4
+"""Persistent programs per streaming multiprocessor: at least as many as fit at once for every config (1 to 3 on
+sm_90), the rest queue behind them, which balances programs that take one more tile than others."""
 _INTERPRETER_PROGRAMS = 2
 """Programs under the interpreter: few, so that each takes several query tiles in turn (as on a GPU)."""
 _PROGRAMS: dict[int, int] = {}
 
 
 def _programs(device: torch.device) -> int:
-    """Persistent programs: two per streaming multiprocessor on a GPU (cached per device)."""
+    """Persistent programs on `device` (cached per GPU)."""
     if device.type != "cuda":
         return _INTERPRETER_PROGRAMS
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _PROGRAMS:
-        _PROGRAMS[index] = 2 * torch.cuda.get_device_properties(index).multi_processor_count
+        _PROGRAMS[index] = _PROGRAMS_PER_SM * torch.cuda.get_device_properties(index).multi_processor_count
     return _PROGRAMS[index]
 
 
 def _configs() -> list[triton.Config]:
+    """Every shape of `_SHAPES`; `_prune` keeps those that fit the call's block sizes."""
     return [triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s) for m, n, w, s in _SHAPES]
 
 
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
     """Tiles of whole query blocks and whole kv blocks (the interpreter runs one shape)."""
-    fits = [c for c in configs if c.kwargs["BLOCK_M"] % kwargs["Q_ROWS"] == 0 and c.kwargs["BLOCK_N"] % kwargs["K_COLS"] == 0]
+    fits = [c for c in configs
+            if c.kwargs["BLOCK_M"] % kwargs["Q_ROWS"] == 0 and c.kwargs["BLOCK_N"] % kwargs["K_COLS"] == 0]
     if INTERPRETED:
         return [c for c in fits if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) == _INTERPRETER_SHAPE] or fits[:1]
     return fits
