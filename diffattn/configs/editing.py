@@ -8,7 +8,7 @@ silver: 0.6}`, `eq_params: {words: [watercolor], values: [10]}`, `blend_words: [
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +54,16 @@ def requires_video(pipe: Any, methods: list[MethodConfig], call_kwargs: dict[str
                       "--source-prompt ... --target-prompt ...` (or use its pipeline) instead of `diffattn generate`")
 
 
-def _words(value: Any) -> tuple[str, ...]:
+def _words(value: Any) -> Any:
+    """A words setting as a tuple of words (from `"a,b"`, a list, or `None`); anything else as it is, for the type
+    check to refuse with a `ConfigError` naming the setting."""
     if value is None:
         return ()
     if isinstance(value, str):
         return tuple(value.split(","))
-    return tuple(str(v).strip() for v in value)
+    if isinstance(value, Iterable):
+        return tuple(str(v).strip() for v in value)
+    return value
 
 
 def _pairs(mapping: Mapping[str, Any]) -> tuple[str, ...]:
@@ -186,7 +190,7 @@ class FateZeroConfig(_EditingConfig):
             self._set("target_blend_words", _words(blend[1]))
         for name in ("blend_words", "target_blend_words", "eq_params", "cross_replace_words"):
             self._set(name, _words(getattr(self, name)))
-        self._set("kv_frames", tuple(int(f) if isinstance(f, str) and f.lstrip("-").isdigit() else f for f in _words_or_refs(self.kv_frames)))
+        self._set("kv_frames", _frame_refs(self.kv_frames))
         super().__post_init__()
 
     def validate(self) -> None:
@@ -251,7 +255,7 @@ class RealCraftConfig(_EditingConfig):
     def __post_init__(self) -> None:
         self._set("object_words", _words(self.object_words))
         for name in ("kv_frames", "relaxed_kv_frames"):
-            self._set(name, tuple(int(f) if isinstance(f, str) and f.lstrip("-").isdigit() else f for f in _words_or_refs(getattr(self, name))))
+            self._set(name, _frame_refs(getattr(self, name)))
         super().__post_init__()
 
     def validate(self) -> None:
@@ -362,10 +366,13 @@ def _check_levels(config: MethodConfig) -> None:
         check(value is None or (isinstance(value, int) and value >= 0), f"{name} must be a resolution level >= 0; got {value!r}")
 
 
-def _words_or_refs(value: Any) -> tuple:
-    if isinstance(value, (str, int)):
-        return _words(str(value))
-    return tuple(value)
+def _frame_refs(value: Any) -> Any:
+    """Frame references as a tuple of names and int offsets (from `"first,-1"`, one reference, or a list); anything
+    else as it is (see `_words`)."""
+    refs = _words(str(value)) if isinstance(value, (str, int)) else value
+    if not isinstance(refs, Iterable):
+        return refs
+    return tuple(int(f) if isinstance(f, str) and f.lstrip("-").isdigit() else f for f in refs)
 
 
 def check_frame_refs(name: str, refs: tuple) -> None:
