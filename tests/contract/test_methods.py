@@ -3,18 +3,21 @@
 A method added to the registry is picked up here without listing it: it must declare the contract's attributes,
 be exported as `diffattn.<Class>`, round-trip its config, refuse wrong settings with `ConfigError`, parse every
 field from the command line, apply and remove atomically on a tiny model it supports (bitwise restore, a second
-apply refused), compose with `observe` (or refuse it by design), appear in the demo, the app and `diffattn info`,
-and work under `torch.compile` where it claims to. Every run is on the tiny models, with the tiny settings.
+apply refused), compose with `observe` (or refuse it by design), appear in the demo, the app, `diffattn info` and
+the README's table, and work under `torch.compile` where it claims to. Every run is on the tiny models, with the
+tiny settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -293,3 +296,19 @@ def test_every_field_type_is_one_the_front_ends_know():
                     parts.extend(a for a in typing.get_args(part) if a is not Ellipsis)
                 else:
                     assert part in known, f"{cls.__name__}.{field}: {tp}"
+
+
+def _readme_rows() -> dict[str, str]:
+    """Method name -> category, from the README's methods table (`| category | method | name | state |`)."""
+    lines = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| category | method | name | state |")
+    rows = {}
+    for line in itertools.takewhile(lambda text: text.startswith("|"), lines[start + 2:]):
+        category, _, name, _ = (cell.strip() for cell in line.strip("|").split("|", 3))
+        rows[name.strip("`").split()[-1]] = category
+    return rows
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_has_a_readme_row_under_its_category(name):
+    assert _readme_rows().get(name) == methods()[name].category
