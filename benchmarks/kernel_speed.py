@@ -357,6 +357,7 @@ def bench_attention(rec: dict[str, Any], q, k, v, frames: int, device: torch.dev
     extra = rec["plans"]["keep50"]
     guarded(extra, "ours_pv50_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", pv_threshold=50.0), device, guess / 2))
     guarded(extra, "ours_marks_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", skip_threshold=-10.0), device, guess / 2))
+    guarded(extra, "ours_marks_final_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", skip_threshold=-10.0, mark_criterion="final"), device, guess / 2))
     guarded(extra, "ours_lse_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", return_lse=True), device, guess / 2))
 
 

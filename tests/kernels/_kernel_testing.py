@@ -6,7 +6,7 @@ import pytest
 import torch
 from diffattn.kernels import available_backends
 
-from diffattn.plan import BlockPlan
+from diffattn.plan import BlockPlan, BoxMask
 
 
 def triton_or_skip() -> None:
@@ -58,3 +58,11 @@ def first_slot_plan(plan: BlockPlan) -> BlockPlan:
     counts = torch.zeros_like(plan.kv_counts).scatter(-1, first_level, 1)
     return BlockPlan(plan.kv_indices[..., :1].contiguous(), counts, plan.block_q, plan.block_k,
                      plan.num_kv_blocks, plan.levels)
+
+
+def window_mask(height: int, width: int, radius: tuple[int, int]) -> BoxMask:
+    """A sliding window on a height x width token grid: keys within `radius` rows/columns of the query."""
+    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    coord = torch.stack([rows.flatten(), cols.flatten()], -1).to(torch.int32)
+    r = torch.tensor(radius, dtype=torch.int32)
+    return BoxMask(coord - r, coord + r, coord)

@@ -9,7 +9,7 @@ from diffattn.kernels import available_backends, block_sparse_attention, checks,
 
 from diffattn.plan import BlockPlan, BoxMask
 
-from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip
+from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip, window_mask
 
 pytestmark = pytest.mark.usefixtures("kernel_device")  # the GPU when there is one (conftest)
 
@@ -67,16 +67,8 @@ def test_dense_plan_equals_sdpa():
         assert rel_err(out, F.scaled_dot_product_attention(q, k, v, scale=0.2)) < 1e-2
 
 
-def _window(height: int, width: int, radius: tuple[int, int]) -> BoxMask:
-    """A sliding window on a height x width token grid: keys within `radius` rows/columns of the query."""
-    rows, cols = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    coord = torch.stack([rows.flatten(), cols.flatten()], -1).to(torch.int32)
-    r = torch.tensor(radius, dtype=torch.int32)
-    return BoxMask(coord - r, coord + r, coord)
-
-
 def test_token_mask_equals_masked_sdpa():
-    window = _window(9, 21, (2, 5))  # 189 tokens
+    window = window_mask(9, 21, (2, 5))  # 189 tokens
     n = window.q_len
     plan = BlockPlan.from_mask_mod(window.mask_mod, 1, 1, n, n, 64, 64, token_mask=window)
     assert plan.density() < 1.0
@@ -117,7 +109,7 @@ def test_strided_inputs_and_output_layout():
 
 def test_full_blocks_are_exactly_the_blocks_the_mask_does_not_cut():
     """`BoxMask.full_blocks` against the token mask, on a window with full, cut and empty blocks (odd sizes)."""
-    window = _window(13, 30, (4, 9))  # 390 tokens: 64-token blocks span 2-3 rows
+    window = window_mask(13, 30, (4, 9))  # 390 tokens: 64-token blocks span 2-3 rows
     full = window.full_blocks(64, 32)
     dense = torch.nn.functional.pad(window.dense(), (0, 416 - 390, 0, 448 - 390), value=True)  # padding: visible
     expected = dense.view(7, 64, 13, 32).all(3).all(1)
@@ -127,7 +119,7 @@ def test_full_blocks_are_exactly_the_blocks_the_mask_does_not_cut():
 
 def test_token_mask_on_full_and_cut_blocks_equals_masked_sdpa():
     """Full blocks skip the token test in the Triton kernel; cut blocks keep it: both equal masked SDPA."""
-    window = _window(64, 8, (10, 7))  # 512 tokens, 64-token blocks of 8 whole rows
+    window = window_mask(64, 8, (10, 7))  # 512 tokens, 64-token blocks of 8 whole rows
     plan = BlockPlan.from_mask_mod(window.mask_mod, 1, 1, 512, 512, 64, 64, token_mask=window)
     full = window.full_blocks(64, 64) & plan.to_block_mask()[0, 0]
     assert full.any() and (plan.to_block_mask()[0, 0] & ~full).any()

@@ -8,12 +8,20 @@ import math
 
 import pytest
 import torch
-from diffattn.kernels import block_sparse_attention
+from diffattn.kernels import backends, block_sparse_attention
 
 from diffattn.errors import ConfigError
-from diffattn.plan import BlockPlan
+from diffattn.plan import BlockPlan, BoxMask
 
-from ._kernel_testing import first_slot_plan, loud_and_quiet, qkv, random_plan, rel_err, triton_or_skip
+from ._kernel_testing import (
+    first_slot_plan,
+    loud_and_quiet,
+    qkv,
+    random_plan,
+    rel_err,
+    triton_or_skip,
+    window_mask,
+)
 
 pytestmark = pytest.mark.usefixtures("kernel_device")  # the GPU when there is one (conftest)
 
@@ -69,6 +77,20 @@ def test_a_slot_is_judged_on_all_its_tiles_against_the_max_before_it(backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_the_first_slot_stays_though_it_shows_no_key_and_a_tie_is_no_rise(backend):
+    """All logits 0; a token mask shows the queries keys 0-127 only (blocks 0 and 1). Walking 3, 0, 1 at threshold
+    0: block 3 is first (kept, though it hides every key), block 0 gives the rows their first keys (kept), block
+    1 only ties the running max (not kept). The final-max test drops block 3 and keeps the tie."""
+    q, k, v = _graded(torch.zeros(256))
+    window = BoxMask(torch.zeros(64, 1, dtype=torch.int32), torch.full((64, 1), 127, dtype=torch.int32),
+                     torch.arange(256, dtype=torch.int32)[:, None])
+    plan = BlockPlan(torch.tensor([[[[3, 0, 1]]]]), torch.tensor([[[[3]]]]), 64, 64, 4, token_mask=window)
+    assert _marks(q, k, v, plan, backend, skip_threshold=0.0).flatten().tolist() == [True, False, False, True]
+    final = _marks(q, k, v, plan, backend, skip_threshold=0.0, mark_criterion="final")
+    assert final.flatten().tolist() == [True, True, False, False]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_first_slot_always_kept_and_minus_inf_keeps_every_slot(backend):
     plan = random_plan(1, 2, 190, 300, 64, 64, (1, 2, 4), keep=0.7)
     q, k, v = qkv(1, 2, 190, 300, 64, torch.bfloat16)
@@ -88,29 +110,56 @@ CASES = {
 }
 
 
+def _check_triton_marks(q, k, v, plan: BlockPlan, threshold: torch.Tensor, eps: float, **kwargs) -> None:
+    """The Triton kernel's running marks equal the reference's, up to slots whose margin lies within `eps` of the
+    threshold (rounding may tip those either way); the reference really drops some planned blocks."""
+    def marks(backend: str, thr: torch.Tensor):
+        return block_sparse_attention(q, k, v, plan, backend=backend, skip_threshold=thr, **kwargs)
+
+    ref = marks("reference", threshold)
+    kept = ref.kept_plan.to_block_mask()
+    planned = plan.to_block_mask().expand_as(kept)
+    assert kept.any() and not (kept & ~planned).any() and kept.sum() < planned.sum()
+    triton_or_skip()
+    tri = marks("triton", threshold)
+    assert rel_err(tri.out, ref.out) < 1e-2
+    loose, tight = (marks("reference", threshold + d).kept_plan.to_block_mask() for d in (-eps, eps))
+    tri_kept = tri.kept_plan.to_block_mask()
+    assert not (tri_kept & ~loose).any() and not (tight & ~tri_kept).any()
+    assert ((tri.kept_plan.to_level_map() == 0) | (tri.kept_plan.to_level_map() == plan.to_level_map())).all()
+
+
 @pytest.mark.parametrize("case", list(CASES))
 def test_triton_running_marks_match_the_reference(case):
     batch, heads, q_len, kv_len, block_q, block_k, levels, pv = CASES[case]
     torch.manual_seed(sorted(CASES).index(case))
     plan = random_plan(batch, heads, q_len, kv_len, block_q, block_k, levels, keep=0.8)
     q, k, v = loud_and_quiet(batch, 2, q_len, kv_len)
-    threshold = torch.tensor([-3.0, 0.0])  # per head
-
-    def marks(backend: str, thr: torch.Tensor):
-        return block_sparse_attention(q, k, v, plan, backend=backend, skip_threshold=thr, pv_threshold=pv)
-
-    ref = marks("reference", threshold)
-    kept, planned = ref.kept_plan.to_block_mask(), plan.to_block_mask().expand_as(ref.kept_plan.to_block_mask())
-    assert kept.any() and (kept & ~planned).sum() == 0 and kept.sum() < planned.sum()  # marks really drop blocks
-    triton_or_skip()
-    tri = marks("triton", threshold)
-    assert rel_err(tri.out, ref.out) < 1e-2
-    # a margin within rounding of the threshold (pooled keys are averaged in another order) may go either way
+    # pooled keys are averaged in another order by the Triton pooling op: their logits differ more
     eps = 0.05 if plan.is_pooled else 1e-3
-    loose, tight = (marks("reference", threshold + d).kept_plan.to_block_mask() for d in (-eps, eps))
-    tri_kept = tri.kept_plan.to_block_mask()
-    assert not (tri_kept & ~loose).any() and not (tight & ~tri_kept).any()
-    assert ((tri.kept_plan.to_level_map() == 0) | (tri.kept_plan.to_level_map() == plan.to_level_map())).all()
+    _check_triton_marks(q, k, v, plan, torch.tensor([-3.0, 0.0]), eps, pv_threshold=pv)
+
+
+def test_triton_running_marks_match_the_reference_under_a_token_mask():
+    """A window cuts blocks: the kernel keeps the plan's order and tests the cut blocks by their flag; a row's
+    first visible key always makes its slot significant (the running max is -inf before it)."""
+    window = window_mask(40, 13, (6, 4))  # 520 tokens
+    plan = BlockPlan.from_mask_mod(window.mask_mod, 1, 1, 520, 520, 64, 64, token_mask=window)
+    q, k, v = loud_and_quiet(1, 2, 520, 520)
+    _check_triton_marks(q, k, v, plan, torch.tensor([-3.0, 0.0]), 1e-3)
+
+
+@pytest.mark.parametrize("criterion", ["running", "final"])
+def test_named_flex_hands_marks_to_the_reference(criterion, monkeypatch):
+    """FlexAttention cannot mark tiles: a call naming it runs the reference (with a warning), marks included."""
+    monkeypatch.setattr(backends, "_WARNED", set())
+    plan = random_plan(1, 2, 190, 300, 64, 64, keep=0.8)
+    q, k, v = loud_and_quiet(1, 2, 190, 300)
+    kwargs = {"skip_threshold": -3.0, "mark_criterion": criterion}
+    with pytest.warns(UserWarning, match="backend 'flex' cannot run .*skip_threshold.*running 'reference' instead"):
+        flex = block_sparse_attention(q, k, v, plan, backend="flex", **kwargs)
+    ref = block_sparse_attention(q, k, v, plan, backend="reference", **kwargs)
+    assert torch.equal(flex.out, ref.out) and torch.equal(flex.kept_plan.kv_indices, ref.kept_plan.kv_indices)
 
 
 def test_unknown_mark_criterion_is_a_config_error():

@@ -25,8 +25,8 @@ COMMON = {"backend": "reference", "min_tokens": MIN_TOKENS, "threshold": 0.0}
 TIMESTEPS = (900.0, 800.0)
 
 
-def _inputs() -> dict:
-    kwargs = inputs("wan")
+def _inputs(family: str = "wan") -> dict:
+    kwargs = inputs(family)
     latent = kwargs["hidden_states"]
     return {**kwargs, "hidden_states": latent[:, :, :1, :1, :1].expand_as(latent).contiguous()}
 
@@ -74,6 +74,24 @@ def test_layer_scope_chains_cond_into_uncond_and_on_to_the_next_step(call_spy):
             assert torch.equal(after.plan.to_block_mask(), _marks_of(before))
             assert (after.plan.to_block_mask() <= before.plan.to_block_mask()).all()  # skips only grow
         assert not calls[1].plan.to_block_mask().all()  # the uncond pass of step 0 already skips
+
+
+def test_layer_scope_chains_through_calls_of_different_text_lengths(call_spy):
+    """HunyuanVideo drops padded text keys: a negative prompt of another length changes the keys' text part. The
+    chain carries the video columns of the marks over; text columns (key block 4 on) stay computed."""
+    model, kwargs = denoiser("hunyuanvideo"), _inputs("hunyuanvideo")
+    short = {**kwargs, "encoder_attention_mask": (torch.arange(16) < 5).long()[None]}
+    with diffattn.apply(model, diffattn.LiteAttentionConfig(mark_scope="layer", **COMMON)):
+        for t in TIMESTEPS:
+            for branch, call_kwargs in (("cond", kwargs), ("uncond", short)):
+                with model.cache_context(branch):
+                    forward(model, call_kwargs, t)
+    for calls in _by_layer(call_spy).values():
+        assert [call.layout.text_keys for call in calls] == [16, 5, 16, 5]
+        for before, after in itertools.pairwise(calls):
+            plan = after.plan.to_block_mask()
+            assert torch.equal(plan[..., :4], _marks_of(before)[..., :4]) and plan[..., 4:].all()
+        assert not calls[1].plan.to_block_mask().all()
 
 
 def test_marks_kept_across_runs_until_reset(call_spy):
