@@ -8,7 +8,6 @@ config dict that reproduces the run (`diffattn generate --config FILE`).
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import time
 import typing
@@ -20,6 +19,7 @@ import torch
 
 from .config import MethodConfig, check, conform, read_settings, write_settings
 from .errors import ConfigError, DiffAttnError
+from .method import load
 from .registry import get_method
 
 __all__ = [
@@ -197,8 +197,7 @@ def _runner(methods: list[MethodConfig]):
         raise ConfigError(f"methods {[m.name for m in runners]} each need their own sampling loop; use one of them")
     if not runners:
         return None
-    module, _, name = runners[0].runner.partition(":")
-    return getattr(importlib.import_module(module), name)
+    return load(runners[0].runner)
 
 
 _VAE_SCALES = ("vae_scale_factor_spatial", "vae_spatial_compression_ratio", "vae_spatial_scale_factor", "vae_scale_factor")

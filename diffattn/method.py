@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from .geometry import Family
     from .stats import AttentionStats
 
-__all__ = ["CATEGORIES", "Target", "Installer", "Part", "Method", "implementation_of"]
+__all__ = ["CATEGORIES", "Target", "Installer", "Part", "Method", "load", "implementation_of"]
 
 CATEGORIES: dict[str, str] = {
     "observe": "looks at attention without changing it",
@@ -118,7 +118,12 @@ class Method:
         return (self,)  # type: ignore[return-value]  # a one-part method's class declares `installer`
 
 
-def implementation_of(config: MethodConfig) -> type[Method]:
-    """The implementation class that `config.implementation` (`"module:Class"`) names, imported on first use."""
-    module, _, name = config.implementation.partition(":")
+def load(path: str) -> Any:
+    """The object a `"module:name"` path names (a config's `implementation` or `runner`), importing its module."""
+    module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+def implementation_of(config: MethodConfig) -> type[Method]:
+    """The implementation class that `config.implementation` names."""
+    return load(config.implementation)

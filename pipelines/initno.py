@@ -29,6 +29,7 @@ from diffusers import StableDiffusionPipeline
 from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 
 from diffattn.api import apply, handle_of
+from diffattn.config import MethodConfig
 from diffattn.configs.noise import InitNOConfig
 from diffattn.errors import AlreadyAppliedError, ConfigError, UnsupportedModelError
 from diffattn.extension import PipelineExtension, Proceed
@@ -36,6 +37,7 @@ from diffattn.method import Method, Part, Target
 from diffattn.notices import quiet_library_notices
 from diffattn.noise.initno import NoiseScores, attention_scores, search_initial_noise, subject_token_indices
 from diffattn.processors.noise import InitNOAttentionStore
+from diffattn.stats import AttentionStats
 
 __all__ = [
     "InitNOPipeline", "InitNOPipelineOutput", "InitNOMethod", "InitNORedirect", "run_initno", "attention_resolutions",
@@ -338,7 +340,7 @@ def _is_default(value: Any, default: Any) -> bool:
     return value is default or (isinstance(value, (bool, int, float, str)) and value == default)
 
 
-def run_initno(pipe: Any, methods: list[Any], call_kwargs: dict[str, Any]) -> tuple[Any, Any]:
+def run_initno(pipe: Any, methods: list[MethodConfig], call_kwargs: dict[str, Any]) -> tuple[InitNOPipelineOutput, AttentionStats]:
     """Runner of `InitNOConfig` for `diffattn generate`: all methods applied to an `InitNOPipeline` of `pipe`."""
     initno_pipe = _initno_pipeline(pipe)
     accepted = set(inspect.signature(InitNOPipeline.__call__).parameters)

@@ -3,7 +3,7 @@ them), intersected with other plans; `must_do`/`must_skip` key tokens pinned."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 
@@ -12,6 +12,7 @@ from diffattn.context import RunContext
 from diffattn.errors import ConfigError
 from diffattn.geometry import Grid
 from diffattn.kernels import SparseAttentionOutput
+from diffattn.method import Target
 from diffattn.plan import BlockPlan
 
 from ..base import AttentionCall
@@ -52,7 +53,7 @@ class LiteAttentionMethod(BlockSparseMethod):
 
     config: LiteAttentionConfig
 
-    def __init__(self, config: LiteAttentionConfig, target: Any) -> None:
+    def __init__(self, config: LiteAttentionConfig, target: Target) -> None:
         super().__init__(config, target)
         self._marks: dict[MarkKey, _Marks] = {}
         self._pins: dict[tuple, _Pins] = {}

@@ -35,7 +35,7 @@ from diffattn.cli.options import method_flag, method_settings
 from diffattn.config import MethodConfig
 from diffattn.errors import AlreadyAppliedError, ConfigError, DiffAttnError, IncompatibleMethodsError
 from diffattn.generation import pipeline_frames
-from diffattn.method import CATEGORIES, Method
+from diffattn.method import CATEGORIES, Method, implementation_of, load
 from diffattn.registry import methods
 from diffattn.testing import FAMILIES, tiny_call_kwargs, tiny_denoiser, tiny_denoiser_inputs, tiny_pipeline
 
@@ -117,11 +117,8 @@ def test_declares_the_contract(name):
     assert cls.name == name and cls.description and "\n" not in cls.description
     assert cls.category in CATEGORIES, f"{cls.__name__}.category must be one of {list(CATEGORIES)}"
     assert cls.scope in ("denoiser", "pipeline")
-    module, _, implementation = cls.implementation.partition(":")
-    assert issubclass(getattr(__import__(module, fromlist=[implementation]), implementation), Method)
-    if cls.runner:
-        module, _, runner = cls.runner.partition(":")
-        assert callable(getattr(__import__(module, fromlist=[runner]), runner))
+    assert issubclass(implementation_of(cls()), Method)
+    assert not cls.runner or callable(load(cls.runner))
     assert cls.tiny_models and set(cls.tiny_models) <= set(FAMILIES), f"{cls.__name__}.tiny_models: {cls.tiny_models}"
     assert set(cls.tiny_settings) <= {f.name for f in dataclasses.fields(cls)}
     assert set(cls.incompatible) <= set(methods())
