@@ -37,6 +37,8 @@ DEFAULT_SIM_THRESHOLD = 0.6
 
 def check_query_keys(q: torch.Tensor, k: torch.Tensor) -> None:
     """q `[B, H, Sq, D]` and k `[B, H, Skv, D]`: matching batch, heads and head_dim, one floating dtype, one device."""
+    if not isinstance(q, torch.Tensor) or not isinstance(k, torch.Tensor):
+        raise AttentionInputError(f"q and k must be torch.Tensors; got {type(q).__name__} and {type(k).__name__}")
     if q.ndim != 4 or k.ndim != 4 or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise AttentionInputError(
             f"q and k must be [batch, heads, tokens, head_dim] with matching batch, heads and head_dim; "

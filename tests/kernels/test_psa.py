@@ -138,6 +138,8 @@ def test_bad_inputs_are_refused_before_any_work(q_shape, k_shape, blocks, scale,
         block_importance(torch.randn(q_shape), torch.randn(k_shape), *blocks, scale)
 
 
-def test_mixed_dtypes_are_refused():
+def test_mixed_dtypes_and_non_tensors_are_refused():
     with pytest.raises(AttentionInputError, match="one dtype on one device"):
         block_importance(torch.randn(1, 2, 64, 16), torch.randn(1, 2, 64, 16).bfloat16(), 64, 64)
+    with pytest.raises(AttentionInputError, match="must be torch.Tensors; got list and Tensor"):
+        block_importance([[1.0]], torch.randn(1, 2, 64, 16), 64, 64)
