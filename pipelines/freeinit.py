@@ -25,7 +25,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
-from diffattn.configs.noise import FreeInitConfig
+from diffattn.configs.freeinit import FreeInitConfig
 from diffattn.errors import ConfigError, UnsupportedModelError
 from diffattn.extension import PipelineExtension, Proceed, first_latents
 from diffattn.method import Target

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from diffattn.configs.noise import FreeNoiseConfig
+from diffattn.configs.freenoise import FreeNoiseConfig
 from diffattn.errors import ConfigError
 from diffattn.extension import PipelineExtension, Proceed, first_latents
 from diffattn.method import Method, Part, Target

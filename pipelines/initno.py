@@ -30,7 +30,7 @@ from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
 
 from diffattn.api import apply, handle_of
 from diffattn.config import MethodConfig
-from diffattn.configs.noise import InitNOConfig
+from diffattn.configs.initno import InitNOConfig
 from diffattn.errors import AlreadyAppliedError, ConfigError, UnsupportedModelError
 from diffattn.extension import PipelineExtension, Proceed
 from diffattn.method import Method, Part, Target

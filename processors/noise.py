@@ -37,7 +37,8 @@ import torch
 import torch.nn.functional as F
 from diffusers.hooks import HookRegistry, ModelHook
 
-from diffattn.configs.noise import FreeNoiseConfig, InitNOConfig
+from diffattn.configs.freenoise import FreeNoiseConfig
+from diffattn.configs.initno import InitNOConfig
 from diffattn.context import LayerInfo
 from diffattn.errors import BackendUnavailableError, ConfigError, UnsupportedModelError
 from diffattn.geometry import Grid

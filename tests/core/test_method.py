@@ -11,8 +11,7 @@ import typing
 import pytest
 
 import diffattn
-import diffattn.configs as configs
-from diffattn import registry
+from diffattn import configs, registry
 from diffattn.api import handle_of
 from diffattn.cli.demos import load_entries
 from diffattn.config import AttentionConfig, FileSetting
@@ -63,9 +62,9 @@ def test_initno_redirects_a_stable_diffusion_pipeline_but_not_an_initno_pipeline
 
 def test_composition_keeps_the_extension_order_whatever_the_order_given():
     """FreeInit's loop (order 0) wraps FreeNoise's sampling part (order 50) in either order of the configs."""
-    for configs in ((diffattn.FreeInitConfig(), diffattn.FreeNoiseConfig()), (diffattn.FreeNoiseConfig(), diffattn.FreeInitConfig())):
+    for given in ((diffattn.FreeInitConfig(), diffattn.FreeNoiseConfig()), (diffattn.FreeNoiseConfig(), diffattn.FreeInitConfig())):
         pipe = tiny_pipeline("animatediff")
-        with diffattn.apply(pipe, *configs):
+        with diffattn.apply(pipe, *given):
             assert [type(e).__name__ for e in extensions_of(pipe)] == ["FreeInit", "FreeNoiseSampling"]
 
 
