@@ -93,6 +93,7 @@ def methods(tiny: bool) -> dict[str, tuple[BlockSparseConfig, ...] | tuple]:
         "psa (Wan 14B thresholds)": (diffattn.PSAConfig(**common),),
         "psa 90% (top-k, full blocks 10%)": (diffattn.PSAConfig(mode="topk", cutoffs=(0.1, 0.1, 0.1, 0.1), **common),),
         "lite (threshold -10)": (diffattn.LiteAttentionConfig(**common),),
+        "lite (threshold -10, final-max marks)": (diffattn.LiteAttentionConfig(mark_criterion="final", **common),),
         "sparge 90% + lite": (diffattn.SpargeConfig(topk=0.1, **common), diffattn.LiteAttentionConfig(**common)),
     }
 
