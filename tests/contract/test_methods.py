@@ -125,6 +125,20 @@ def test_declares_the_contract(name):
 
 
 @pytest.mark.parametrize("name", METHODS)
+def test_config_module_mirrors_the_implementation_module(name):
+    """`diffattn/configs/<path>.py` is named like the implementation's module under `processors/` or `pipelines/`, or
+    like the package holding it (`configs/freeinit.py` - `pipelines/freeinit.py`, `configs/sparse.py` -
+    `processors/sparse/sparge.py`)."""
+    cls = methods()[name]
+    config_path = cls.__module__.removeprefix("diffattn.configs.")
+    layer, _, implementation_path = cls.implementation.partition(":")[0].removeprefix("diffattn.").partition(".")
+    assert layer in ("processors", "pipelines"), cls.implementation
+    assert implementation_path == config_path or implementation_path.startswith(f"{config_path}."), (
+        f"{cls.__module__} does not mirror {cls.implementation}"
+    )
+
+
+@pytest.mark.parametrize("name", METHODS)
 def test_is_exported_as_diffattn_attribute(name):
     cls = methods()[name]
     assert getattr(diffattn, cls.__name__) is cls and cls.__name__ in diffattn.__all__
