@@ -54,5 +54,6 @@ def test_the_benchmark_runs_on_the_cpu(tmp_path):
     forward = data["models"]["tiny-wan"]["forward"]
     assert forward["sparge (top-k 0.5)"]["rel_l1"] < 0.05 and forward["sparge 90% (top-k 0.1)"]["density"] < 0.5
     assert len(data["models"]["tiny-wan"]["lite_schedule"]["skipped_fraction_per_step"]) == 6
-    assert set(data["quality_proxy"]) == {"sparge (top-k 0.5)", "radial (decay 0.2)", "psa (Wan 14B thresholds)", "lite (threshold -10)"}
+    assert set(data["quality_proxy"]) == {"sparge (top-k 0.5)", "radial (decay 0.2)", "psa (Wan 14B thresholds)", "lite (threshold -10)",
+                                          "lite (threshold -10, final-max marks)"}
     assert (tmp_path / "e2e_tiny.md").read_text().startswith("### tiny-wan")
