@@ -26,7 +26,7 @@ head_dim (24 -> 32), several kv tiles and a single partial tile."""
 
 def _qk(batch: int, heads: int, q_len: int, kv_len: int, dim: int, dtype: torch.dtype, seed: int = 0):
     """Random q, k with peaky softmax rows (q scaled up), so block sums spread from ~0 to most of a row."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(torch.empty(0).device).manual_seed(seed)  # the kernel_device's own generator
     q = torch.randn(batch, heads, q_len, dim, generator=generator) * 2.0
     k = torch.randn(batch, heads, kv_len, dim, generator=generator)
     return q.to(dtype), k.to(dtype)
