@@ -15,7 +15,7 @@ from diffattn import configs, registry
 from diffattn.api import handle_of
 from diffattn.cli.demos import load_entries
 from diffattn.config import AttentionConfig, FileSetting
-from diffattn.errors import UnsupportedModelError
+from diffattn.errors import ConfigError, UnsupportedModelError
 from diffattn.extension import PipelineExtension, PipelineInstaller, extensions_of
 from diffattn.method import Method, Target
 from diffattn.pipelines.freenoise import FreeNoiseSampling
@@ -155,3 +155,17 @@ def test_the_configs_package_imports_and_exports_every_module_s_methods():
     assert modules and all(name in sys.modules for name in modules)
     built_in = {cls.__name__ for cls in registry.methods().values() if cls.__module__ in modules}
     assert set(configs.__all__) == built_in and all(getattr(configs, name) for name in built_in)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModellessConfig(ScratchConfig):
+    """A method that names no tiny model."""
+
+    name = "modelless"
+    tiny_models = ()
+
+
+def test_a_generated_demo_entry_needs_a_tiny_model(scratch_registry, tmp_path):
+    registry.register_method(ModellessConfig)
+    with pytest.raises(ConfigError, match=r"ModellessConfig names no tiny model \(tiny_models\)"):
+        load_entries()["method-modelless"].run(tmp_path)
