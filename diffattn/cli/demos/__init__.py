@@ -8,14 +8,16 @@ that no entry names gets a generated one (`generated.method_entry`), so each met
 
 from __future__ import annotations
 
+import contextlib
+
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DemoEntry", "demo_entry", "load_entries"]
+__all__ = ["single_thread", "DemoEntry", "demo_entry", "load_entries"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,17 @@ def load_entries() -> dict[str, DemoEntry]:
             entry = method_entry(config_cls)
             entries[entry.name] = entry
     return entries
+
+
+@contextlib.contextmanager
+def single_thread() -> Iterator[None]:
+    """Run tiny models on one CPU thread (they gain nothing from threads and lose a lot to contention on a busy
+    CPU), restoring torch's thread count afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

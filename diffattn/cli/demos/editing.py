@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from . import demo_entry
+from . import demo_entry, single_thread
 
 FPS = 8
 STEPS = 6
@@ -46,14 +46,8 @@ def _reconstruction(spec: Any, pipe: Any) -> dict[str, Any]:
 
 
 def _run(editor: str, out_dir: Path) -> dict[str, Any]:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models gain nothing from threads and lose a lot to contention on a busy CPU
-    try:
+    with single_thread():
         return _edit(editor, out_dir)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _edit(editor: str, out_dir: Path) -> dict[str, Any]:

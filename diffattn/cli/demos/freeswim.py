@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import demo_entry
+from . import demo_entry, single_thread
 
 FPS = 8
 BASE, TARGET = (32, 32), (64, 96)
@@ -22,14 +22,8 @@ STEPS = 6  # stage 2 runs int(6 * 0.7) = 4 of them: two refreshes and two reuses
 @demo_entry("freeswim-tiny-wan", "FreeSwim two-stage high resolution on tiny Wan (32x32 base -> 64x96 target)",
             ("freeswim",))
 def freeswim_tiny_wan(out_dir: Path) -> dict[str, Any]:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models gain nothing from threads and lose a lot to contention on a busy CPU
-    try:
+    with single_thread():
         return _run(out_dir)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(out_dir: Path) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import demo_entry
+from . import demo_entry, single_thread
 
 FPS = 8
 SIZE, FRAMES, STEPS = 128, 29, 4  # latent 8 x 16 x 16 -> 8 x 8 x 8 tokens with Wan's 2x2 patches
@@ -22,14 +22,8 @@ MIN_TOKENS = 256
 @demo_entry("sparse-tiny-wan", "sparse attention on tiny Wan (512 tokens): Radial+Lite, Sparge, PSA, PAB and their stats",
             ("radial", "lite", "sparge", "psa", "pab"))
 def sparse_tiny_wan(out_dir: Path) -> dict[str, Any]:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models gain nothing from threads on a busy CPU
-    try:
+    with single_thread():
         return _run(out_dir)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(out_dir: Path) -> dict[str, Any]:
