@@ -1,4 +1,4 @@
-"""Maps the top-level folders onto one import namespace (see DESIGN.md, "Layout").
+"""Maps the top-level folders onto one import namespace (docs/ARCHITECTURE.md, "The dependency rule").
 
 `diffattn/` is the core; `processors/`, `kernels/`, `pipelines/` and `app/` install as
 `diffattn.processors`, `diffattn.kernels`, ... . Sub-packages are found automatically so the

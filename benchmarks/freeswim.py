@@ -15,7 +15,7 @@ Random weights from the model's config, bf16, batch 1, one forward per mode:
 
 Per mode: wall time (CUDA events), self-attention time (diffattn's per-call timers on `attn1`), peak memory
 (`torch.cuda.max_memory_allocated`) and the largest single allocation (CUDA allocator history), which must stay
-below tokens^2 bytes. Target: windowed self-attention >= 3x faster than dense (DESIGN.md).
+below tokens^2 bytes. Target: windowed self-attention >= 3x faster than dense (the project's target).
 
     pip install --no-deps --no-build-isolation -e . && python benchmarks/freeswim.py      # H200, ~6 min
     python benchmarks/freeswim.py --tiny                                                   # CPU check, seconds

@@ -4,7 +4,7 @@
    relative Frobenius error, on a dense plan, random plans with every pooling level, cross-attention with 64/128
    blocks, a token-mask window, and pv_threshold / skip_threshold; poisoned outputs; sparge_plan Triton vs
    reference, and without host synchronisation.
-2. Speed (bf16, head_dim 128, batch 1; DESIGN.md's shapes: 32,760 tokens x 12 heads, 75,600 x 40): cuDNN SDPA,
+2. Speed (bf16, head_dim 128, batch 1; the project's target shapes: 32,760 tokens x 12 heads, 75,600 x 40): cuDNN SDPA,
    flash SDPA, xformers (when it imports and runs), our kernel with a dense plan, random plans keeping
    50/25/10% of the kv blocks of every row and a Radial-like static plan, compiled FlexAttention on the same
    plans (BlockMask built outside the timing), and plan building: sparge_plan and PSA's pool_kv.
@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from diffattn.environment import environment
 from diffattn.kernels import (
     block_sparse_attention,
     pool_kv,
@@ -39,8 +41,6 @@ from diffattn.kernels import (
     triton_attention,
 )
 from diffattn.kernels.flex import flex_attention_call
-
-from diffattn.environment import environment
 from diffattn.plan import BlockPlan, BoxMask
 
 SHAPES = {"wan1.3b-480p": (32760, 12, 21), "wan14b-720p": (75600, 40, 21)}  # tokens, heads, latent frames
@@ -363,7 +363,7 @@ def bench_attention(rec: dict[str, Any], q, k, v, frames: int, device: torch.dev
 
 # ---------------------------------------------------------------------------------------------- targets
 def targets(shapes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """DESIGN.md's kernel targets per shape: value, goal, met."""
+    """The project's kernel targets per shape: value, goal, met."""
     rows = []
     for name, rec in shapes.items():
         cudnn = rec.get("cudnn_ms")

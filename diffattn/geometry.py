@@ -3,7 +3,7 @@
 Diffusers' video transformers flatten tokens frame by frame, row by row, and no attention processor is
 told the grid. The root hook recovers it from the denoiser's inputs with the functions here, one per family.
 `TileOrder` permutes raster-ordered tokens into spatio-temporal tiles so that compact patterns (windows,
-radial bands) touch few kv blocks (DESIGN.md, "Token order").
+radial bands) touch few kv blocks (docs/ARCHITECTURE.md, "Kernels").
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def family_of(model: torch.nn.Module) -> Family:
     raise UnsupportedModelError(f"{type(model).__name__} is not a supported denoiser. Supported: {supported}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward_signature(cls: type) -> inspect.Signature:
     return inspect.signature(cls.forward)
 

@@ -1,7 +1,7 @@
 """Block plans: which key/value blocks each query block attends to.
 
 A `BlockPlan` is the one description of a sparse attention pattern that every method produces and every
-kernel backend consumes (DESIGN.md, "Block plans"). For each (batch, head, query block) it lists the kv
+kernel backend consumes (docs/ARCHITECTURE.md). For each (batch, head, query block) it lists the kv
 blocks to compute, optionally split into pooling levels (PSA: a level-`l` block is attended through keys
 and values mean-pooled over groups of `l` tokens, with a `+log(l)` logit bias). Batch and head dimensions
 may be 1 to broadcast. An optional `BoxMask` gives exact token-level edges (sliding windows) without ever

@@ -1,6 +1,6 @@
 """The Triton block-sparse attention kernel and its torch custom op.
 
-One kernel, specialised by constexpr switches, covers every method (sparse.md section 8):
+One kernel, specialised by constexpr switches, covers every method:
 
 - grid `(q_blocks, batch * heads)`; one program owns one plan row (a query block of `BLOCK_M == plan.block_q`
   rows), loads Q once and walks the row's kv-block ids straight from `kv_indices` (no bitmap scan);

@@ -13,7 +13,7 @@ Everything here is a small pure function of the grid (FlexAttention style):
   without a tokens x tokens mask;
 - `window_tile_order` / `window_plan`: the window as a `BlockPlan` (block mask + `BoxMask`) in a spatio-temporal
   tile order, because compact tiles make a spatial window touch far fewer kv blocks than raster rows do
-  (DESIGN.md, "Token order");
+  (see `geometry.TileOrder`);
 - `reference_window_mask`: the token-level mask written directly from the paper's formula; tests only.
 """
 

@@ -3,7 +3,7 @@
 The sparse view. A self-attention or joint text+video call is rearranged once per call for the kernels:
 
 - queries are the video tokens only, in the chosen token order (2x8x8 tiles by default, so that compact patterns
-  fill whole blocks; see DESIGN.md "Token order");
+  fill whole blocks; see `geometry.TileOrder`);
 - keys/values are the same video tokens followed by the call's text tokens (joint attention), with padded text
   tokens dropped (HunyuanVideo's key padding mask), so the block-sparse call needs no mask;
 - text query rows (joint attention) are computed by the model's own SDPA call over all keys, so they are exactly

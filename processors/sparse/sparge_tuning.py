@@ -1,6 +1,6 @@
 """`tune_sparge`: calibrate SpargeAttn per layer and head against dense attention, saved to and loaded from JSON.
 
-As SpargeAttn's autotune does (sparse.md section 1): while the pipeline runs dense on calibration prompts, every
+As SpargeAttn's autotune does: while the pipeline runs dense on calibration prompts, every
 self-attention call of every layer is searched, head by head: for each self-similarity threshold
 theta in {-1, -15/16, ..., 15/16}, bisect the smallest TopCdf tau whose output has relative L1 error below `l1`,
 then the smallest P.V threshold below `pv_l1`; stop raising theta once sparsity falls under 0.1. Candidates
@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffattn.configs.sparse import BlockSparseConfig, SpargeConfig
 from diffattn.config import check
+from diffattn.configs.sparse import BlockSparseConfig, SpargeConfig
 from diffattn.errors import ConfigError
 
 __all__ = ["SpargeLayerSettings", "SpargeTuning", "SpargeCalibrationConfig", "tune_sparge", "TUNING_FORMAT"]
