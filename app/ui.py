@@ -13,6 +13,7 @@ from pathlib import Path
 import gradio as gr
 import torch
 
+from diffattn.kernels.bench import device_label
 from diffattn.registry import methods
 from diffattn.testing import FAMILIES
 
@@ -24,7 +25,6 @@ from .handlers import (
     high_resolution_handler,
     kernels_handler,
 )
-from diffattn.kernels.bench import device_label
 from .limits import AppLimits
 from .runs import PipelineCache, RunFolders
 from .settings import method_chooser, method_panel
@@ -114,8 +114,8 @@ def _tiny_model_for(editor: str, model: str) -> str:
 
 def _sample_clip(folder: Path) -> Path:
     """The built-in synthetic clip (a disc crossing stripes) as an MP4, for the Edit tab's example."""
-    from diffattn.testing import sample_clip
     from diffattn.media.video import write_video
+    from diffattn.testing import sample_clip
 
     return write_video(folder / "sample_clip.mp4", sample_clip(8, 64, 64), fps=8)
 

@@ -33,12 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffattn.pipelines.fatezero import FateZeroPipeline
-from diffattn.pipelines.fresco import FrescoPipeline
-from diffattn.pipelines.realcraft import RealCraftPipeline
 
 from diffattn.configs import FateZeroConfig, FrescoConfig, RealCraftConfig
 from diffattn.environment import environment
+from diffattn.pipelines.fatezero import FateZeroPipeline
+from diffattn.pipelines.fresco import FrescoPipeline
+from diffattn.pipelines.realcraft import RealCraftPipeline
 from diffattn.stats import timed
 from diffattn.testing import sample_clip
 
@@ -220,8 +220,9 @@ def main(argv: list[str] | None = None) -> int:
             record = measure(name, run, sample_clip(count, size, size), device)
             print(json.dumps(record), flush=True)
             records.append(record)
-    result = {"environment": environment(device), "settings": {"size": size, "steps": steps, "dtype": "bfloat16" if device.type == "cuda" else "float32",
-              "source_prompt": SOURCE, "target_prompt": TARGET}, "runs": records}
+    settings = {"size": size, "steps": steps, "dtype": "bfloat16" if device.type == "cuda" else "float32",
+                "source_prompt": SOURCE, "target_prompt": TARGET}
+    result = {"environment": environment(device), "settings": settings, "runs": records}
     out = Path(os.environ.get("OUT", Path(__file__).resolve().parent / "results"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "editing.json").write_text(json.dumps(result, indent=2))

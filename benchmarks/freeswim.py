@@ -10,8 +10,9 @@ Random weights from the model's config, bf16, batch 1, one forward per mode:
 - attention alone on one layer's shapes (q/k/v in the layout diffusers passes: `[B, H, S, D]` views of
   `[B, S, H, D]` memory): cuDNN dense vs the window through the Triton block-sparse kernel in
   FreeSwim's tile order (the candidate tile with the fewest kv blocks; with and without the token permutation;
-  and its blocks without any token test, wrong at the window's edges: the floor of that plan), in square 2x8x8 tiles, in raster order, and compiled FlexAttention on the tile-order plan; plus the plan's build
-  time and a check of the window output against exact masked attention on sampled query rows.
+  and its blocks without any token test, wrong at the window's edges: the floor of that plan), in square 2x8x8
+  tiles, in raster order, and compiled FlexAttention on the tile-order plan; plus the plan's build time and a check
+  of the window output against exact masked attention on sampled query rows.
 
 Per mode: wall time (CUDA events), self-attention time (diffattn's per-call timers on `attn1`), peak memory
 (`torch.cuda.max_memory_allocated`) and the largest single allocation (CUDA allocator history), which must stay
@@ -366,7 +367,8 @@ def markdown_rows(report: dict[str, Any]) -> str:
     for name in ("dense_sdpa", "window_tiles", "window_tiles_with_permutation", "window_tiles_no_token_test",
                  "window_tiles_2x8x8", "window_raster", "window_tiles_flex"):
         speed = attention.get(f"speedup_{name}_vs_dense")
-        lines.append(f"| {name} | {ms(attention.get(f'{name}_ms'))} | {f'{speed:.2f}x' if speed else '1.00x' if name == 'dense_sdpa' else 'n/a'} |")
+        relative = f"{speed:.2f}x" if speed else "1.00x" if name == "dense_sdpa" else "n/a"
+        lines.append(f"| {name} | {ms(attention.get(f'{name}_ms'))} | {relative} |")
     lines += ["", "| forward | ms | self-attention ms | peak GiB |", "|---|---|---|---|"]
     for name in ("dense", "dense_observe", "freeswim_refresh", "freeswim_reuse", "freeswim_uncond", "freeswim_nocache_dual"):
         entry = forward[name]

@@ -186,7 +186,8 @@ def _check_dense(device, scale_n, checks):
     q, k, v = qkv(1, 4, n, n, HEAD_DIM, device)
     dense = BlockPlan.dense(n, n, BLOCK, BLOCK, device=device)
     out = block_sparse_attention(q, k, v, dense, backend="triton")
-    _record(checks, f"dense plan vs SDPA fp32 ({n} tokens, d128)", rel_err(out, F.scaled_dot_product_attention(q.float(), k.float(), v.float())), 1e-2)
+    exact = F.scaled_dot_product_attention(q.float(), k.float(), v.float())
+    _record(checks, f"dense plan vs SDPA fp32 ({n} tokens, d128)", rel_err(out, exact), 1e-2)
 
 
 def _check_random_plans(device, scale_n, checks):
@@ -219,7 +220,8 @@ def _check_window(device, scale_n, checks):
                                    token_mask=window)
     q, k, v = qkv(1, 4, window.q_len, window.q_len, HEAD_DIM, device)
     expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=window.dense())
-    _record(checks, f"token-mask window {height}x{width} vs masked SDPA", rel_err(block_sparse_attention(q, k, v, plan, backend="triton"), expected), 1e-2)
+    out = block_sparse_attention(q, k, v, plan, backend="triton")
+    _record(checks, f"token-mask window {height}x{width} vs masked SDPA", rel_err(out, expected), 1e-2)
 
 
 def _check_thresholds(device, scale_n, checks):
@@ -337,14 +339,17 @@ def bench_attention(rec: dict[str, Any], q, k, v, frames: int, device: torch.dev
         if label == "dense" and device.type == "cuda":
             with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
                 entry["rel_err_vs_cudnn"] = rel_err(out, F.scaled_dot_product_attention(q, k, v))
-        ours = guarded(entry, "ours_ms", lambda p=plan, e=expected: bench(lambda: block_sparse_attention(q, k, v, p, backend="triton"), device, e))
+        ours = guarded(entry, "ours_ms",
+                       lambda p=plan, e=expected: bench(lambda: block_sparse_attention(q, k, v, p, backend="triton"), device, e))
         if plan.is_pooled:  # flex would need the pooled keys appended (diffattn.kernels.flex does, slowly)
-            entry["levels"] = {str(lvl): float(c) for lvl, c in zip(plan.levels, plan.kv_counts.float().mean((0, 1, 2)) / plan.num_kv_blocks)}
+            mean_counts = plan.kv_counts.float().mean((0, 1, 2)) / plan.num_kv_blocks
+            entry["levels"] = {str(lvl): float(c) for lvl, c in zip(plan.levels, mean_counts)}
             flex = entry["flex_ms"] = "not timed (pooled plan)"
         else:
             block_mask = flex_mask_for(plan, tokens, heads, bound)
             scale = 1.0 / math.sqrt(HEAD_DIM)
-            flex = guarded(entry, "flex_ms", lambda m=block_mask, s=scale, e=expected: bench(lambda: flex_attention_call(q, k, v, m, s), device, e))
+            flex = guarded(entry, "flex_ms",
+                           lambda m=block_mask, s=scale, e=expected: bench(lambda: flex_attention_call(q, k, v, m, s), device, e))
         if reference_ms and isinstance(ours, float):
             entry["ours_vs_cudnn_dense"] = ours / reference_ms
             if not plan.is_pooled:
@@ -355,10 +360,15 @@ def bench_attention(rec: dict[str, Any], q, k, v, frames: int, device: torch.dev
 
     half = plans["keep50"]
     extra = rec["plans"]["keep50"]
-    guarded(extra, "ours_pv50_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", pv_threshold=50.0), device, guess / 2))
-    guarded(extra, "ours_marks_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", skip_threshold=-10.0), device, guess / 2))
-    guarded(extra, "ours_marks_final_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", skip_threshold=-10.0, mark_criterion="final"), device, guess / 2))
-    guarded(extra, "ours_lse_ms", lambda: bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", return_lse=True), device, guess / 2))
+
+    def half_ms(**options: Any) -> float:
+        """The keep50 plan's time with the kernel's extra `options`."""
+        return bench(lambda: block_sparse_attention(q, k, v, half, backend="triton", **options), device, guess / 2)
+
+    guarded(extra, "ours_pv50_ms", lambda: half_ms(pv_threshold=50.0))
+    guarded(extra, "ours_marks_ms", lambda: half_ms(skip_threshold=-10.0))
+    guarded(extra, "ours_marks_final_ms", lambda: half_ms(skip_threshold=-10.0, mark_criterion="final"))
+    guarded(extra, "ours_lse_ms", lambda: half_ms(return_lse=True))
 
 
 # ---------------------------------------------------------------------------------------------- targets
@@ -372,16 +382,19 @@ def targets(shapes: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         dense = plans.get("dense", {}).get("ours_ms")
         if isinstance(dense, float):
-            rows.append({"shape": name, "target": "dense >= 0.9x cuDNN throughput", "value": cudnn / dense, "goal": 0.9, "met": cudnn / dense >= 0.9})
+            rows.append({"shape": name, "target": "dense >= 0.9x cuDNN throughput",
+                         "value": cudnn / dense, "goal": 0.9, "met": cudnn / dense >= 0.9})
         for keep in KEEPS:
             entry = plans.get(f"keep{int(keep * 100)}", {})
             ours = entry.get("ours_ms")
             if isinstance(ours, float):
                 bound = 1.1 * keep * cudnn
-                rows.append({"shape": name, "target": f"keep {int(keep * 100)}%: ms <= 1.1 x keep x cuDNN dense", "value": ours, "goal": bound, "met": ours <= bound})
+                rows.append({"shape": name, "target": f"keep {int(keep * 100)}%: ms <= 1.1 x keep x cuDNN dense",
+                             "value": ours, "goal": bound, "met": ours <= bound})
         ten = plans.get("keep10", {})
         if isinstance(ten.get("flex_over_ours"), float):
-            rows.append({"shape": name, "target": "keep 10%: >= 1.3x faster than FlexAttention", "value": ten["flex_over_ours"], "goal": 1.3, "met": ten["flex_over_ours"] >= 1.3})
+            rows.append({"shape": name, "target": "keep 10%: >= 1.3x faster than FlexAttention",
+                         "value": ten["flex_over_ours"], "goal": 1.3, "met": ten["flex_over_ours"] >= 1.3})
         for key, label in (("sparge_pct_of_dense", "sparge_plan"), ("pool_kv_pct_of_dense", "pool_kv")):
             if isinstance(rec.get(key), float):
                 rows.append({"shape": name, "target": f"{label} <= 5% of dense", "value": rec[key], "goal": 5.0, "met": rec[key] <= 5.0})
@@ -401,14 +414,18 @@ def table(result: dict[str, Any]) -> str:
     for name, rec in result["shapes"].items():
         for label, entry in rec.get("plans", {}).items():
             lines.append(f"| {name} | {label} | {entry['density']:.3f} | {fmt(entry.get('ours_ms'))} | {fmt(entry.get('flex_ms'))} | "
-                         f"{fmt(rec.get('cudnn_ms'))} | {fmt(entry.get('ours_vs_cudnn_dense'), '.3f')} | {fmt(entry.get('flex_over_ours'))} |")
-    lines += ["", "| shape | cuDNN ms | flash ms | xformers | sparge ms (% dense) | pool_kv ms (% dense) | keep50 +pv50 / +marks / +lse ms |",
+                         f"{fmt(rec.get('cudnn_ms'))} | {fmt(entry.get('ours_vs_cudnn_dense'), '.3f')} | "
+                         f"{fmt(entry.get('flex_over_ours'))} |")
+    lines += ["",
+              "| shape | cuDNN ms | flash ms | xformers | sparge ms (% dense) | pool_kv ms (% dense) | keep50 +pv50 / +marks / +lse ms |",
               "|---|---|---|---|---|---|---|"]
     for name, rec in result["shapes"].items():
         half = rec.get("plans", {}).get("keep50", {})
         xf = rec.get("xformers_ms")
-        lines.append(f"| {name} | {fmt(rec.get('cudnn_ms'))} | {fmt(rec.get('flash_ms'))} | {fmt(xf) if isinstance(xf, float) else 'unavailable'} | "
-                     f"{fmt(rec.get('sparge_ms'), '.3f')} ({fmt(rec.get('sparge_pct_of_dense'))}%) | {fmt(rec.get('pool_kv_ms'), '.3f')} ({fmt(rec.get('pool_kv_pct_of_dense'))}%) | "
+        lines.append(f"| {name} | {fmt(rec.get('cudnn_ms'))} | {fmt(rec.get('flash_ms'))} | "
+                     f"{fmt(xf) if isinstance(xf, float) else 'unavailable'} | "
+                     f"{fmt(rec.get('sparge_ms'), '.3f')} ({fmt(rec.get('sparge_pct_of_dense'))}%) | "
+                     f"{fmt(rec.get('pool_kv_ms'), '.3f')} ({fmt(rec.get('pool_kv_pct_of_dense'))}%) | "
                      f"{fmt(half.get('ours_pv50_ms'))} / {fmt(half.get('ours_marks_ms'))} / {fmt(half.get('ours_lse_ms'))} |")
     lines += ["", "| shape | target | value | goal | met |", "|---|---|---|---|---|"]
     for row in result["targets"]:

@@ -25,6 +25,7 @@ import diffattn
 from diffattn.environment import environment
 from diffattn.parallel import enable_ulysses, init_distributed, is_main_process, world_size
 from diffattn.stats import timed
+
 from e2e import MODELS, TINY_MODELS, build_model, cudnn_attention, forward, model_inputs
 
 VARIANTS = {

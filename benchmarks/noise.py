@@ -200,7 +200,8 @@ def architecture_freeinit(device: torch.device, scale: Scale) -> dict[str, Any]:
     forward_ms = _wan_forward_ms(device, scale)
     flow = FlowMatchEulerDiscreteScheduler(shift=3.0)
     mix_ms = bench_ms(mixing(latent, flow, device), device)
-    animatediff_mix_ms = bench_ms(mixing((1, 4, scale.frames[0], scale.latent, scale.latent), DDIMScheduler(beta_schedule="linear"), device), device)
+    animatediff_latent = (1, 4, scale.frames[0], scale.latent, scale.latent)
+    animatediff_mix_ms = bench_ms(mixing(animatediff_latent, DDIMScheduler(beta_schedule="linear"), device), device)
     sample, noise = torch.randn(latent, device=device), torch.randn(latent, device=device)
     renoised = renoise(flow, sample, noise)
     passed = frequency_mix(renoised, torch.randn_like(renoised), torch.ones(latent[-3:], device=device))
@@ -273,7 +274,8 @@ def tiny_measurements(repeats: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     animatediff = tiny_pipeline("animatediff")
     call = lambda: animatediff(**tiny_call_kwargs("animatediff", num_frames=32, num_inference_steps=4))  # noqa: E731
-    plain, windowed = paired_ms(call, call, lambda: diffattn.apply(animatediff, FreeNoiseConfig(context_length=8, context_stride=4)), repeats)
+    config = FreeNoiseConfig(context_length=8, context_stride=4)
+    plain, windowed = paired_ms(call, call, lambda: diffattn.apply(animatediff, config), repeats)
     results["freenoise"] = {"model": "tiny AnimateDiff, 32 frames, 8-frame windows every 4, 4 steps",
                             "plain_ms": plain, "freenoise_ms": windowed, "overhead": windowed / plain - 1}
 

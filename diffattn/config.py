@@ -2,8 +2,9 @@
 
 `MethodConfig` is the base every method's config derives from. Its class attributes name the method, say
 in one line what it does, point (as a dotted path, so the core never imports processors) to the class that
-implements it, and say how it is installed (`diffattn.method` documents them together). `AttentionConfig` adds the selectors every attention method shares: which layers and
-which denoising steps run the method and which stay dense.
+implements it, and say how it is installed (`diffattn.method` documents them together). `AttentionConfig` adds
+the selectors every attention method shares: which layers and which denoising steps run the method and which
+stay dense.
 """
 
 from __future__ import annotations
@@ -146,14 +147,14 @@ class MethodConfig:
         return dict(_file_settings(cls))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
     """`MethodConfig.field_types`, resolved once per class (every construction checks against them)."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _file_settings(cls: type) -> dict[str, tuple[str, ...]]:
     """`MethodConfig.file_settings`, read once per class from the fields' `Annotated` metadata."""
     hints = typing.get_type_hints(cls, include_extras=True)

@@ -110,7 +110,7 @@ def _run(chain: list[PipelineExtension], hook: str, pipe: Any, original: Callabl
     return getattr(chain[position], hook)(pipe, proceed, arguments)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _patched_class(base: type) -> type:
     """The per-instance subclass of `base` that routes `__call__` and `prepare_latents` through the extensions."""
     original_call = base.__call__

@@ -11,7 +11,7 @@ import torch
 __all__ = ["backend_status", "xformers_works"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def xformers_works() -> str:
     """`"ok"` if xformers imports and computes attention correctly here, else why not.
 

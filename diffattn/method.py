@@ -36,9 +36,10 @@ what `install` did, so `Handle.remove()` restores the model and pipeline bitwise
 
 Where the code lives: configs in `diffattn/configs/`, in a module named like the implementation's module or the
 package holding it (`configs/freeinit.py` - `pipelines/freeinit.py`, `configs/sparse.py` - `processors/sparse/`);
-attention-level implementations and attention parts in `processors/`; pipeline-level implementations (FreeInit, FreeNoise, InitNO) and their pipeline parts in
-`pipelines/`; model-free math (filters, schedules, scores, masks) in `diffattn/noise/` and `diffattn/patterns/`;
-the machinery every method shares (this contract, `apply`, `diffattn.extension`) in the core, `diffattn/`.
+attention-level implementations and attention parts in `processors/`; pipeline-level implementations (FreeInit,
+FreeNoise, InitNO) and their pipeline parts in `pipelines/`; model-free math (filters, schedules, scores, masks)
+in `diffattn/noise/` and `diffattn/patterns/`; the machinery every method shares (this contract, `apply`,
+`diffattn.extension`) in the core, `diffattn/`.
 """
 
 from __future__ import annotations

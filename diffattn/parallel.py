@@ -8,6 +8,7 @@ method runs unchanged on the full sequence with the global grid. Ring attention 
 from __future__ import annotations
 
 import os
+
 import torch
 
 from .errors import ConfigError

@@ -499,7 +499,8 @@ def _launch(
             raise
         launch(False)  # raises again unless TMA was the problem; if it was: say so, use plain loads from now on
         _TMA_FAILURE.append(f"{type(exc).__name__}: {exc}")
-        warnings.warn(f"diffattn: TMA loads failed ({_TMA_FAILURE[0][:300]}); using plain loads from now on")
+        # stacklevel=1: the failure belongs to this launch, not to whoever called the kernel
+        warnings.warn(f"diffattn: TMA loads failed ({_TMA_FAILURE[0][:300]}); using plain loads from now on", stacklevel=1)
     return out, lse, kept
 
 

@@ -171,7 +171,8 @@ def load_edit_spec(path: str | Path) -> EditSpec:
     if not path.exists() and (EXAMPLE_CONFIGS / path.name).exists():
         path = EXAMPLE_CONFIGS / path.name
     if not path.exists():
-        raise ConfigError(f"edit config {path} does not exist (examples: {', '.join(sorted(p.name for p in EXAMPLE_CONFIGS.glob('*.yaml')))})")
+        examples = ", ".join(sorted(p.name for p in EXAMPLE_CONFIGS.glob("*.yaml")))
+        raise ConfigError(f"edit config {path} does not exist (examples: {examples})")
     data = read_settings(path, "an edit config")
     video = data.get("video")
     if isinstance(video, str) and not Path(video).is_absolute() and (path.parent / video).exists():

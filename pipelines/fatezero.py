@@ -31,6 +31,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers.schedulers import KarrasDiffusionSchedulers
+from tqdm.auto import tqdm
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from diffattn.api import apply
+from diffattn.configs.editing import FateZeroConfig, parse_word_values
+from diffattn.context import RunContext
+from diffattn.errors import ConfigError
+from diffattn.geometry import Grid
 from diffattn.processors.editing import prompts as P
 from diffattn.processors.editing.blend import BlendMask, word_map
 from diffattn.processors.editing.controller import (
@@ -53,16 +63,6 @@ from diffattn.processors.editing.store import (
     estimate_store_bytes,
     format_bytes,
 )
-from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
-from diffusers.schedulers import KarrasDiffusionSchedulers
-from tqdm.auto import tqdm
-from transformers import CLIPTextModel, CLIPTokenizer
-
-from diffattn.api import apply
-from diffattn.configs.editing import FateZeroConfig, parse_word_values
-from diffattn.context import RunContext
-from diffattn.errors import ConfigError
-from diffattn.geometry import Grid
 
 from .inversion import (
     Inversion,
@@ -263,7 +263,8 @@ class FateZeroPipeline(DiffusionPipeline):
                     guidance: float) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, Any]]:
         device = self._execution_device
         count = frames.shape[0]
-        source_emb, target_emb, negative_emb = encode_prompts(self.tokenizer, self.text_encoder, [source, target, negative], device).chunk(3)
+        embeddings = encode_prompts(self.tokenizer, self.text_encoder, [source, target, negative], device)
+        source_emb, target_emb, negative_emb = embeddings.chunk(3)
         text_len = source_emb.shape[1]
         handle = apply(self.unet, config)
         store = None

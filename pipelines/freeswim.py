@@ -216,7 +216,8 @@ class FreeSwimPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         if not return_dict:
             return (frames,)
-        return FreeSwimPipelineOutput(frames=frames, base_frames=base_frames, stats=handle.stats if handle is not None else AttentionStats())
+        stats = handle.stats if handle is not None else AttentionStats()
+        return FreeSwimPipelineOutput(frames=frames, base_frames=base_frames, stats=stats)
 
 
 def run_freeswim(pipe: Any, methods: list[MethodConfig], call_kwargs: dict[str, Any]) -> tuple[FreeSwimPipelineOutput, AttentionStats]:

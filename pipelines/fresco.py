@@ -36,20 +36,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffattn.processors.editing.controller import (
-    AttentionController,
-    EditMode,
-    LayerPolicy,
-    LayerSlot,
-)
-from diffattn.processors.editing.frames import SELF, BatchLayout
-from diffattn.processors.editing.fresco import (
-    FeatureOptimizer,
-    OcclusionKV,
-    build_trajectories,
-    occlusion_keep_mask,
-)
-from diffattn.processors.editing.source import CapturedSource
 from diffusers import (
     AutoencoderKL,
     ControlNetModel,
@@ -65,6 +51,7 @@ from diffattn.api import apply
 from diffattn.configs.editing import FrescoConfig
 from diffattn.context import RunContext
 from diffattn.errors import ConfigError
+from diffattn.geometry import Grid
 from diffattn.media.flow import (
     FlowEstimator,
     VideoFlow,
@@ -75,7 +62,20 @@ from diffattn.media.flow import (
     warp,
 )
 from diffattn.media.flow import flow_estimator as builtin_flow_estimator
-from diffattn.geometry import Grid
+from diffattn.processors.editing.controller import (
+    AttentionController,
+    EditMode,
+    LayerPolicy,
+    LayerSlot,
+)
+from diffattn.processors.editing.frames import SELF, BatchLayout
+from diffattn.processors.editing.fresco import (
+    FeatureOptimizer,
+    OcclusionKV,
+    build_trajectories,
+    occlusion_keep_mask,
+)
+from diffattn.processors.editing.source import CapturedSource
 
 from .inversion import (
     VideoEditPipelineOutput,
@@ -313,7 +313,8 @@ class FrescoPipeline(DiffusionPipeline):
     def _translate(self, controller: AttentionController, context: RunContext, frames: torch.Tensor,
                    control: torch.Tensor | None, embeds: tuple[torch.Tensor, torch.Tensor], noise: torch.Tensor,
                    recorded: list[torch.Tensor], anchored: bool, config: FrescoConfig, estimator: FlowEstimator,
-                   steps: int, guidance: float, strength: float, generator: torch.Generator | None) -> tuple[torch.Tensor, list[list[float]]]:
+                   steps: int, guidance: float, strength: float,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, list[list[float]]]:
         """One batch of frames through FRESCO; returns its latents and the loss curve of every feature optimisation."""
         device = self._execution_device
         count = frames.shape[0]

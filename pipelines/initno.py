@@ -34,8 +34,8 @@ from diffattn.configs.initno import InitNOConfig
 from diffattn.errors import AlreadyAppliedError, ConfigError, UnsupportedModelError
 from diffattn.extension import PipelineExtension, Proceed
 from diffattn.method import Method, Part, Target
-from diffattn.notices import quiet_library_notices
 from diffattn.noise.initno import NoiseScores, attention_scores, search_initial_noise, subject_token_indices
+from diffattn.notices import quiet_library_notices
 from diffattn.processors.noise import InitNOAttentionStore
 from diffattn.stats import AttentionStats
 

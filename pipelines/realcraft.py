@@ -25,12 +25,11 @@ It shares FateZero's inversion and edit loop (`FateZeroPipeline`), with its own 
 
 from __future__ import annotations
 
+from diffattn.configs.editing import RealCraftConfig
 from diffattn.processors.editing import prompts as P
 from diffattn.processors.editing.controller import LayerPolicy, LayerSlot
 from diffattn.processors.editing.editors import CrossAttentionEditor
 from diffattn.processors.editing.frames import SELF, FrameKV
-
-from diffattn.configs.editing import RealCraftConfig
 
 from .fatezero import EditPlan, FateZeroPipeline, check_levels, default_blend_level
 

@@ -282,7 +282,7 @@ def _refuse_ring_attention(parallel_config: Any, layer: LayerInfo) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _wrapper_class(inner_cls: type) -> type:
     """A `DiffAttnProcessor` subclass whose `__call__` advertises `inner_cls.__call__`'s signature.
 

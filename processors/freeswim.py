@@ -34,8 +34,8 @@ from diffattn.context import LayerInfo, RunContext
 from diffattn.errors import ConfigError, GridError, UnsupportedModelError
 from diffattn.geometry import Grid, TileOrder, bind_forward_args
 from diffattn.method import Target
-from diffattn.plan import BlockPlan
 from diffattn.patterns.windows import attention_temperature, window_plan, window_radius_from_base, window_tile_order
+from diffattn.plan import BlockPlan
 
 from .base import AttentionCall, AttentionMethod, Proceed
 from .sparse.common import SparseLayout

@@ -17,8 +17,6 @@ if not torch.cuda.is_available():
 # fixture builds a model, so module-scoped references run under the same setting as the tests).
 torch.set_num_threads(1)
 
-import pytest  # noqa: E402
-
 
 def pytest_collection_modifyitems(config, items):
     """`gpu` tests need CUDA: on a CPU-only machine they are deselected (the README's command also says -m 'not gpu')."""

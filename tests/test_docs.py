@@ -9,7 +9,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SOURCES = [*ROOT.glob("*.py"), *(p for folder in ("diffattn", "processors", "kernels", "pipelines", "app", "benchmarks") for p in (ROOT / folder).rglob("*.py"))]
+SOURCE_FOLDERS = ("diffattn", "processors", "kernels", "pipelines", "app", "benchmarks")
+SOURCES = [*ROOT.glob("*.py"), *(p for folder in SOURCE_FOLDERS for p in (ROOT / folder).rglob("*.py"))]
 _PATH = re.compile(r"`((?:diffattn|processors|kernels|pipelines|app|tests|benchmarks|docs)/[\w./-]*)`")
 
 

@@ -104,8 +104,8 @@ def spec_from_args(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipelines.edit_job import edit_metrics, edit_video, save_edit_spec
     from ..media.video import write_video
+    from ..pipelines.edit_job import edit_metrics, edit_video, save_edit_spec
 
     spec = spec_from_args(args)
     out = video_output(args.out)

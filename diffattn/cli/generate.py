@@ -103,8 +103,8 @@ def spec_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from ..generation import generate, save_spec
-    from ..parallel import is_main_process
     from ..media.video import write_video
+    from ..parallel import is_main_process
 
     spec = spec_from_args(args)
     out = video_output(args.out)

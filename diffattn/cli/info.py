@@ -31,11 +31,10 @@ def _backends() -> dict[str, Any]:
 
 def collect() -> dict[str, Any]:
     """Everything `info` prints, as plain data."""
+    from .. import __version__
     from ..environment import dependency_versions
     from ..geometry import supported_families
     from ..registry import methods
-
-    from .. import __version__
 
     return {
         "diffattn": __version__,

@@ -241,7 +241,9 @@ class RealCraftConfig(_EditingConfig):
     """
 
     name = "realcraft"
-    description = "object-centric video editing: cross-attention swap + relaxed spatio-temporal attention in an automatic mask (RealCraftPipeline)"
+    description = (
+        "object-centric video editing: cross-attention swap + relaxed spatio-temporal attention in an automatic mask (RealCraftPipeline)"
+    )
 
     object_words: tuple[str, ...] = ()
     cross_replace_steps: float = 1.0

@@ -169,11 +169,9 @@ def box_block_mask(box: BoxMask, block_q: int, block_k: int) -> torch.Tensor:
     ).coalesce()
 
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, cells))
+    chunks = (slice(i, i + rows_per_chunk) for i in range(0, q_low.shape[0], rows_per_chunk))
     kept = torch.cat(
-        [
-            torch.sparse.mm(footprint, _union_coverage(q_low[i : i + rows_per_chunk], q_high[i : i + rows_per_chunk], extents).T.float()).T > 0
-            for i in range(0, q_low.shape[0], rows_per_chunk)
-        ]
+        [torch.sparse.mm(footprint, _union_coverage(q_low[rows], q_high[rows], extents).T.float()).T > 0 for rows in chunks]
     )
     return kept[q_group][:, k_group]
 

@@ -107,7 +107,9 @@ class Trajectories:
         return (runs[:, :, None] == runs[:, None, :]).unsqueeze(1)
 
 
-def _link_pair(flow_back: torch.Tensor, occluded: torch.Tensor, before: torch.Tensor, after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _link_pair(
+    flow_back: torch.Tensor, occluded: torch.Tensor, before: torch.Tensor, after: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Match tokens of a frame to tokens of the previous one by rounded backward flow.
 
     Returns `(targets, sources)`: tokens of the later frame and the unique earlier-frame tokens they continue;

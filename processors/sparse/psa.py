@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from diffattn.kernels.psa import SAMPLE_STRIDE, block_importance
 
 from diffattn.configs.sparse import PSAConfig
+from diffattn.kernels.psa import SAMPLE_STRIDE, block_importance
 from diffattn.plan import POOL_LEVELS
 
 from ..base import AttentionCall

@@ -246,11 +246,11 @@ def autotune_head(call: AttentionCall, reference: torch.Tensor, config: SpargeCa
 
     candidates = []
     for theta in _THETAS:
-        tau = _smallest_passing(lambda t: error(plan(theta, t)) < config.l1, 0.0, 1.0, _CDF_TOLERANCE)
+        tau = _smallest_passing(lambda t, theta=theta: error(plan(theta, t)) < config.l1, 0.0, 1.0, _CDF_TOLERANCE)
         chosen = plan(theta, tau)
         pv = _PV_RANGE
         if config.tune_pv:
-            pv = _smallest_passing(lambda p: error(chosen, p) < config.pv_l1, 0.0, _PV_RANGE, _PV_TOLERANCE)
+            pv = _smallest_passing(lambda p, chosen=chosen: error(chosen, p) < config.pv_l1, 0.0, _PV_RANGE, _PV_TOLERANCE)
         sparsity = 1.0 - chosen.density()
         candidates.append(Candidate(theta, tau, pv, sparsity))
         if sparsity < _MIN_SPARSITY:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from diffattn.testing import sample_clip
 from diffattn.media.video import write_video
+from diffattn.testing import sample_clip
 
 
 @pytest.fixture(scope="session")

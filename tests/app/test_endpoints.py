@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 import torch
-from diffattn.app.catalog import EDITOR_TINY_MODELS, generation_methods
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from gradio_client.utils import Status
 
+from diffattn.app.catalog import EDITOR_TINY_MODELS, generation_methods
 from diffattn.configs import ObserveConfig
 from diffattn.generation import GenerationSpec, generate
-from diffattn.testing import sample_clip
 from diffattn.media.video import read_video, write_video
+from diffattn.testing import sample_clip
 
 EDIT_PROMPTS = {"source_prompt": "a red sun moving over colorful waves",
                 "target_prompt": "a blue moon moving over colorful waves"}

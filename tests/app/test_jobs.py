@@ -12,13 +12,13 @@ import time
 import gradio as gr
 import pytest
 import torch
+
 from diffattn.app import catalog
 from diffattn.app.handlers import AppContext, generate_handler, kernels_handler
 from diffattn.app.jobs import Job, JobStopped, device_job
 from diffattn.app.limits import AppLimits
 from diffattn.app.runs import PipelineCache, RunFolders, generation_key, run_generation
 from diffattn.app.settings import method_panel
-
 from diffattn.generation import GenerationSpec
 
 LONG_KERNEL_JOB = {"tokens": 1024, "heads": 2, "head_dim": 64, "block": 64, "densities": "0.1, 0.5, 1", "repeats": 100}

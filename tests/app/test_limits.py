@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from diffattn.app.limits import (
     AppLimits,
     check_file,
@@ -14,11 +15,10 @@ from diffattn.app.limits import (
     check_settings,
     check_upload,
 )
-
 from diffattn.configs import LiteAttentionConfig, ObserveConfig
 from diffattn.errors import ConfigError, VideoReadError
-from diffattn.testing import sample_clip
 from diffattn.media.video import write_video
+from diffattn.testing import sample_clip
 
 
 @pytest.fixture

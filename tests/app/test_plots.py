@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+
 from diffattn.app.plots import density_heatmap, kernel_plot, timing_plot
 
 STATS = {

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import gradio as gr
 import pytest
+
 from diffattn.app.limits import AppLimits
 from diffattn.app.settings import field_docs, method_chooser, method_panel
-
 from diffattn.config import AttentionConfig
 from diffattn.configs import ObserveConfig
 from diffattn.errors import ConfigError

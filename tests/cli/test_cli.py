@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from diffattn.cli import main
-from diffattn.generation import GenerationSpec, generate, load_spec, save_spec
+from diffattn.generation import generate, load_spec, save_spec
 from diffattn.media.video import read_video
 
 

@@ -7,8 +7,8 @@ import diffattn
 from diffattn.context import CONTEXT_HOOK
 from diffattn.errors import AlreadyAppliedError, ConfigError, IncompatibleMethodsError, UnknownMethodError, UnsupportedModelError
 from diffattn.generation import pipeline_frames
-from diffattn.testing import FAMILIES, tiny_call_kwargs, tiny_pipeline
 from diffattn.processors.base import DiffAttnProcessor, describe_layers, find_attention_modules
+from diffattn.testing import FAMILIES, tiny_call_kwargs, tiny_pipeline
 
 
 def run(pipe, family):

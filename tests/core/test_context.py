@@ -44,7 +44,7 @@ def test_grid_is_recovered_at_odd_sizes(family, layouts):
         assert handle.context.grid == expected
     video_calls = [(layer, layout, q, k) for layer, layout, q, k in layouts if layout.kind in ("self", "joint")]
     assert video_calls, "no attention call was recognised as video self-attention"
-    for layer, layout, q_len, _ in video_calls:
+    for _, layout, _, _ in video_calls:
         assert layout.video.stop - layout.video.start == layout.grid.tokens // (layout.grid.frames if layout.frames_in_batch else 1)
     # the full-resolution layers see exactly the recovered grid
     full = [layout for _, layout, _, _ in video_calls if layout.grid.height == expected.height and layout.grid.width == expected.width]

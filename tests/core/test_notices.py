@@ -61,7 +61,7 @@ def test_mochi_cpu_autocast_warning_is_dropped_but_other_warnings_pass():
                                    module="diffusers.models.transformers.transformer_mochi")
             warnings.warn_explicit("In CPU autocast, but the target dtype is not supported. Disabling autocast.",
                                    UserWarning, "mine.py", 1, module="my_model")
-            warnings.warn("something else", UserWarning)
+            warnings.warn("something else", UserWarning, stacklevel=1)
     assert [str(w.message) for w in seen] == [
         "In CPU autocast, but the target dtype is not supported. Disabling autocast.", "something else"]
 

@@ -13,7 +13,7 @@ def _stats() -> AttentionStats:
         stats.record("blocks.0.attn1", step, count_call=True, density=0.25, tiles=64, skipped_tiles=48)
         stats.record("blocks.0.attn2", step, count_call=True)
     stats.record("blocks.0.attn2", 1, reused=1.0)
-    for call in range(4):
+    for _ in range(4):
         stats.record_activity(0, "sparge", None)
         stats.record_activity(0, "radial", "dense steps: dense_steps=12, dense_last_steps=0", dense_step=True)
     stats.record_activity(0, "sparge", "")

@@ -7,10 +7,10 @@ import torch
 import yaml
 
 from diffattn.cli import main
-from diffattn.pipelines.edit_job import EXAMPLE_CONFIGS, EditSpec, load_edit_spec
 from diffattn.errors import ConfigError
 from diffattn.media.metrics import PSNR_CAP_DB
 from diffattn.media.video import read_video, write_video
+from diffattn.pipelines.edit_job import EXAMPLE_CONFIGS, EditSpec, load_edit_spec
 
 FAST = ["--steps", "2", "--frames", "3"]
 

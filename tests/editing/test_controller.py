@@ -2,6 +2,10 @@
 
 import pytest
 import torch
+
+import diffattn
+from diffattn.configs import FateZeroConfig
+from diffattn.errors import ConfigError
 from diffattn.pipelines.inversion import as_ddim, encode_prompts
 from diffattn.processors.editing import (
     SELF,
@@ -18,10 +22,6 @@ from diffattn.processors.editing import (
     estimate_store_bytes,
     occlusion_keep_mask,
 )
-
-import diffattn
-from diffattn.configs import FateZeroConfig
-from diffattn.errors import ConfigError
 
 PROMPT = "a red sun moving over colorful waves"
 OTHER = "a green tree standing in the snow"
@@ -179,7 +179,8 @@ def test_online_capture_equals_the_stored_source(sd_pipe, unet, embeds, controll
         outputs = []
         for source in (StoredSource(store.load(500)), captured):
             controller.mode, controller.layout, controller.source = EditMode.EDIT, BatchLayout(("uncond", "cond"), 3), source
-            outputs.append(_forward(unet, torch.cat([edit_latents] * 2), torch.cat([embeds[1:].expand(3, -1, -1), embeds[:1].expand(3, -1, -1)])))
+            batch_embeds = torch.cat([embeds[1:].expand(3, -1, -1), embeds[:1].expand(3, -1, -1)])
+            outputs.append(_forward(unet, torch.cat([edit_latents] * 2), batch_embeds))
     assert torch.allclose(outputs[0], outputs[1], atol=1e-5)
 
 

@@ -2,16 +2,16 @@
 Canny 50/100, prompt additions and negative prompt, AdaIN's epsilon, the example presets' K/V frames."""
 
 import cv2
-import diffattn.pipelines.fresco as fresco_module
 import pytest
 import torch
+from diffusers import DDPMScheduler, PNDMScheduler
+
+import diffattn.pipelines.fresco as fresco_module
+from diffattn.configs import FrescoConfig
+from diffattn.errors import ConfigError
 from diffattn.pipelines.edit_job import EditSpec, edit_video, load_edit_spec
 from diffattn.pipelines.fresco import FrescoPipeline, canny_control
 from diffattn.processors.editing.fresco import adain, optimize_features
-from diffusers import DDPMScheduler, PNDMScheduler
-
-from diffattn.configs import FrescoConfig
-from diffattn.errors import ConfigError
 from diffattn.testing import sample_clip
 
 TARGET = "a blue moon moving over colorful waves"

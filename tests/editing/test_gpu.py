@@ -2,11 +2,11 @@
 
 import pytest
 import torch
+
+from diffattn.configs import FateZeroConfig, FrescoConfig, RealCraftConfig
 from diffattn.pipelines.fatezero import FateZeroPipeline
 from diffattn.pipelines.fresco import FrescoPipeline
 from diffattn.pipelines.realcraft import RealCraftPipeline
-
-from diffattn.configs import FateZeroConfig, FrescoConfig, RealCraftConfig
 from diffattn.testing import sample_clip, tiny_pipeline
 
 pytestmark = pytest.mark.gpu

@@ -6,6 +6,11 @@ from collections import namedtuple
 
 import pytest
 import torch
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+from diffattn.configs import FateZeroConfig, FrescoConfig, RealCraftConfig
+from diffattn.errors import ConfigError, VideoReadError
+from diffattn.media.flow import VideoFlow
 from diffattn.pipelines.fatezero import FateZeroPipeline
 from diffattn.pipelines.fresco import (
     FrescoPipeline,
@@ -23,11 +28,6 @@ from diffattn.processors.editing.fresco import (
     temporal_loss,
     trajectory_attention,
 )
-from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
-
-from diffattn.configs import FateZeroConfig, FrescoConfig, RealCraftConfig
-from diffattn.errors import ConfigError, VideoReadError
-from diffattn.media.flow import VideoFlow
 from diffattn.testing import sample_clip
 
 SOURCE = "a red sun moving over colorful waves"

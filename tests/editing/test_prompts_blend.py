@@ -4,11 +4,11 @@ import tempfile
 
 import pytest
 import torch
+
 from diffattn.processors.editing import prompts as P
 from diffattn.processors.editing.blend import BlendMask, otsu_threshold, word_map
 from diffattn.processors.editing.editors import CrossAttentionEditor
 from diffattn.processors.editing.errors import PromptWordError
-
 from diffattn.testing.text import write_clip_tokenizer
 
 L = 77

@@ -18,11 +18,11 @@ from diffattn.config import AttentionConfig
 from diffattn.configs import FreeSwimConfig
 from diffattn.errors import ConfigError, UnsupportedModelError
 from diffattn.geometry import Grid, TileOrder
+from diffattn.patterns.windows import attention_temperature, reference_window_mask, window_plan, window_tile_order
 from diffattn.plan import BlockPlan
 from diffattn.processors.base import AttentionMethod
 from diffattn.processors.freeswim import FreeSwimMethod
 from diffattn.testing import tiny_call_kwargs, tiny_denoiser, tiny_denoiser_inputs, tiny_pipeline
-from diffattn.patterns.windows import attention_temperature, reference_window_mask, window_plan, window_tile_order
 
 GRID = Grid(3, 8, 10)  # latent 3 x 16 x 20, patch 2: 240 tokens, with full 8x8 tiles
 RADIUS = (1, 1)

@@ -8,7 +8,6 @@ import torch
 
 from diffattn.errors import ConfigError
 from diffattn.geometry import Grid, TileOrder
-from diffattn.plan import BoxMask
 from diffattn.patterns.windows import (
     TILE_CANDIDATES,
     attention_temperature,
@@ -20,6 +19,7 @@ from diffattn.patterns.windows import (
     window_radius_from_base,
     window_tile_order,
 )
+from diffattn.plan import BoxMask
 
 
 def plan_tokens_in_raster(grid, radius, *, inward=True, block=128, tiled=True):

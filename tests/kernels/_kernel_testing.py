@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffattn.kernels import available_backends
 
+from diffattn.kernels import available_backends
 from diffattn.plan import BlockPlan, BoxMask
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from diffattn.kernels import available_backends, block_sparse_attention, checks, triton_attention
 
+from diffattn.kernels import available_backends, block_sparse_attention, checks, triton_attention
 from diffattn.plan import BlockPlan, BoxMask
 
 from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip, window_mask

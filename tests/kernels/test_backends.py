@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+from diffattn.errors import BackendUnavailableError
 from diffattn.kernels import (
     available_backends,
     backends,
@@ -15,8 +17,6 @@ from diffattn.kernels import (
     pool_kv,
     sparge_plan,
 )
-
-from diffattn.errors import BackendUnavailableError
 from diffattn.kernels_status import backend_status
 from diffattn.plan import BlockPlan
 

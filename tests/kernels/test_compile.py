@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from diffattn.kernels import block_sparse_attention
 
 from ._kernel_testing import qkv, random_plan, rel_err, triton_or_skip

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from diffattn.errors import BackendUnavailableError, ConfigError, PlanError
 from diffattn.kernels import (
     AttentionInputError,
     available_backends,
     block_sparse_attention,
 )
-
-from diffattn.errors import BackendUnavailableError, ConfigError, PlanError
 from diffattn.plan import BlockPlan, BoxMask
 
 from ._kernel_testing import qkv, random_plan, triton_or_skip

@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
-from diffattn.kernels import backends, block_sparse_attention
 
 from diffattn.errors import ConfigError
+from diffattn.kernels import backends, block_sparse_attention
 from diffattn.plan import BlockPlan, BoxMask
 
 from ._kernel_testing import (

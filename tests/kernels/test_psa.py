@@ -7,11 +7,11 @@ import warnings
 
 import pytest
 import torch
+
+from diffattn.errors import BackendUnavailableError, ConfigError, PlanError
 from diffattn.kernels import backends, block_importance
 from diffattn.kernels.checks import AttentionInputError
 from diffattn.kernels.psa import SAMPLE_STRIDE, block_importance_reference
-
-from diffattn.errors import BackendUnavailableError, ConfigError, PlanError
 
 from ._kernel_testing import rel_err, triton_or_skip
 from .test_backends import _cuda_stand_in, triton_runs_on_cuda  # noqa: F401 - a fixture

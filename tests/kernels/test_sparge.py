@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from diffattn.kernels import pool_kv, sparge_plan
 from diffattn.kernels.reference import block_stats_reference
 

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
 from diffattn.kernels import block_sparse_attention
 from diffattn.kernels.api import MARK_SLACK
-
 from diffattn.plan import BlockPlan
 
 from ._kernel_testing import first_slot_plan, loud_and_quiet, qkv, random_plan, rel_err, triton_or_skip

@@ -84,7 +84,9 @@ def test_flow_matching_pipeline_restarts_from_the_mixed_latents(wan):
     expected = frequency_mix(renoise(wan.scheduler, plain, noise), fresh, low_pass_filter(tuple(plain.shape[-3:])))
 
     seen = []
-    hook = wan.transformer.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["hidden_states"].clone()), with_kwargs=True)
+    hook = wan.transformer.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["hidden_states"].clone()), with_kwargs=True
+    )
     try:
         with diffattn.apply(wan, FreeInitConfig(num_iters=2)) as handle:
             first = _frames(wan, "wan")

@@ -52,7 +52,8 @@ def test_conflict_score_is_zero_for_disjoint_and_half_for_identical_maps():
     self_maps[3, 3, 8:] = 1.0 / 8  # token 2's to the bottom half
     self_maps[1, 1, :8] = 1.0 / 8
     assert conflict_score(self_maps, torch.tensor([[0, 0], [3, 3]]), smooth=False) == 0
-    torch.testing.assert_close(conflict_score(self_maps, torch.tensor([[0, 0], [1, 1]]), smooth=False), torch.tensor(0.5), atol=1e-5, rtol=0)
+    score = conflict_score(self_maps, torch.tensor([[0, 0], [1, 1]]), smooth=False)
+    torch.testing.assert_close(score, torch.tensor(0.5), atol=1e-5, rtol=0)
     torch.testing.assert_close(conflict_score(self_maps, torch.tensor([[0, 0], [1, 1]]), smooth=True), torch.tensor(0.5), atol=1e-5, rtol=0)
     assert conflict_score(self_maps, torch.tensor([[0, 0]])) == 0  # one subject: nothing to conflict with
 

@@ -10,8 +10,8 @@ import diffattn
 from diffattn.cli import main
 from diffattn.configs import FreeInitConfig, FreeNoiseConfig
 from diffattn.generation import GenerationSpec, generate, load_spec
-from diffattn.testing import tiny_call_kwargs, tiny_pipeline
 from diffattn.media.video import read_video
+from diffattn.testing import tiny_call_kwargs, tiny_pipeline
 
 PROMPT = "a painting of a squirrel eating a burger"
 

@@ -24,7 +24,11 @@ def _loop_filter(size, kind, d_s, d_t, order=4):
     frames, height, width = size
     mask = torch.zeros(size, dtype=torch.float64)
     for t, h, w in itertools.product(range(frames), range(height), range(width)):
-        d2 = ((d_s / d_t) * 2 * (t - frames // 2) / frames) ** 2 + (2 * (h - height // 2) / height) ** 2 + (2 * (w - width // 2) / width) ** 2
+        d2 = (
+            ((d_s / d_t) * 2 * (t - frames // 2) / frames) ** 2
+            + (2 * (h - height // 2) / height) ** 2
+            + (2 * (w - width // 2) / width) ** 2
+        )
         if kind == "butterworth":
             mask[t, h, w] = 1 / (1 + (d2 / d_s**2) ** order)
         elif kind == "gaussian":
@@ -84,7 +88,8 @@ def test_pass_all_returns_the_renoised_latent_and_pass_none_the_fresh_noise():
     torch.testing.assert_close(frequency_mix(low, high, torch.zeros(4, 6, 5)), high, rtol=0, atol=1e-5)
     lpf = low_pass_filter((4, 6, 5), "gaussian", 0.5, 0.5)
     mixed = frequency_mix(low, high, lpf)  # linear in both inputs, and the two filters sum to one
-    torch.testing.assert_close(mixed, frequency_mix(low, torch.zeros_like(high), lpf) + frequency_mix(torch.zeros_like(low), high, lpf), rtol=0, atol=1e-5)
+    parts = frequency_mix(low, torch.zeros_like(high), lpf) + frequency_mix(torch.zeros_like(low), high, lpf)
+    torch.testing.assert_close(mixed, parts, rtol=0, atol=1e-5)
 
 
 def test_mix_equals_diffusers_freeinit_mixing():

@@ -60,8 +60,8 @@ def test_every_method_under_ulysses_equals_single_process():
 def test_ring_attention_is_refused_with_a_clear_error():
     from types import SimpleNamespace
 
-    from diffattn.processors.base import _refuse_ring_attention
     from diffattn.context import LayerInfo
+    from diffattn.processors.base import _refuse_ring_attention
 
     ring = SimpleNamespace(context_parallel_config=SimpleNamespace(ring_degree=2, ulysses_degree=1))
     with pytest.raises(BackendUnavailableError, match="ulysses_degree"):

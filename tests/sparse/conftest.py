@@ -16,7 +16,7 @@ MIN_TOKENS = 256
 """Test configs sparsify calls of at least this many video tokens (the grids below have 256 or 512)."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def denoiser(family: str) -> torch.nn.Module:
     """The family's tiny denoiser (built once per session; methods are always removed after use)."""
     return tiny_denoiser(family)

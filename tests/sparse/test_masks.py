@@ -82,7 +82,7 @@ RULE_GRID = Grid(4, 16, 32)
 """512 tokens per frame: half a frame's band and the whole frame give different blocks, and so does the sink."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _expected_blocks(*, sink: bool, half_band: bool) -> torch.Tensor:
     """The reference's token mask on `RULE_GRID` reduced by its block rule, plus each query block's own key block."""
     mask_mod = radial_mask_mod(RULE_GRID, RULE_GRID.coords(), decay_factor=0.2, attention_sink=sink,

@@ -81,7 +81,7 @@ def test_model_only_runs_are_reported_when_the_next_run_starts_or_on_remove(capl
         assert len(_warnings(caplog)) == 1
         handle.remove()
     lines = _warnings(caplog)
-    assert len(lines) == 2 and all("sparge never ran (32 video tokens are fewer than min_tokens=512)" in l for l in lines)
+    assert len(lines) == 2 and all("sparge never ran (32 video tokens are fewer than min_tokens=512)" in line for line in lines)
 
 
 @pytest.mark.parametrize("settings", [{"layers": (7,)}, {"layers": (0, 1), "dense_layers": (0, 1)}])

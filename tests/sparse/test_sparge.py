@@ -13,8 +13,8 @@ from diffattn.kernels import available_backends, sparge_plan
 from diffattn.kernels.reference import block_stats_reference
 from diffattn.processors.sparse import AttentionProbe
 from diffattn.processors.sparse.sparge import load_spargeattn_parameters
-from diffattn.testing import tiny_pipeline
 from diffattn.processors.sparse.sparge_tuning import SpargeLayerSettings, SpargeTuning
+from diffattn.testing import tiny_pipeline
 
 from .test_compose import local_qkv
 

@@ -12,8 +12,8 @@ import diffattn
 from diffattn.geometry import Grid
 from diffattn.processors.sparse import AttentionProbe
 from diffattn.processors.sparse.sparge import Candidate, _smallest_passing, select_head_settings
-from diffattn.testing import tiny_call_kwargs, tiny_pipeline
 from diffattn.processors.sparse.sparge_tuning import SpargeCalibrationConfig, SpargeTuning
+from diffattn.testing import tiny_call_kwargs, tiny_pipeline
 
 from .test_compose import local_qkv
 

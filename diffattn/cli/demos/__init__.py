@@ -9,7 +9,6 @@ that no entry names gets a generated one (`generated.method_entry`), so each met
 from __future__ import annotations
 
 import contextlib
-
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterator
@@ -32,7 +31,9 @@ class DemoEntry:
 _ENTRIES: dict[str, DemoEntry] = {}
 
 
-def demo_entry(name: str, description: str, methods: tuple[str, ...] = ()) -> Callable[[Callable[[Path], dict[str, Any]]], Callable[[Path], dict[str, Any]]]:
+def demo_entry(
+    name: str, description: str, methods: tuple[str, ...] = ()
+) -> Callable[[Callable[[Path], dict[str, Any]]], Callable[[Path], dict[str, Any]]]:
     """Register a demo entry under `name`, showing the registered `methods`."""
 
     def register(fn: Callable[[Path], dict[str, Any]]) -> Callable[[Path], dict[str, Any]]:

@@ -13,8 +13,8 @@ FPS = 8
 
 @demo_entry("sample-clip", "the generated sample clip that the editing demos use")
 def sample(out_dir: Path) -> dict[str, Any]:
-    from ...testing import sample_clip
     from ...media.video import write_video
+    from ...testing import sample_clip
 
     clip = sample_clip()
     path = write_video(out_dir / "sample_clip.mp4", clip, fps=FPS)
@@ -26,8 +26,8 @@ def _observe_family(family: str, out_dir: Path) -> dict[str, Any]:
     from ...api import apply
     from ...configs import ObserveConfig
     from ...generation import pipeline_frames
-    from ...testing import tiny_call_kwargs, tiny_pipeline
     from ...media.video import write_video
+    from ...testing import tiny_call_kwargs, tiny_pipeline
 
     pipe = tiny_pipeline(family)
     start = time.perf_counter()

@@ -24,9 +24,9 @@ RECONSTRUCTION_TOLERANCE = 0.05
 def _reconstruction(spec: Any, pipe: Any) -> dict[str, Any]:
     """Latent error of target == source, fused and without fusion, against the clip's VAE latents."""
     from ...configs import FateZeroConfig
+    from ...pipelines.edit_job import source_frames
     from ...pipelines.fatezero import FateZeroPipeline
     from ...pipelines.inversion import encode_video
-    from ...pipelines.edit_job import source_frames
 
     frames = source_frames(spec)
     prompt = spec.source_prompt

@@ -31,10 +31,10 @@ def _run(out_dir: Path) -> dict[str, Any]:
 
     from ...configs import FreeSwimConfig
     from ...geometry import Grid
-    from ...pipelines.freeswim import FreeSwimPipeline
-    from ...testing import tiny_call_kwargs, tiny_pipeline
     from ...media.video import write_video
     from ...patterns.windows import window_plan, window_tile_order
+    from ...pipelines.freeswim import FreeSwimPipeline
+    from ...testing import tiny_call_kwargs, tiny_pipeline
 
     pipe = FreeSwimPipeline.from_wan_pipeline(tiny_pipeline("wan"))
     settings = {k: v for k, v in tiny_call_kwargs("wan").items() if k not in ("height", "width", "generator")}

@@ -27,8 +27,8 @@ def _timed(fn) -> tuple[Any, float]:
 def freeinit_animatediff(out_dir: Path) -> dict[str, Any]:
     from ...api import apply
     from ...configs import FreeInitConfig
-    from ...testing import tiny_call_kwargs, tiny_pipeline
     from ...media.video import write_video
+    from ...testing import tiny_call_kwargs, tiny_pipeline
 
     pipe = tiny_pipeline("animatediff")
     plain, plain_seconds = _timed(lambda: pipe(**tiny_call_kwargs("animatediff")).frames[0])
@@ -55,8 +55,8 @@ def freeinit_animatediff(out_dir: Path) -> dict[str, Any]:
 def freeinit_wan(out_dir: Path) -> dict[str, Any]:
     from ...api import apply
     from ...configs import FreeInitConfig
-    from ...testing import tiny_call_kwargs, tiny_pipeline
     from ...media.video import write_video
+    from ...testing import tiny_call_kwargs, tiny_pipeline
 
     pipe = tiny_pipeline("wan")
     plain, plain_seconds = _timed(lambda: pipe(**tiny_call_kwargs("wan")).frames[0])
@@ -81,8 +81,8 @@ def freeinit_wan(out_dir: Path) -> dict[str, Any]:
 def freenoise_animatediff(out_dir: Path) -> dict[str, Any]:
     from ...api import apply
     from ...configs import FreeNoiseConfig
-    from ...testing import tiny_call_kwargs, tiny_pipeline
     from ...media.video import write_video
+    from ...testing import tiny_call_kwargs, tiny_pipeline
 
     pipe = tiny_pipeline("animatediff")
     config = FreeNoiseConfig(context_length=8, context_stride=4)
@@ -110,9 +110,9 @@ def freenoise_animatediff(out_dir: Path) -> dict[str, Any]:
 @demo_entry("initno-sd", "tiny Stable Diffusion with InitNO's initial-noise optimisation", ("initno",))
 def initno_sd(out_dir: Path) -> dict[str, Any]:
     from ...configs import InitNOConfig
+    from ...media.video import write_video
     from ...pipelines.initno import InitNOPipeline
     from ...testing import tiny_call_kwargs, tiny_pipeline
-    from ...media.video import write_video
 
     sd = tiny_pipeline("sd")
     stock, plain_seconds = _timed(lambda: sd(**tiny_call_kwargs("sd")).images)

@@ -30,8 +30,8 @@ def _run(out_dir: Path) -> dict[str, Any]:
     from ... import configs
     from ...api import apply
     from ...generation import pipeline_frames
-    from ...testing import tiny_call_kwargs, tiny_pipeline
     from ...media.video import write_video
+    from ...testing import tiny_call_kwargs, tiny_pipeline
 
     pipe = tiny_pipeline("wan")
     common = {"min_tokens": MIN_TOKENS}
