@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import re
 import textwrap
 import types
 import typing
@@ -27,13 +26,13 @@ from typing import Any, Literal
 import gradio as gr
 
 from diffattn.config import MethodConfig, field_parser
+from diffattn.docstrings import field_docs as docstring_field_docs
 from diffattn.errors import ConfigError
 
 from .limits import AppLimits, bounded, check_file, check_settings, upload_root
 
 __all__ = ["SettingWidget", "MethodPanel", "method_chooser", "method_panel", "optional_uploads", "field_docs"]
 
-_ARG_LINE = re.compile(r"^(\s+)(\w+)(?:, \w+)* \(`.*?\):(?:\s+(.*))?$")
 
 
 @dataclass(frozen=True)
@@ -218,20 +217,5 @@ def _optional_inner(kind: Any) -> Any | None:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Each field's entry in the `Args:` sections of the class's (and its bases') docstrings, as a short help line."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        lines = (klass.__doc__ or "").splitlines()
-        for index, line in enumerate(lines):
-            match = _ARG_LINE.match(line)
-            if not match:
-                continue
-            indent = len(match.group(1))
-            body = [match.group(3) or ""]
-            for following in lines[index + 1:]:
-                if following.strip() and len(following) - len(following.lstrip()) <= indent:
-                    break
-                body.append(following.strip())
-            text = " ".join(part for part in body if part)
-            docs[match.group(2)] = textwrap.shorten(text, width=160, placeholder=" …")
-    return docs
+    """Each field's docstring entry (`diffattn.docstrings.field_docs`), shortened to a help line for a widget."""
+    return {name: textwrap.shorten(text, width=160, placeholder=" …") for name, text in docstring_field_docs(cls).items()}
