@@ -25,6 +25,7 @@ from diffattn.errors import (
     VideoReadError,
 )
 from diffattn.generation import check_at_least, check_sampling_settings, conform_fields
+from diffattn.method import load
 from diffattn.notices import quiet_library_notices
 
 __all__ = [
@@ -40,12 +41,12 @@ __all__ = [
     "source_frames",
 ]
 
-EDITORS: dict[str, tuple[str, str]] = {
-    "fatezero": ("diffattn.pipelines.fatezero:FateZeroPipeline", "tiny:sd"),
-    "realcraft": ("diffattn.pipelines.realcraft:RealCraftPipeline", "tiny:sd"),
-    "fresco": ("diffattn.pipelines.fresco:FrescoPipeline", "tiny:sd-controlnet"),
+EDITORS: dict[str, str] = {
+    "fatezero": "diffattn.pipelines.fatezero:FateZeroPipeline",
+    "realcraft": "diffattn.pipelines.realcraft:RealCraftPipeline",
+    "fresco": "diffattn.pipelines.fresco:FrescoPipeline",
 }
-"""Editor name -> (pipeline class, default model)."""
+"""Editor name -> its pipeline class; the default model is the first of its config's `tiny_models`."""
 
 SAMPLE_SOURCE_PROMPT = "a red sun moving over colorful waves"
 SAMPLE_TARGET_PROMPT = "a blue moon moving over colorful waves"
@@ -116,7 +117,9 @@ class EditSpec:
 
     @property
     def model_spec(self) -> str:
-        return self.model or EDITORS[self.editor][1]
+        from diffattn.registry import get_method
+
+        return self.model or f"tiny:{get_method(self.editor).tiny_models[0]}"
 
     def config(self) -> MethodConfig:
         """The method's config with `settings` (and `steps` / `guidance`) applied."""
@@ -204,8 +207,7 @@ def build_edit_pipeline(spec: EditSpec) -> Any:
         extra["controlnet"] = ControlNetModel.from_pretrained(spec.controlnet, torch_dtype=dtype, use_safetensors=True).to(device)
     if components.get("unet") is None:
         raise UnsupportedModelError(f"{spec.editor} edits with a Stable Diffusion UNet; {spec.model_spec} has none")
-    module, _, name = EDITORS[spec.editor][0].partition(":")
-    pipe = getattr(importlib.import_module(module), name).from_pipe(base, **extra)
+    pipe = load(EDITORS[spec.editor]).from_pipe(base, **extra)
     pipe.set_progress_bar_config(leave=False)
     return pipe
 
