@@ -22,9 +22,13 @@ Measured per model, everything in the same process:
    method at its default against dense SDPA: relative L1 error, cosine similarity, density (LiteAttention: its
    second step, with the first step's marks).
 
-With `--compile`, every variant (dense too) runs with the transformer's blocks compiled by `torch.compile`
-(inductor, regional: `compile_repeated_blocks`), one forward section only; the first forward of each variant
-(compilation included) is reported as `first_s`.
+5. LiteAttention's time where it really skips (1.3B shape): the structured q/k with its attention widths scaled
+   from local to global, so that the marks skip from most tiles to none; per width, the second step's time (on the
+   first step's marks) against our kernel's dense plan and cuDNN SDPA, and the kept-tile fraction.
+
+With `--compile`, the one-forward section runs twice in the same process: eager, then with the transformer's blocks
+compiled by `torch.compile` (inductor, regional: `compile_repeated_blocks`) for every variant (dense too); the
+other sections are skipped. The first compiled forward of each variant (compilation included) is `first_s`.
 
 Random weights give diffuse attention, so data-dependent methods (Sparge TopCdf, PSA thresholds, LiteAttention)
 find little to skip on the models; the fixed-budget variants (top-k) and the structured proxy show their behaviour.
@@ -40,6 +44,7 @@ Markdown table for `benchmarks/RESULTS.md`.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import math
@@ -77,13 +82,18 @@ TINY_MODELS = {"tiny-wan": (TINY, (4, 32, 32), 16, 1, True)}
 LITE_SCHEDULE_STEPS = {"full": 50, "tiny": 6}
 PROXY_WIDTHS = ((1.0, 2.0), (2.0, 8.0), (4.0, 4.0), (8.0, 16.0))
 """Quality proxy: (temporal, spatial) attention widths in tokens, cycled over heads (local to global)."""
+LITE_WIDTH_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 1000.0)
+"""LiteAttention skipping section: scales of `PROXY_WIDTHS`, from very local attention to diffuse."""
+
+
+def common_settings(tiny: bool) -> dict[str, Any]:
+    """Settings every variant shares: the sparse phase from the first step (the reference backend on the CPU check)."""
+    return {"backend": "reference", "dense_steps": 0, "min_tokens": 256} if tiny else {"backend": "auto", "dense_steps": 0}
 
 
 def methods(tiny: bool) -> dict[str, tuple[BlockSparseConfig, ...] | tuple]:
     """Method variants: published defaults (sparse phase) and about 90% sparsity."""
-    common = {"backend": "reference" if tiny else "auto", "dense_steps": 0}
-    if tiny:
-        common["min_tokens"] = 256
+    common = common_settings(tiny)
     return {
         "sparge (top-k 0.5)": (diffattn.SpargeConfig(**common),),
         "sparge 90% (top-k 0.1)": (diffattn.SpargeConfig(topk=0.1, **common),),
@@ -321,9 +331,10 @@ def lite_schedule(model, inputs, tiny: bool) -> dict[str, Any]:
     }
 
 
-def structured_qkv(grid: Grid, heads: int, dim: int, device, dtype, seed: int = 0):
+def structured_qkv(grid: Grid, heads: int, dim: int, device, dtype, seed: int = 0, width_scale: float = 1.0):
     """q/k whose logits are `-(dt/sigma_t)^2 - (dy^2 + dx^2)/sigma_s^2` plus noise: attention decays with
-    spatio-temporal distance (Radial's energy decay), each head with its own widths; v random.
+    spatio-temporal distance (Radial's energy decay), each head with its own widths (`PROXY_WIDTHS` times
+    `width_scale`); v random.
 
     With x = coordinates / widths, q = s[2x, 1, n_q] and k = s[x, -|x|^2, n_k] give q.k * scale =
     2 x_i.x_j - |x_j|^2 + noise = -|x_i - x_j|^2 + (row constant) + noise, for s^2 = 1 / scale.
@@ -333,13 +344,59 @@ def structured_qkv(grid: Grid, heads: int, dim: int, device, dtype, seed: int = 
     coords = coords - coords.mean(0)
     s = (1.0 / math.sqrt(dim)) ** -0.5
     profiles = [(PROXY_WIDTHS[h % len(PROXY_WIDTHS)]) for h in range(heads)]
-    widths = torch.tensor([(t, s_, s_) for t, s_ in profiles], device=device)  # [H, 3]: frames, rows, columns
+    widths = width_scale * torch.tensor([(t, s_, s_) for t, s_ in profiles], device=device)  # [H, 3]: frames, rows, columns
     x = coords[None] / widths[:, None, :]  # [H, N, 3]
     noise = dim - 4
     q = torch.cat([2 * x, torch.ones_like(x[..., :1]), 0.3 * torch.randn(*x.shape[:2], noise, generator=generator, device=device)], -1)
     k = torch.cat([x, -(x * x).sum(-1, keepdim=True), 0.3 * torch.randn(*x.shape[:2], noise, generator=generator, device=device)], -1)
     v = torch.randn(heads, grid.tokens, dim, generator=generator, device=device)
     return (s * q)[None].to(dtype), (s * k)[None].to(dtype), v[None].to(dtype)
+
+
+def lite_skipping(grid: Grid, heads: int, dim: int, device, dtype, tiny: bool) -> dict[str, Any]:
+    """LiteAttention's call time against the fraction of tiles its marks keep, on structured q/k whose attention
+    widths are scaled from local (most tiles skipped) to global (none): the second step's call, which reads the
+    first step's marks, against the same kernel on the dense plan (`threshold=-inf`: never marks) and cuDNN SDPA."""
+    results, repeats = {}, 1 if tiny else 3
+    never = diffattn.LiteAttentionConfig(threshold=-math.inf, **common_settings(tiny))
+    lite = diffattn.LiteAttentionConfig(**common_settings(tiny))
+    for scale in LITE_WIDTH_SCALES:
+        qkv = structured_qkv(grid, heads, dim, device, dtype, width_scale=scale)
+        dense = F.scaled_dot_product_attention(*qkv)
+        entry: dict[str, Any] = {"sdpa_ms": _median_ms(functools.partial(F.scaled_dot_product_attention, *qkv), device, repeats)}
+        for label, config in (("dense_plan", never), ("lite", lite)):
+            times, kept, out = [], None, None
+            for _ in range(repeats):
+                ms, kept, out = _second_step(config, qkv, grid, device)
+                times.append(ms)
+            entry[f"{label}_ms"] = sorted(times)[len(times) // 2]
+            entry[f"{label}_kept"] = kept
+        entry.update(errors(out, dense))
+        entry["lite_over_dense_plan"] = entry["lite_ms"] / entry["dense_plan_ms"]
+        results[f"widths x{scale:g}"] = entry
+        print(f"  lite skipping, widths x{scale:g}: kept {entry['lite_kept']:.3f}, {entry['lite_ms']:.2f} ms vs dense plan "
+              f"{entry['dense_plan_ms']:.2f} ms ({entry['lite_over_dense_plan']:.3f}), sdpa {entry['sdpa_ms']:.2f} ms", flush=True)
+    return results
+
+
+def _second_step(config, qkv, grid: Grid, device) -> tuple[float, float, torch.Tensor]:
+    """A fresh probe's second-step call (on the first step's marks): its time, kept-tile fraction and output."""
+    probe = AttentionProbe((config,), family="wan")
+    with torch.no_grad():
+        probe.start_step()
+        probe(*qkv, grid, block=1)
+        probe.start_step()
+        ms, out = timed(functools.partial(probe, *qkv, grid, block=1), device)
+    return ms, probe.stats.to_dict()["blocks.1.attn1"][1]["density"], out
+
+
+def _median_ms(fn, device, repeats: int) -> float:
+    fn()
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            times.append(timed(fn, device)[0])
+    return sorted(times)[len(times) // 2]
 
 
 def quality_proxy(grid: Grid, heads: int, dim: int, variants, device, dtype) -> dict[str, Any]:
@@ -366,12 +423,16 @@ def quality_proxy(grid: Grid, heads: int, dim: int, variants, device, dtype) -> 
 def markdown(report: dict[str, Any]) -> str:
     lines = []
     for model, data in report["models"].items():
-        lines += [f"### {model} ({data['tokens']:,} tokens), one forward", "",
-                  "| variant | ms | speedup | density | rel L1 vs dense | rel L2 |", "|---|---|---|---|---|---|"]
-        for label, entry in data["forward"].items():
-            density = "n/a" if entry.get("density") is None else f"{entry['density']:.3f}"
-            lines.append(f"| {label} | {entry['ms']:.1f} | {entry['speedup']:.2f}x | {density} | "
-                         f"{entry.get('rel_l1', 0.0):.4f} | {entry.get('rel_l2', 0.0):.4f} |")
+        for section, title in (("forward", "one forward"), ("forward_compiled", "one forward, compiled blocks")):
+            if section not in data:
+                continue
+            lines += [f"### {model} ({data['tokens']:,} tokens), {title}", "",
+                      "| variant | ms | speedup | density | rel L1 vs dense | rel L2 |", "|---|---|---|---|---|---|"]
+            for label, entry in data[section].items():
+                density = "n/a" if entry.get("density") is None else f"{entry['density']:.3f}"
+                lines.append(f"| {label} | {entry['ms']:.1f} | {entry['speedup']:.2f}x | {density} | "
+                             f"{entry.get('rel_l1', 0.0):.4f} | {entry.get('rel_l2', 0.0):.4f} |")
+            lines.append("")
         if "loop" in data:
             loop = data["loop"]
             lines += ["", f"{loop['steps']}-step loop:", "", "| variant | ms | speedup | final latent rel L1 |", "|---|---|---|---|"]
@@ -388,6 +449,12 @@ def markdown(report: dict[str, Any]) -> str:
     lines += ["### Quality proxy (structured q/k, energy decay)", "", "| method | rel L1 | cosine | density |", "|---|---|---|---|"]
     for label, entry in report["quality_proxy"].items():
         lines.append(f"| {label} | {entry['rel_l1']:.4f} | {entry['cosine']:.5f} | {entry['density']:.3f} |")
+    lines += ["", "### LiteAttention where it skips (structured q/k, second step on the first step's marks)", "",
+              "| widths | kept tiles | Lite ms | dense plan ms | Lite / dense plan | cuDNN SDPA ms | rel L1 |",
+              "|---|---|---|---|---|---|---|"]
+    for label, entry in report["lite_skipping"].items():
+        lines.append(f"| {label} | {entry['lite_kept']:.3f} | {entry['lite_ms']:.2f} | {entry['dense_plan_ms']:.2f} | "
+                     f"{entry['lite_over_dense_plan']:.3f} | {entry['sdpa_ms']:.2f} | {entry['rel_l1']:.4f} |")
     return "\n".join(lines)
 
 
@@ -399,7 +466,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--variants", nargs="*", default=None,
                         help="run only the method variants whose label contains one of these strings (dense always runs)")
     parser.add_argument("--compile", action="store_true",
-                        help="compile the transformer blocks (inductor) for every variant; implies --forward-only")
+                        help="run the one-forward section eager, then with compiled blocks (inductor); implies --forward-only")
     parser.add_argument("--forward-only", action="store_true", help="only the one-forward section")
     parser.add_argument("--profile", action="store_true", help="also record each variant's 15 longest GPU kernels")
     parser.add_argument("--out", default=None, help="output JSON (default: benchmarks/results/e2e[_tiny].json or $OUT)")
@@ -426,10 +493,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for name, (config, latent, text_len, repeats, extras) in catalogue.items():
             model = build_model(config, device, dtype)
             inputs = model_inputs(config, latent, text_len, device, dtype)
-            eager_dense = None
-            if args.compile:
-                eager_dense = forward(model, inputs)
-                compile_blocks(model, device)
             grid = Grid(latent[0], latent[1] // 2, latent[2] // 2)
             data: dict[str, Any] = {
                 "tokens": grid.tokens,
@@ -441,12 +504,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     "and one full forward with stats off"
                 ),
             }
-            data["forward"] = bench_forward(name, model, inputs, variants, repeats, device, extras, eager_dense, args.profile)
+            data["forward"] = bench_forward(name, model, inputs, variants, repeats, device, extras, profile=args.profile)
+            if args.compile:
+                eager_dense = forward(model, inputs)
+                compile_blocks(model, device)
+                data["forward_compiled"] = bench_forward(
+                    f"{name} compiled", model, inputs, variants, repeats, device, extras, eager_dense, args.profile
+                )
+                del eager_dense
             if extras and not forward_only:
                 data["loop"] = bench_loop(name, model, inputs, variants, args.steps or (2 if tiny else 4), device)
                 data["lite_schedule"] = lite_schedule(model, inputs, tiny)
             report["models"][name] = data
-            del model, inputs, eager_dense
+            del model, inputs
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -454,9 +524,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             proxy_config, proxy_latent = next(iter(catalogue.values()))[:2]
             proxy_grid = Grid(proxy_latent[0], proxy_latent[1] // 2, proxy_latent[2] // 2)
             defaults = {label: configs for label, configs in variants.items() if "90%" not in label and "sparsest" not in label}
-            report["quality_proxy"] = quality_proxy(
-                proxy_grid, proxy_config["num_attention_heads"], proxy_config["attention_head_dim"], defaults, device, dtype
-            )
+            heads, dim = proxy_config["num_attention_heads"], proxy_config["attention_head_dim"]
+            report["quality_proxy"] = quality_proxy(proxy_grid, heads, dim, defaults, device, dtype)
+            report["lite_skipping"] = lite_skipping(proxy_grid, heads, dim, device, dtype, tiny)
     report["meta"]["seconds"] = time.perf_counter() - start
     out = Path(args.out) if args.out else _default_out(tiny)
     out.parent.mkdir(parents=True, exist_ok=True)
