@@ -69,7 +69,8 @@ def test_float32_runs_in_the_interpreter_and_is_refused_on_a_gpu(kernel_device):
             block_importance(q, k, 64, 128, backend="triton")
         with pytest.warns(UserWarning, match="float32"):
             auto = block_importance(q, k, 64, 128)
-        assert torch.equal(auto, block_importance(q, k, 64, 128, backend="reference"))
+        # index_add_ on CUDA sums with atomics in no fixed order: equal up to float32 reassociation
+        torch.testing.assert_close(auto, block_importance(q, k, 64, 128, backend="reference"), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("blocks", [(64, 128), (128, 64)])
