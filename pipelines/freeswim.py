@@ -76,8 +76,9 @@ class FreeSwimPipeline(DiffusionPipeline):
 
     Components are those of `WanPipeline` (without Wan 2.2's second transformer). Load it like any diffusers
     pipeline (`FreeSwimPipeline.from_pretrained(wan_repo)`) or wrap a loaded one with `from_wan_pipeline`.
-    `enable_model_cpu_offload()` / `enable_sequential_cpu_offload()` (inherited) and `enable_vae_tiling()` let
-    1088x1920 run on one 24 GB GPU, as in the paper.
+    For 1088x1920 on one 24 GB GPU, run with `FreeSwimConfig(memory="low")` (FreeSwim's own memory knobs,
+    VAE tiling and text-encoder offload; see `FreeSwimConfig`), with every component on the GPU; the inherited
+    `enable_model_cpu_offload()` is the further step if that does not fit.
     """
 
     model_cpu_offload_seq = "text_encoder->transformer->vae"
@@ -202,6 +203,12 @@ class FreeSwimPipeline(DiffusionPipeline):
             max_sequence_length=max_sequence_length,
             device=self._execution_device,
         )
+        memory = config.memory_plan
+        if memory.offload_text_encoder and self.text_encoder is not None:
+            self.text_encoder.to("cpu")
+        tiled = bool(getattr(self.vae, "use_tiling", False))
+        if memory.vae_tiling:
+            self.vae.enable_tiling()
         text = {"prompt_embeds": prompt_embeds, "negative_prompt_embeds": negative_prompt_embeds,
                 "guidance_scale": guidance_scale, "num_inference_steps": num_inference_steps, "generator": generator}
         base_frames = base(height=base_height, width=base_width, num_frames=num_frames, output_type="pt", **text).frames
@@ -213,6 +220,8 @@ class FreeSwimPipeline(DiffusionPipeline):
         finally:
             if handle is not None:
                 handle.remove()
+            if memory.vae_tiling and not tiled:
+                self.vae.disable_tiling()
         self.maybe_free_model_hooks()
         if not return_dict:
             return (frames,)

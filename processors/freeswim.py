@@ -43,6 +43,7 @@ from .sparse.common import SparseLayout
 __all__ = [
     "NATIVE_BASE_SIZES",
     "CallMode",
+    "CrossAttentionCache",
     "FreeSwimController",
     "FreeSwimMethod",
     "check_wan_text_to_video",
@@ -57,6 +58,7 @@ NATIVE_BASE_SIZES: dict[int, tuple[int, int]] = {1536: (480, 832), 5120: (720, 1
 _WAN_VAE_SCALE = 8
 _DOUBLE_HOOK = "diffattn::freeswim::double-batch"
 _KEEP_HOOK = "diffattn::freeswim::keep-window-rows"
+_CHUNK_HOOK = "diffattn::freeswim::ffn-chunks"
 _PER_BLOCK_ARGS = ("encoder_hidden_states", "temb")
 
 
@@ -94,6 +96,95 @@ def pixels_per_token(model: torch.nn.Module, pipeline: Any | None = None) -> tup
     return scale * patch_h, scale * patch_w
 
 
+# ------------------------------------------------------------------------------------------ cache
+class CrossAttentionCache:
+    """The full branch's cross-attention outputs kept between steps, one per block, on the device or offloaded.
+
+    Offloaded, each output is copied into a host buffer (pinned when the output is on CUDA, allocated once per
+    block and reused across refreshes) on a side stream, and reading block `i` starts the copy of block `i + 1`
+    back to its device on that stream, so it overlaps block `i`'s compute; the reader's stream waits for the copy
+    before using it. On the CPU both copies are plain synchronous copies and the prefetch logic is the same.
+    `prefetch_hits` counts reads served by a prefetched copy.
+    """
+
+    def __init__(self, offload: bool) -> None:
+        self.offload = offload
+        self.prefetch_hits = 0
+        self._stored: dict[tuple[str, int], torch.Tensor] = {}
+        self._order: list[tuple[str, int]] = []
+        self._ahead: dict[tuple[str, int], tuple[torch.Tensor, Any]] = {}
+        self._streams: dict[torch.device, Any] = {}
+
+    def __contains__(self, key: tuple[str, int]) -> bool:
+        return key in self._stored
+
+    def _side_stream(self, device: torch.device) -> Any:
+        """The copy stream of a CUDA device; None on other devices (copies are synchronous there)."""
+        if device.type != "cuda":
+            return None
+        if device not in self._streams:
+            self._streams[device] = torch.cuda.Stream(device)
+        return self._streams[device]
+
+    def store(self, key: tuple[str, int], output: torch.Tensor) -> None:
+        """Keep `output` (a device tensor the caller may free right after) for the following calls."""
+        output = output.detach()
+        self._ahead.pop(key, None)
+        if key not in self._stored:
+            self._order.append(key)
+        if not self.offload:
+            self._stored[key] = output
+            return
+        host = self._stored.get(key)
+        if host is None or host.shape != output.shape or host.dtype != output.dtype:
+            host = torch.empty(output.shape, dtype=output.dtype, pin_memory=output.is_cuda)
+            self._stored[key] = host
+        stream = self._side_stream(output.device)
+        if stream is None:
+            host.copy_(output)
+            return
+        stream.wait_stream(torch.cuda.current_stream(output.device))
+        with torch.cuda.stream(stream):
+            host.copy_(output, non_blocking=True)
+        output.record_stream(stream)  # the allocator must not reuse it before the copy ends
+
+    def load(self, key: tuple[str, int], device: torch.device) -> torch.Tensor:
+        """The output stored under `key`, on `device`; starts the copy of the next block's output."""
+        stored = self._stored[key]
+        if not self.offload:
+            return stored.to(device)
+        ahead = self._ahead.pop(key, None)
+        if ahead is None:
+            output = stored.to(device)
+        else:
+            output, ready = ahead
+            self.prefetch_hits += 1
+            if ready is not None:
+                torch.cuda.current_stream(device).wait_event(ready)
+        following = self._order[(self._order.index(key) + 1) % len(self._order)]
+        if following != key and following not in self._ahead:
+            self._ahead[following] = self._fetch(self._stored[following], device)
+        return output
+
+    def _fetch(self, host: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, Any]:
+        """Start copying `host` to `device`: the device tensor and the event that marks the copy's end (None: done)."""
+        stream = self._side_stream(device)
+        if stream is None:
+            return host.to(device, copy=True), None
+        target = torch.empty(host.shape, dtype=host.dtype, device=device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            target.copy_(host, non_blocking=True)
+            ready = torch.cuda.Event()
+            ready.record(stream)
+        return target, ready
+
+    def clear(self) -> None:
+        self._stored.clear()
+        self._order.clear()
+        self._ahead.clear()
+
+
 # ------------------------------------------------------------------------------------------ controller
 @dataclass(frozen=True)
 class CallMode:
@@ -127,15 +218,19 @@ class FreeSwimController:
     cache; with `cache_steps` set, the conditional pass refreshes the full branch when `cache_steps` steps have
     passed since the last refresh (steps 0, k, 2k, ... from the first active step) and reuses it otherwise, and
     the unconditional pass is window-only; with `cache_steps=None` every call is dual. `counts` tallies what ran.
+    With `sequential` set, a dual call runs each block once per branch (`branch` names the one running: "full",
+    then "window"), and the full branch's cross-attention output waits in `pending` for the window branch.
     """
 
-    def __init__(self, cache_steps: int | None, offload_cache: bool = False) -> None:
+    def __init__(self, cache_steps: int | None, offload_cache: bool = False, sequential: bool = False) -> None:
         self.cache_steps = cache_steps
-        self.offload_cache = offload_cache
+        self.sequential = sequential
         self.mode = CallMode()
         self.batch = 0
+        self.branch: str | None = None
+        self.pending: dict[tuple[str, int], torch.Tensor] = {}
         self.counts: Counter[str] = Counter()
-        self._cache: dict[tuple[str, int], torch.Tensor] = {}
+        self.cache = CrossAttentionCache(offload_cache)
         self._run: int | None = None
         self._last_refresh: int | None = None
 
@@ -161,46 +256,89 @@ class FreeSwimController:
 
     def store(self, key: tuple[str, int], output: torch.Tensor) -> None:
         """Keep a full-branch cross-attention output `[B, H, tokens, D]` for the following calls."""
-        self._cache[key] = output.detach().to("cpu") if self.offload_cache else output.detach()
+        self.cache.store(key, output)
 
     def cached(self, key: tuple[str, int], shape: torch.Size, device: torch.device) -> torch.Tensor:
         """The stored output for `key` on `device`; it must have the `shape` the current call produces."""
-        if key not in self._cache:
+        if key not in self.cache:
             raise GridError(
                 f"no cached FreeSwim cross-attention for {key[0]}: the conditional pass reuses the output of the last "
                 "refresh step, which did not run in this denoising run; start a new run (e.g. call the pipeline again)"
             )
-        output = self._cache[key]
+        output = self.cache.load(key, device)
         if output.shape != shape:
             raise GridError(
                 f"cached cross-attention of {key[0]} has shape {tuple(output.shape)} but this call needs "
                 f"{tuple(shape)}: the latent size or batch changed within one denoising run"
             )
-        return output.to(device)
+        return output
 
     def reset(self) -> None:
         """Forget the cache and the refresh schedule (a new run starts)."""
-        self._cache.clear()
+        self.cache.clear()
+        self.pending.clear()
+        self.branch = None
         self._last_refresh = None
         self.mode = CallMode()
 
 
 class _DoubleBatch(ModelHook):
-    """Before each block of a dual call, the text and time embeddings it gets become `[x; x]` (the model passes
-    every block the same batch-`B` tensors); before the first block the residual stream does too."""
+    """Before the first block of a dual call the residual stream becomes `[x; x]`. Batched, before each block the
+    text and time embeddings it gets do too (the model passes every block the same batch-`B` tensors); sequential,
+    each block runs on the full rows, then on the window rows, with the embeddings as they are."""
 
     def __init__(self, controller: FreeSwimController, first: bool) -> None:
         super().__init__()
         self.controller = controller
-        self.names = ("hidden_states", *_PER_BLOCK_ARGS) if first else _PER_BLOCK_ARGS
+        self.first = first
 
     def pre_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> tuple[tuple, dict]:
         if not self.controller.mode.dual:
             return args, kwargs
+        names = () if self.controller.sequential else _PER_BLOCK_ARGS
         bound = bind_forward_args(module, args, kwargs)
-        for name in self.names:
+        for name in ("hidden_states", *names) if self.first else names:
             bound[name] = torch.cat([bound[name], bound[name]])
         return (), bound
+
+    def new_forward(self, module: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.Tensor:
+        forward = self.fn_ref.original_forward
+        controller = self.controller
+        if not (controller.mode.dual and controller.sequential):
+            return forward(*args, **kwargs)
+        bound = bind_forward_args(module, args, kwargs)
+        hidden, rows = bound.pop("hidden_states"), controller.batch
+        try:
+            controller.branch = "full"
+            full = forward(hidden_states=hidden[rows:], **bound)
+            controller.branch = "window"
+            window = forward(hidden_states=hidden[:rows], **bound)
+        finally:
+            controller.branch = None
+            controller.pending.clear()
+        return torch.cat([window, full])
+
+
+class _TokenChunks(ModelHook):
+    """Runs a token-wise module (a block's feed-forward) on chunks of `size` tokens of its `[B, S, D]` input,
+    writing into one output tensor: its hidden activations are never held for all tokens at once."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def new_forward(self, module: torch.nn.Module, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        forward = self.fn_ref.original_forward
+        tokens = hidden_states.shape[1]
+        if tokens <= self.size:
+            return forward(hidden_states, *args, **kwargs)
+        first = forward(hidden_states[:, : self.size], *args, **kwargs)
+        output = first.new_empty((first.shape[0], tokens, *first.shape[2:]))
+        output[:, : self.size] = first
+        del first
+        for start in range(self.size, tokens, self.size):
+            output[:, start : start + self.size] = forward(hidden_states[:, start : start + self.size], *args, **kwargs)
+        return output
 
 
 class _KeepWindowRows(ModelHook):
@@ -248,7 +386,8 @@ class FreeSwimMethod(AttentionMethod):
             self.radius = (radius[0], radius[1])
             base_tokens = (base[0] // per_token[0]) * (base[1] // per_token[1])
             self.temperature = config.scale_factor if config.scale_factor is not None else attention_temperature(base_tokens)
-        self.controller = FreeSwimController(config.cache_steps, config.offload_cache)
+        self.memory = config.memory_plan
+        self.controller = FreeSwimController(config.cache_steps, self.memory.offload_cache, self.memory.sequential_branches)
         self._kernel_options = {} if config.backend == "auto" else {"backend": config.backend}
         self._orders: dict[tuple[Grid, torch.device], TileOrder] = {}
         self._plans: dict[tuple, tuple[BlockPlan, float]] = {}
@@ -259,6 +398,8 @@ class FreeSwimMethod(AttentionMethod):
         blocks = self.target.model.blocks
         hooks = [(block, _DOUBLE_HOOK, _DoubleBatch(self.controller, first=i == 0)) for i, block in enumerate(blocks)]
         hooks.append((blocks[-1], _KEEP_HOOK, _KeepWindowRows(self.controller)))
+        if self.memory.ffn_chunk_tokens:
+            hooks += [(block.ffn, _CHUNK_HOOK, _TokenChunks(self.memory.ffn_chunk_tokens)) for block in blocks]
         for module, name, hook in hooks:
             HookRegistry.check_if_exists_or_initialize(module).register_hook(hook, name)
             self._hooked.append((module, name))
@@ -289,9 +430,13 @@ class FreeSwimMethod(AttentionMethod):
         return proceed(call)
 
     def _rows(self, call: AttentionCall, mode: CallMode) -> int:
-        """How many leading rows of the call are window rows (all of them unless the call is dual)."""
-        if not mode.dual:
+        """How many leading rows of the call are window rows (all of them unless the call is dual; in a sequential
+        dual call, all of them on the window branch and none on the full branch)."""
+        branch = self.controller.branch
+        if not mode.dual or branch == "window":
             return call.query.shape[0]
+        if branch == "full":
+            return 0
         if call.query.shape[0] != 2 * self.controller.batch:
             raise GridError(
                 f"{call.layer.name}: a dual FreeSwim call should hold 2 x {self.controller.batch} rows, got "
@@ -303,13 +448,14 @@ class FreeSwimMethod(AttentionMethod):
         scale = (call.scale if call.scale is not None else call.query.shape[-1] ** -0.5) * self.temperature
         rows = self._rows(call, mode)
         q, k, v = call.query, call.key, call.value
-        window = self._window_attention(call.replace(query=q[:rows], key=k[:rows], value=v[:rows], scale=scale), proceed)
-        if not mode.dual:
-            return window
-        full = call.replace(scale=scale).dense(q[rows:], k[rows:], v[rows:])
-        self.controller.counts["full_self_attention"] += 1
-        call.record(full_branch_calls=1)
-        return torch.cat([window, full])
+        parts = []
+        if rows:
+            parts.append(self._window_attention(call.replace(query=q[:rows], key=k[:rows], value=v[:rows], scale=scale), proceed))
+        if rows < q.shape[0]:
+            parts.append(call.replace(scale=scale).dense(q[rows:], k[rows:], v[rows:]))
+            self.controller.counts["full_self_attention"] += 1
+            call.record(full_branch_calls=1)
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _window_attention(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
         """The window branch; joins a block-sparse view built before FreeSwim, or builds one for later methods."""
@@ -370,10 +516,15 @@ class FreeSwimMethod(AttentionMethod):
         key = (call.layer.name, call.index)
         if mode.dual:
             rows = self._rows(call, mode)
+            if rows == call.query.shape[0]:  # sequential window branch: the full branch's output of this block
+                return self.controller.pending.pop(key)
             full = proceed(call.replace(query=call.query[rows:], key=call.key[rows:], value=call.value[rows:]))
             self.controller.counts["cross_attention_computed"] += 1
             if mode.store:
                 self.controller.store(key, full)
+            if rows == 0:  # sequential full branch
+                self.controller.pending[key] = full
+                return full
             return torch.cat([full, full])
         if mode.reuse:
             self.controller.counts["cross_attention_reused"] += 1

@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 from ..config import AttentionConfig, check, check_range
 from ..registry import register_method
 
-__all__ = ["FreeSwimConfig"]
+__all__ = ["MEMORY_PRESETS", "FreeSwimConfig", "FreeSwimMemory"]
 
 _BACKENDS = ("auto", "triton", "flex", "reference")
+
+
+@dataclass(frozen=True)
+class FreeSwimMemory:
+    """The memory knobs of a FreeSwim run, resolved from `FreeSwimConfig.memory` and the knobs set explicitly.
+
+    Args:
+        sequential_branches (`bool`): a refresh call runs each block on the full rows, then on the window rows,
+            instead of on one doubled batch (the peak holds one branch's activations).
+        ffn_chunk_tokens (`int`): feed-forward of every block in chunks of this many tokens; 0 runs it whole.
+        offload_cache (`bool`): cached cross-attention outputs live in (pinned) host memory, prefetched one layer
+            ahead on a side CUDA stream.
+        vae_tiling (`bool`): the VAE encodes and decodes in spatial tiles (two-stage runs only).
+        offload_text_encoder (`bool`): the text encoder goes to the CPU once the prompt is encoded (two-stage runs).
+    """
+
+    sequential_branches: bool = False
+    ffn_chunk_tokens: int = 0
+    offload_cache: bool = False
+    vae_tiling: bool = False
+    offload_text_encoder: bool = False
+
+
+MEMORY_PRESETS: dict[str, FreeSwimMemory] = {
+    "default": FreeSwimMemory(),
+    "low": FreeSwimMemory(sequential_branches=True, ffn_chunk_tokens=16384, offload_cache=True, vae_tiling=True,
+                          offload_text_encoder=True),
+}
+"""`FreeSwimConfig.memory` presets: `"default"` keeps everything on the GPU and batched (fastest when it fits);
+`"low"` turns every knob on, for 1088x1920x81 on a 24 GB card."""
 
 
 @register_method
@@ -51,8 +81,28 @@ class FreeSwimConfig(AttentionConfig):
             The full branch and its cross-attention run on the conditional pass every `cache_steps` steps and the
             cached cross-attention is reused in between; `None` runs both branches on every pass, conditional and
             unconditional (the paper's no-cache mode).
-        offload_cache (`bool`, defaults to `False`):
-            Keep the cached cross-attention outputs in CPU memory (one `tokens x dim` tensor per block).
+        memory (`str`, defaults to `"default"`):
+            Memory preset, `"default"` or `"low"` (see `MEMORY_PRESETS`); the five knobs below left at `None`
+            take the preset's value, a knob set explicitly wins. Every knob leaves the output unchanged (equal up
+            to float rounding; see each). `memory_plan` gives the resolved knobs.
+        sequential_branches (`bool`, *optional*):
+            On calls that run the full branch, run each block on the full rows and then on the window rows instead
+            of on one doubled batch: the peak holds one branch's activations instead of two. Preset default: off;
+            low: on.
+        ffn_chunk_tokens (`int`, *optional*):
+            Run every block's feed-forward on chunks of this many tokens (0: whole); its hidden layer (about 6x
+            the model width) is then never materialised for all tokens at once. Preset default: 0; low: 16384.
+        offload_cache (`bool`, *optional*):
+            Keep the cached cross-attention outputs (one `tokens x dim` tensor per block) in host memory, pinned
+            on CUDA, and copy each back one block ahead of its use on a side CUDA stream (a plain copy on the CPU).
+            Preset default: off; low: on.
+        vae_tiling (`bool`, *optional*):
+            Two-stage runs: encode and decode with the VAE in spatial tiles (`AutoencoderKLWan.enable_tiling`; the
+            Wan VAE already decodes one latent frame at a time, so time needs no tiling). Preset default: off;
+            low: on.
+        offload_text_encoder (`bool`, *optional*):
+            Two-stage runs: move the text encoder to the CPU once the prompts are encoded (it stays there).
+            Preset default: off; low: on.
         block_size (`int`, defaults to `128`):
             Kernel block size (64 or 128); tokens are grouped into spatio-temporal tiles of this many tokens.
         backend (`str`, defaults to `"auto"`):
@@ -70,6 +120,10 @@ class FreeSwimConfig(AttentionConfig):
     runner = "diffattn.pipelines.freeswim:run_freeswim"
     tiny_models = ("wan",)
     tiny_settings = {"base_height": 32, "base_width": 32}
+    incompatible_caches = frozenset({
+        "FirstBlockCacheConfig", "MagCacheConfig", "SeaCacheConfig", "TaylorSeerCacheConfig", "FasterCacheConfig",
+        "PyramidAttentionBroadcastConfig",
+    })
 
     base_height: int | None = None
     base_width: int | None = None
@@ -77,7 +131,12 @@ class FreeSwimConfig(AttentionConfig):
     inward: bool = True
     scale_factor: float | None = None
     cache_steps: int | None = 2
-    offload_cache: bool = False
+    memory: str = "default"
+    sequential_branches: bool | None = None
+    ffn_chunk_tokens: int | None = None
+    offload_cache: bool | None = None
+    vae_tiling: bool | None = None
+    offload_text_encoder: bool | None = None
     block_size: int = 128
     backend: str = "auto"
     strength: float = 0.7
@@ -111,3 +170,14 @@ class FreeSwimConfig(AttentionConfig):
         check_range("strength", self.strength, 0.0, 1.0)
         check(self.strength > 0, "strength must be > 0: with 0 the high-resolution stage runs no step")
         check(self.flow_shift > 0, f"flow_shift must be positive; got {self.flow_shift}")
+        check(self.memory in MEMORY_PRESETS, f"memory must be one of {tuple(MEMORY_PRESETS)}; got {self.memory!r}")
+        check(
+            self.ffn_chunk_tokens is None or self.ffn_chunk_tokens >= 0,
+            f"ffn_chunk_tokens must be a token count >= 0 (0: no chunking); got {self.ffn_chunk_tokens!r}",
+        )
+
+    @property
+    def memory_plan(self) -> FreeSwimMemory:
+        """The memory knobs in effect: the `memory` preset, with the knobs set on this config replacing its values."""
+        explicit = {f.name: getattr(self, f.name) for f in fields(FreeSwimMemory) if getattr(self, f.name) is not None}
+        return replace(MEMORY_PRESETS[self.memory], **explicit)
