@@ -4,6 +4,8 @@
 import pytest
 import torch
 
+from diffattn.cli import build_parser
+from diffattn.cli.generate import configs_from_args
 from diffattn.configs import FreeSwimConfig
 from diffattn.configs.freeswim import MEMORY_PRESETS, FreeSwimMemory
 from diffattn.errors import ConfigError
@@ -96,3 +98,11 @@ def test_the_memory_preset_expands_and_explicit_knobs_win():
 def test_bad_memory_settings_raise_config_errors(settings, message):
     with pytest.raises(ConfigError, match=message):
         FreeSwimConfig(**settings)
+
+
+def test_the_cli_exposes_the_preset_and_each_knob():
+    args = build_parser().parse_args(["generate", "--method", "freeswim", "--freeswim-memory", "low",
+                                      "--freeswim-offload-cache", "false", "--freeswim-ffn-chunk-tokens", "4096"])
+    (config,) = configs_from_args(args, ["freeswim"], {})
+    assert config.memory_plan == FreeSwimMemory(sequential_branches=True, ffn_chunk_tokens=4096, offload_cache=False,
+                                                vae_tiling=True, offload_text_encoder=True)
