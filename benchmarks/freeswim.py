@@ -20,12 +20,27 @@ below tokens^2 bytes. Target: windowed self-attention >= 3x faster than dense (t
 
     pip install --no-deps --no-build-isolation -e . && python benchmarks/freeswim.py      # H200, ~6 min
     python benchmarks/freeswim.py --tiny                                                   # CPU check, seconds
+
+`--e2e` runs the whole `FreeSwimPipeline` instead, at 1088x1920x81, from random-weight components at their
+published configs (Wan2.1 transformer and UMT5-XXL text encoder in bf16, `AutoencoderKLWan` in float32): FreeSwim
+with `memory="default"` and `memory="low"` (the 14B: `"low"` only), then dense `WanPipeline` sampling at the
+target size. `--steps 3` runs 3 stage-1 and 2 stage-2 steps (one refresh, one reuse); each phase (stage 1
+denoise, VAE decode, stage 2 VAE encode, stage 2 denoise, ...) gets its wall time and its peak GPU memory
+(`reset_peak_memory_stats` at its start, `max_memory_allocated` at its end), every transformer call its time,
+and the denoising times are extrapolated to `--full-steps` (first step excluded as warm-up). Prompt embeddings
+are random (no tokenizer offline); the text encoder is timed on its own. The low-vs-default difference is read on
+stage 2's latents and on the frames. JSON to `$OUT/freeswim_e2e.json` (`_14b` for the 14B) when `$OUT` is set.
+
+    python benchmarks/freeswim.py --e2e                      # H200, Wan2.1-1.3B
+    python benchmarks/freeswim.py --e2e --model 14b          # H200, Wan2.1-14B, memory-first only
+    python benchmarks/freeswim.py --e2e --tiny               # CPU check of the same code path
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
@@ -266,6 +281,259 @@ def forward_modes(model, inputs: dict[str, torch.Tensor], base: tuple[int, int],
     return results
 
 
+# ------------------------------------------------------------------------------------------- end to end
+WAN_14B = {**WAN_1_3B, "num_attention_heads": 40, "ffn_dim": 13824, "num_layers": 40}
+UMT5_XXL = {"vocab_size": 256384, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
+            "relative_attention_num_buckets": 32, "relative_attention_max_distance": 128, "feed_forward_proj": "gated-gelu",
+            "dense_act_fn": "gelu_new", "is_gated_act": True, "layer_norm_epsilon": 1e-6, "tie_word_embeddings": False}
+TINY_UMT5 = {**UMT5_XXL, "vocab_size": 64, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4}
+TINY_VAE = {"base_dim": 8, "z_dim": 16, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1}
+E2E_SIZES = {"full": {"height": 1088, "width": 1920, "frames": 81, "text_len": 512},
+             "tiny": {"height": 64, "width": 96, "frames": 9, "text_len": 16}}
+
+
+class PhaseMeter:
+    """Wall time and peak GPU memory of the pipeline's phases, cut where the transformer and the VAE are entered.
+
+    Each phase starts with `torch.cuda.reset_peak_memory_stats` and ends with `max_memory_allocated`; a phase met
+    again (e.g. several VAE decodes) adds its time and keeps the larger peak. Each transformer call is timed too.
+    """
+
+    def __init__(self, device: torch.device, prefix: str | None = None) -> None:
+        self.cuda = device.type == "cuda"
+        self.prefix = prefix  # of the phase names; by default stage1/stage2 from the VAE calls seen
+        self.call_started = 0.0
+        self.handles: list[Any] = []
+        self.phases: dict[str, dict[str, float]] = {}
+        self.calls: dict[str, list[float]] = {}
+        self.current: str | None = None
+        self.started = 0.0
+        self.decodes = 0
+        self.latents: list[torch.Tensor] = []
+
+    def _now(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def enter(self, name: str | None) -> None:
+        now = self._now()
+        if self.current is not None:
+            entry = self.phases.setdefault(self.current, {"s": 0.0, "peak_gib": 0.0})
+            entry["s"] += now - self.started
+            if self.cuda:
+                entry["peak_gib"] = max(entry["peak_gib"], torch.cuda.max_memory_allocated() / 2**30)
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+        self.current, self.started = name, self._now()
+
+    def stage(self) -> str:
+        if self.prefix:
+            return self.prefix
+        return "stage2" if "stage2_vae_encode" in self.phases or self.current == "stage2_vae_encode" else "stage1"
+
+    def install(self, pipe: Any) -> None:
+        """Wrap the VAE's encode/decode and time every transformer call (one pipeline, one run at a time)."""
+        vae, transformer = pipe.vae, pipe.transformer
+        encode, decode = vae.encode, vae.decode
+
+        def timed_encode(*args, **kwargs):
+            self.enter("stage2_vae_encode")
+            try:
+                return encode(*args, **kwargs)
+            finally:
+                self.enter("between")
+
+        def timed_decode(z, *args, **kwargs):
+            self.enter(f"{self.stage()}_vae_decode")
+            self.latents.append(z.detach().float().cpu())
+            try:
+                return decode(z, *args, **kwargs)
+            finally:
+                self.decodes += 1
+                self.enter("between")
+
+        def before_forward(module, args, kwargs):
+            name = f"{self.stage()}_denoise"
+            if self.current != name:
+                self.enter(name)
+            self.call_started = self._now()
+
+        def after_forward(module, args, kwargs, output):
+            self.calls.setdefault(self.current, []).append(round((self._now() - self.call_started) * 1e3, 1))
+
+        self.handles = [transformer.register_forward_pre_hook(before_forward, with_kwargs=True),
+                        transformer.register_forward_hook(after_forward, with_kwargs=True)]
+        vae.encode, vae.decode = timed_encode, timed_decode
+
+    def uninstall(self, pipe: Any) -> None:
+        self.enter(None)
+        for handle in self.handles:
+            handle.remove()
+        vars(pipe.vae).pop("encode", None)
+        vars(pipe.vae).pop("decode", None)
+
+
+def build_e2e_pipeline(model: str, tiny: bool, device: torch.device) -> tuple[Any, dict[str, Any]]:
+    """`FreeSwimPipeline` of random-weight components at the published configs (bf16 transformer and text encoder,
+    float32 VAE as diffusers' Wan examples load it), built on `device`; the text encoder is timed on its own."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from diffattn.pipelines.freeswim import FreeSwimPipeline
+
+    dtype = torch.float32 if tiny else torch.bfloat16
+    info: dict[str, Any] = {}
+    torch.manual_seed(0)
+    with torch.device(device):
+        started = time.perf_counter()
+        transformer = WanTransformer3DModel(**(TINY if tiny else WAN_14B if model == "14b" else WAN_1_3B)).eval()
+        transformer = cast_like_from_pretrained(transformer, dtype)
+        vae = AutoencoderKLWan(**(TINY_VAE if tiny else {})).eval()
+        info["init_transformer_vae_s"] = round(time.perf_counter() - started, 1)
+        started = time.perf_counter()
+        text_encoder = UMT5EncoderModel(UMT5Config(**(TINY_UMT5 if tiny else UMT5_XXL))).eval().to(dtype)
+        info["init_text_encoder_s"] = round(time.perf_counter() - started, 1)
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    pipe = FreeSwimPipeline(tokenizer=None, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, info
+
+
+def time_text_encoder(pipe: Any, text_len: int, device: torch.device) -> dict[str, Any]:
+    """One UMT5 forward on random token ids (prompt and negative prompt): time and peak memory. The runs below get
+    random prompt embeddings of the same shape instead (no tokenizer can be loaded offline)."""
+    meter = PhaseMeter(device)
+    ids = torch.randint(0, pipe.text_encoder.config.vocab_size, (2, text_len), device=device)
+    with torch.no_grad():
+        pipe.text_encoder(ids, attention_mask=torch.ones_like(ids))  # warm-up
+        meter.enter("text_encoder")
+        pipe.text_encoder(ids, attention_mask=torch.ones_like(ids))
+        meter.enter(None)
+    return meter.phases["text_encoder"]
+
+
+def e2e_run(pipe: Any, meter: PhaseMeter, call: Any) -> tuple[Any, dict[str, Any]]:
+    """Runs `call()` with `meter` installed; returns its frames (on the CPU) and the phases measured."""
+    if meter.cuda:
+        torch.cuda.empty_cache()
+        resident = torch.cuda.memory_allocated() / 2**30
+    meter.install(pipe)
+    try:
+        meter.enter("between")
+        started = time.perf_counter()
+        frames = call()
+        meter.enter(None)
+        total = time.perf_counter() - started
+    finally:
+        meter.uninstall(pipe)
+    result = {
+        "total_s": round(total, 2),
+        "phases": {k: {"s": round(v["s"], 2), "peak_gib": round(v["peak_gib"], 2)} for k, v in meter.phases.items()},
+        "transformer_call_ms": meter.calls,
+        "peak_gib": round(max((v["peak_gib"] for v in meter.phases.values()), default=0.0), 2),
+    }
+    if meter.cuda:
+        result["resident_before_gib"] = round(resident, 2)
+    return frames.float().cpu(), result
+
+
+def extrapolate(calls: dict[str, list[float]], steps: int, strength: float, cache_steps: int | None) -> dict[str, Any]:
+    """Denoising seconds of a `steps`-step run from the measured calls (two per step with CFG, the first step
+    excluded as warm-up where there is more than one): stage 1 `steps` steps; stage 2 `int(steps * strength)`
+    steps, a refresh step (full branch) every `cache_steps` and reuse steps in between."""
+    out: dict[str, Any] = {"steps": steps}
+    stage1 = calls.get("stage1_denoise") or calls.get("dense_denoise") or []
+    step_ms = [a + b for a, b in zip(stage1[::2], stage1[1::2])]
+    if step_ms:
+        per = sum(step_ms[1:]) / len(step_ms[1:]) if len(step_ms) > 1 else step_ms[0]
+        out["stage1_or_dense_step_ms"] = round(per, 1)
+        out["stage1_or_dense_s"] = round(per * steps / 1e3, 1)
+    stage2 = calls.get("stage2_denoise") or []
+    if len(stage2) >= 4:  # [refresh cond, uncond, reuse cond, uncond]
+        refresh, reuse = stage2[0] + stage2[1], stage2[2] + stage2[3]
+        n = int(steps * strength)
+        refreshes = n if cache_steps is None else -(-n // cache_steps)
+        out.update(stage2_refresh_step_ms=refresh, stage2_reuse_step_ms=reuse, stage2_steps=n,
+                   stage2_s=round((refreshes * refresh + (n - refreshes) * reuse) / 1e3, 1))
+    return out
+
+
+def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole two-stage pipeline at 1088x1920x81 with random weights: default and memory-first FreeSwim, and
+    dense sampling at the target size with the same steps (see `--e2e` in the module docstring)."""
+    from diffusers import WanPipeline
+
+    device = torch.device("cpu" if args.tiny else "cuda")
+    size = E2E_SIZES["tiny" if args.tiny else "full"]
+    pipe, report = build_e2e_pipeline(args.model, args.tiny, device)
+    dtype = pipe.transformer.dtype
+    report.update(benchmark="freeswim_e2e", **environment(device), model=f"Wan2.1-{args.model.upper()} random weights"
+                  if not args.tiny else "tiny Wan", size=[size["height"], size["width"], size["frames"]],
+                  steps=args.steps, note="prompt embeddings are random [1, text_len, 4096] tensors; the text encoder "
+                  "is timed on its own (text_encoder) and is on the GPU when a run starts")
+    report["text_encoder"] = time_text_encoder(pipe, size["text_len"], device)
+    generator = torch.Generator(device).manual_seed(0)
+    text_dim = pipe.transformer.config.text_dim
+    embeds = torch.randn(2, 1, size["text_len"], text_dim, generator=generator, device=device, dtype=dtype)
+    text = {"prompt_embeds": embeds[0], "negative_prompt_embeds": embeds[1], "guidance_scale": 5.0}
+    base = {"base_height": 32, "base_width": 32, "backend": "reference"} if args.tiny else {}
+    presets = ["default", "low"] if args.model == "1.3b" else ["low"]
+    frames, latents = {}, {}
+    for preset in presets:
+        pipe.text_encoder.to(device)
+        config = FreeSwimConfig(**base, memory=preset)
+        meter = PhaseMeter(device)
+        frames[preset], report[f"freeswim_{preset}"] = e2e_run(pipe, meter, lambda config=config: pipe(
+            height=size["height"], width=size["width"], num_frames=size["frames"], num_inference_steps=args.steps,
+            generator=torch.Generator(device).manual_seed(1), output_type="pt", freeswim=config, **text).frames)
+        latents[preset] = meter.latents[-1]
+        report[f"freeswim_{preset}"]["extrapolated"] = extrapolate(meter.calls, args.full_steps, config.strength,
+                                                                   config.cache_steps)
+        print(f"freeswim memory={preset}: {json.dumps(report[f'freeswim_{preset}'], default=str)}", flush=True)
+    if len(presets) == 2:
+        report["low_vs_default"] = {
+            "stage2_latent_max_abs": (latents["low"] - latents["default"]).abs().max().item(),
+            "stage2_latent_rms": (latents["low"] - latents["default"]).pow(2).mean().sqrt().item(),
+            "latent_rms": latents["default"].pow(2).mean().sqrt().item(),
+            "frames_max_abs": (frames["low"] - frames["default"]).abs().max().item(),
+            "frames_mean_abs": (frames["low"] - frames["default"]).abs().mean().item(),
+        }
+        low, default = report["freeswim_low"]["extrapolated"], report["freeswim_default"]["extrapolated"]
+        if "stage2_s" in low and "stage2_s" in default:
+            report["low_vs_default"]["stage2_time_ratio"] = round(low["stage2_s"] / default["stage2_s"], 3)
+    if not args.no_dense:  # dense sampling at the target size, same step count, latents only (decode: as above)
+        dense = WanPipeline(tokenizer=None, text_encoder=pipe.text_encoder, vae=pipe.vae, transformer=pipe.transformer,
+                            scheduler=pipe.scheduler)
+        dense.set_progress_bar_config(disable=True)
+        meter = PhaseMeter(device, prefix="dense")
+        _, report["dense"] = e2e_run(dense, meter, lambda: dense(
+            height=size["height"], width=size["width"], num_frames=size["frames"], num_inference_steps=args.dense_steps,
+            generator=torch.Generator(device).manual_seed(1), output_type="latent", **text).frames)
+        report["dense"]["extrapolated"] = extrapolate(meter.calls, args.full_steps, 1.0, None)
+    report["extrapolated_totals_s"] = e2e_totals(report)
+    return report
+
+
+def e2e_totals(report: dict[str, Any]) -> dict[str, Any]:
+    """Whole-pipeline seconds at the extrapolated step count: denoising extrapolated, VAE phases as measured."""
+    totals = {}
+    for name in ("freeswim_default", "freeswim_low", "dense"):
+        if name not in report:
+            continue
+        run, ext = report[name], report[name]["extrapolated"]
+        vae = sum(v["s"] for k, v in run["phases"].items() if "vae" in k)
+        if name == "dense":  # decoded like FreeSwim's stage 2 output: that decode time, untiled
+            vae = report.get("freeswim_default", report.get("freeswim_low", {})).get("phases", {}).get(
+                "stage2_vae_decode", {}).get("s", 0.0)
+        totals[name] = round(ext.get("stage1_or_dense_s", 0.0) + ext.get("stage2_s", 0.0) + vae, 1)
+    if "dense" in totals and "freeswim_default" in totals:
+        totals["speedup_freeswim_default_vs_dense"] = round(totals["dense"] / totals["freeswim_default"], 2)
+    if "dense" in totals and "freeswim_low" in totals:
+        totals["speedup_freeswim_low_vs_dense"] = round(totals["dense"] / totals["freeswim_low"], 2)
+    return totals
+
+
 # -------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -273,7 +541,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="JSON results (default: benchmarks/results/freeswim.json; none with --tiny)")
     parser.add_argument("--no-flex", action="store_true", help="skip the compiled FlexAttention baseline")
     parser.add_argument("--rep-ms", type=int, default=2000, help="do_bench repetition time per attention case")
+    parser.add_argument("--e2e", action="store_true", help="the whole two-stage FreeSwimPipeline end to end (see above)")
+    parser.add_argument("--model", choices=("1.3b", "14b"), default="1.3b",
+                        help="--e2e: Wan2.1 size; 14b runs the memory-first preset only")
+    parser.add_argument("--steps", type=int, default=3, help="--e2e: steps of the schedule run (stage 2 runs 70%%)")
+    parser.add_argument("--dense-steps", type=int, default=2, help="--e2e: steps of the dense baseline at the target size")
+    parser.add_argument("--full-steps", type=int, default=50, help="--e2e: step count the times are extrapolated to")
+    parser.add_argument("--no-dense", action="store_true", help="--e2e: skip the dense baseline")
     args = parser.parse_args(argv)
+    if args.e2e:
+        if not args.tiny and not torch.cuda.is_available():
+            parser.error("the end-to-end run needs a CUDA GPU; use --tiny for a CPU check")
+        started = time.perf_counter()
+        with dense_backend(torch.device("cpu" if args.tiny else "cuda")):
+            report = end_to_end(args)
+        report["seconds"] = round(time.perf_counter() - started, 1)
+        name = "freeswim_e2e.json" if args.model == "1.3b" else "freeswim_e2e_14b.json"
+        out = args.out or (str(Path(os.environ["OUT"]) / name) if os.environ.get("OUT") else None)
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps(report, indent=2, default=str))
+        print(json.dumps(report, indent=2, default=str))
+        return 0
 
     from diffusers import WanTransformer3DModel
 
