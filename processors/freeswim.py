@@ -155,6 +155,9 @@ class CrossAttentionCache:
             return stored.to(device)
         ahead = self._ahead.pop(key, None)
         if ahead is None:
+            stream = self._side_stream(device)
+            if stream is not None:  # the copy into the host buffer may still be running on the side stream
+                torch.cuda.current_stream(device).wait_stream(stream)
             output = stored.to(device)
         else:
             output, ready = ahead
@@ -177,6 +180,7 @@ class CrossAttentionCache:
             target.copy_(host, non_blocking=True)
             ready = torch.cuda.Event()
             ready.record(stream)
+        target.record_stream(stream)  # dropped early (a refresh replaced it), it must outlive the copy
         return target, ready
 
     def clear(self) -> None:
