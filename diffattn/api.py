@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .caches import check_caches
 from .config import AttentionConfig, MethodConfig
 from .context import ContextHook, RunContext, install_context_hook, remove_context_hook
 from .errors import AlreadyAppliedError, IncompatibleMethodsError, UnsupportedModelError
@@ -101,7 +102,7 @@ class Handle:
         self.family = family_of(self.model)
         self.stats = AttentionStats()
         self.context = RunContext(family=self.family.name)
-        listeners: list[Callable[[RunContext], None]] = [self._update_phases]
+        listeners: list[Callable[[RunContext], None]] = [self._refuse_caches, self._update_phases]
         self.targets = [
             Target(model, family_of(model), pipeline, self.context, self.stats, listeners, f"{name}." if i else "")
             for i, (name, model) in enumerate(models)
@@ -186,6 +187,10 @@ class Handle:
             flag = (getattr(self.pipeline, "guidance_scale", None) or 0) > 1
         return bool(flag)
 
+    def _refuse_caches(self, ctx: RunContext) -> None:
+        """Before every denoiser call: a diffusers cache enabled after `apply` is refused like one enabled before."""
+        check_caches(self.configs, self.models)
+
     def _update_phases(self, ctx: RunContext) -> None:
         if ctx.run_index != self._run:
             self._report_run()
@@ -223,7 +228,8 @@ def apply(target: Any, *methods: MethodConfig | str | dict, **settings: Any) -> 
         UnsupportedModelError: `target` is not a supported pipeline or denoiser.
         UnknownMethodError / ConfigError: a method name or setting is invalid.
         AlreadyAppliedError: diffattn is already applied to this denoiser.
-        IncompatibleMethodsError: the methods cannot be applied together.
+        IncompatibleMethodsError: the methods cannot be applied together, or one refuses the diffusers cache
+            enabled on the denoiser (`diffattn.caches`; the same error at the first call if the cache comes later).
     """
     configs = resolve_configs(methods, settings)
     pipeline, models = find_denoisers(target)
@@ -235,6 +241,7 @@ def apply(target: Any, *methods: MethodConfig | str | dict, **settings: Any) -> 
             f"{', '.join(c.name for c in configs)}, or pass all methods in one apply() call"
         )
     _check_composition(configs)
+    check_caches(configs, [model for _, model in models])
     handle = Handle(pipeline, models, configs)
     try:
         handle._install()

@@ -89,6 +89,9 @@ class MethodConfig:
     """`"denoiser"`: one implementation per denoiser of a pipeline; `"pipeline"`: one, on the main denoiser."""
     incompatible: ClassVar[frozenset[str]] = frozenset()
     """Names of methods this one cannot be applied together with."""
+    incompatible_caches: ClassVar[frozenset[str]] = frozenset()
+    """Class names of diffusers cache configs (`transformer.enable_cache(...)`, e.g. `"FasterCacheConfig"`) this
+    method refuses to run with, in either order (`diffattn.caches`; docs/composition.md says why for each)."""
     runner: ClassVar[str] = ""
     """`"module:function"` of a custom sampling routine, for methods that need their own loop (e.g. two-stage
     FreeSwim): `function(pipe, methods, call_kwargs) -> (pipeline_output, AttentionStats | None)`."""

@@ -216,7 +216,18 @@ def install_context_hook(model: torch.nn.Module, hook: ContextHook) -> None:
 
 
 def remove_context_hook(model: torch.nn.Module) -> None:
-    """Remove the context hook from `model` if present."""
+    """Remove the context hook from `model` if present, keeping any hook registered after it working.
+
+    diffusers' `HookRegistry.remove_hook` points the next hook's `forward` at the removed hook's inner forward; for
+    a hook that replaces the forward (`new_forward`, e.g. FasterCache's denoiser hook) that drops its replacement
+    and leaves it calling the removed hook. Here the next hook gets its replacement back and calls the inner forward.
+    """
     registry = getattr(model, "_diffusers_hook", None)
-    if registry is not None and registry.get_hook(CONTEXT_HOOK) is not None:
-        registry.remove_hook(CONTEXT_HOOK, recurse=False)
+    if registry is None or registry.get_hook(CONTEXT_HOOK) is None:
+        return
+    index = registry._hook_order.index(CONTEXT_HOOK)
+    above = registry._fn_refs[index + 1] if index + 1 < len(registry._fn_refs) else None
+    replacement = above.forward if above is not None and above.original_forward is not None else None
+    registry.remove_hook(CONTEXT_HOOK, recurse=False)
+    if replacement is not None:
+        above.original_forward, above.forward = above.forward, replacement

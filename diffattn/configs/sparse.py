@@ -454,6 +454,7 @@ class PABConfig(AttentionConfig):
     description = "Pyramid Attention Broadcast: reuse attention outputs across steps per attention type and CFG branch"
     implementation = "diffattn.processors.sparse.pab:PABMethod"
     category = "sparsity"
+    incompatible_caches = frozenset({"PyramidAttentionBroadcastConfig", "FasterCacheConfig", "TaylorSeerCacheConfig"})
     tiny_models = SPARSE_FAMILIES
     compiles = True
 
