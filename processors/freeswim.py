@@ -21,6 +21,7 @@ window is evaluated in spatio-temporal tile order with exact token edges instead
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -100,16 +101,19 @@ def pixels_per_token(model: torch.nn.Module, pipeline: Any | None = None) -> tup
 class CrossAttentionCache:
     """The full branch's cross-attention outputs kept between steps, one per block, on the device or offloaded.
 
-    Offloaded, each output is copied into a host buffer (pinned when the output is on CUDA, allocated once per
-    block and reused across refreshes) on a side stream, and reading block `i` starts the copy of block `i + 1`
-    back to its device on that stream, so it overlaps block `i`'s compute; the reader's stream waits for the copy
-    before using it. On the CPU both copies are plain synchronous copies and the prefetch logic is the same.
-    `prefetch_hits` counts reads served by a prefetched copy.
+    Offloaded, each output is copied into a host buffer on a side stream, and reading block `i` starts the copy of
+    block `i + 1` back to its device on that stream, so it overlaps block `i`'s compute; the reader's stream waits
+    for the copy before using it. Host buffers of CUDA outputs are page-locked in place (`cudaHostRegister`, exactly
+    their size: torch's pinned allocator rounds each up to a power of two), made once per block and kept across
+    refreshes and runs until `release()`; `pin_seconds` is the time spent making them. On the CPU both copies are
+    plain synchronous copies and the prefetch logic is the same. `prefetch_hits` counts reads served by a prefetch.
     """
 
     def __init__(self, offload: bool) -> None:
         self.offload = offload
         self.prefetch_hits = 0
+        self.pin_seconds = 0.0
+        self._host: dict[tuple[str, int], torch.Tensor] = {}
         self._stored: dict[tuple[str, int], torch.Tensor] = {}
         self._order: list[tuple[str, int]] = []
         self._ahead: dict[tuple[str, int], tuple[torch.Tensor, Any]] = {}
@@ -135,10 +139,11 @@ class CrossAttentionCache:
         if not self.offload:
             self._stored[key] = output
             return
-        host = self._stored.get(key)
+        host = self._host.get(key)
         if host is None or host.shape != output.shape or host.dtype != output.dtype:
-            host = torch.empty(output.shape, dtype=output.dtype, pin_memory=output.is_cuda)
-            self._stored[key] = host
+            self._unpin(key)
+            host = self._host[key] = self._new_host_buffer(output)
+        self._stored[key] = host
         stream = self._side_stream(output.device)
         if stream is None:
             host.copy_(output)
@@ -183,10 +188,31 @@ class CrossAttentionCache:
         target.record_stream(stream)  # dropped early (a refresh replaced it), it must outlive the copy
         return target, ready
 
+    def _new_host_buffer(self, output: torch.Tensor) -> torch.Tensor:
+        host = torch.empty(output.shape, dtype=output.dtype)
+        if output.is_cuda:
+            started = time.perf_counter()
+            torch.cuda.check_error(torch.cuda.cudart().cudaHostRegister(host.data_ptr(), host.nbytes, 0))
+            self.pin_seconds += time.perf_counter() - started
+        return host
+
+    def _unpin(self, key: tuple[str, int]) -> None:
+        host = self._host.pop(key, None)
+        if host is not None and torch.cuda.is_available() and host.is_pinned():
+            torch.cuda.synchronize()  # no copy may still use it
+            torch.cuda.check_error(torch.cuda.cudart().cudaHostUnregister(host.data_ptr()))
+
     def clear(self) -> None:
+        """Forget the stored outputs (a new run starts); the host buffers stay for the next run."""
         self._stored.clear()
         self._order.clear()
         self._ahead.clear()
+
+    def release(self) -> None:
+        """Forget everything and unlock the host buffers (FreeSwim is removed)."""
+        self.clear()
+        for key in list(self._host):
+            self._unpin(key)
 
 
 # ------------------------------------------------------------------------------------------ controller
@@ -418,6 +444,7 @@ class FreeSwimMethod(AttentionMethod):
         self._orders.clear()
         self._plans.clear()
         self.controller.reset()
+        self.controller.cache.release()
 
     def _begin_call(self, ctx: RunContext) -> None:
         self.controller.begin_call(ctx, active=ctx.phase(self.name) is Phase.ACTIVE)
@@ -525,7 +552,10 @@ class FreeSwimMethod(AttentionMethod):
             full = proceed(call.replace(query=call.query[rows:], key=call.key[rows:], value=call.value[rows:]))
             self.controller.counts["cross_attention_computed"] += 1
             if mode.store:
+                pinned = self.controller.cache.pin_seconds
                 self.controller.store(key, full)
+                if self.controller.cache.pin_seconds > pinned:
+                    call.record(cache_pin_ms=(self.controller.cache.pin_seconds - pinned) * 1e3)
             if rows == 0:  # sequential full branch
                 self.controller.pending[key] = full
                 return full
