@@ -499,6 +499,7 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
         report[f"freeswim_{preset}"]["extrapolated"] = extrapolate(meter.calls, args.full_steps, config.strength,
                                                                    config.cache_steps, one_time_ms=run["cache_pin_s"] * 1e3)
         print(f"freeswim memory={preset}: {json.dumps(report[f'freeswim_{preset}'], default=str)}", flush=True)
+        save_json(report, args.out)
     if len(presets) == 2:
         report["low_vs_default"] = {
             "stage2_latent_max_abs": (latents["low"] - latents["default"]).abs().max().item(),
@@ -521,6 +522,13 @@ def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
         report["dense"]["extrapolated"] = extrapolate(meter.calls, args.full_steps, 1.0, None)
     report["extrapolated_totals_s"] = e2e_totals(report)
     return report
+
+
+def save_json(report: dict[str, Any], out: str | None) -> None:
+    """Write `report` to `out` (nothing when None); called after every run so a cut-off run keeps what it measured."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2, default=str))
 
 
 def e2e_table(report: dict[str, Any]) -> str:
@@ -572,14 +580,12 @@ def main(argv: list[str] | None = None) -> int:
         if not args.tiny and not torch.cuda.is_available():
             parser.error("the end-to-end run needs a CUDA GPU; use --tiny for a CPU check")
         started = time.perf_counter()
+        name = "freeswim_e2e.json" if args.model == "1.3b" else "freeswim_e2e_14b.json"
+        args.out = args.out or (str(Path(os.environ["OUT"]) / name) if os.environ.get("OUT") else None)
         with dense_backend(torch.device("cpu" if args.tiny else "cuda")):
             report = end_to_end(args)
         report["seconds"] = round(time.perf_counter() - started, 1)
-        name = "freeswim_e2e.json" if args.model == "1.3b" else "freeswim_e2e_14b.json"
-        out = args.out or (str(Path(os.environ["OUT"]) / name) if os.environ.get("OUT") else None)
-        if out:
-            Path(out).parent.mkdir(parents=True, exist_ok=True)
-            Path(out).write_text(json.dumps(report, indent=2, default=str))
+        save_json(report, args.out)
         print(json.dumps(report, indent=2, default=str))
         print(e2e_table(report))
         return 0
