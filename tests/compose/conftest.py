@@ -7,7 +7,13 @@ import functools
 
 import pytest
 import torch
-from diffusers.hooks import FasterCacheConfig, FirstBlockCacheConfig, MagCacheConfig, TaylorSeerCacheConfig
+from diffusers.hooks import (
+    FasterCacheConfig,
+    FirstBlockCacheConfig,
+    MagCacheConfig,
+    PyramidAttentionBroadcastConfig,
+    TaylorSeerCacheConfig,
+)
 
 import diffattn
 from diffattn.testing import tiny_denoiser, tiny_denoiser_inputs
@@ -46,6 +52,10 @@ CACHES = {
         spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(-1, 1000),
         unconditional_batch_skip_range=2, unconditional_batch_timestep_skip_range=(-1, 1000), tensor_format="BCFHW",
     ),
+    "PyramidAttentionBroadcast": lambda: PyramidAttentionBroadcastConfig(
+        spatial_attention_block_skip_range=2, spatial_attention_timestep_skip_range=(0, 1000),
+        current_timestep_callback=lambda: _clock["t"],
+    ),
 }
 """diffusers' caches sized for the loop below; FasterCache splits a batched [uncond, cond] call, the others key their
 state by `cache_context` name."""
@@ -57,6 +67,12 @@ BATCHED = {"FasterCache"}
 @functools.cache
 def _inputs(batch: int) -> dict:
     return tiny_denoiser_inputs("wan", batch=batch, frames=8, height=16, width=16)
+
+
+@functools.cache
+def _negative_text() -> torch.Tensor:
+    """The unconditional branch's text embedding (another prompt than the conditional branch's)."""
+    return tiny_denoiser_inputs("wan", frames=8, height=16, width=16, seed=1)["encoder_hidden_states"]
 
 
 @pytest.fixture
@@ -76,9 +92,11 @@ def denoise(model: torch.nn.Module, batched: bool = False) -> torch.Tensor:
     for t in TIMESTEPS:
         _clock["t"] = float(t)
         for branch in branches:
+            text = _negative_text() if branch == "uncond" else kwargs["encoder_hidden_states"]
             with torch.no_grad(), model.cache_context(branch):
                 timestep = torch.full_like(kwargs["timestep"], float(t))
-                out = model(**{**kwargs, "hidden_states": x, "timestep": timestep}, return_dict=False)[0]
+                call = {**kwargs, "hidden_states": x, "timestep": timestep, "encoder_hidden_states": text}
+                out = model(**call, return_dict=False)[0]
             outputs.append(out)
         x = x - 0.05 * out
     return torch.stack(outputs)

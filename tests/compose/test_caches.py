@@ -39,7 +39,7 @@ def acted(handle, method: str) -> bool:
 
 
 def test_pab_refuses_the_caches_that_replace_attention_outputs():
-    assert {c for m, c in REFUSED if m == "pab"} == {"FasterCache", "TaylorSeer"}
+    assert {c for m, c in REFUSED if m == "pab"} == {"FasterCache", "TaylorSeer", "PyramidAttentionBroadcast"}
     assert not {c for m, c in REFUSED if m != "pab"}
 
 
@@ -89,7 +89,7 @@ def test_each_removal_restores_only_its_own_part(model, method, cache):
     assert torch.equal(denoise(model, batched), stock)
 
 
-@pytest.mark.parametrize("method,cache", sorted(REFUSED) + [("freeswim", "FirstBlockCache")])
+@pytest.mark.parametrize("method,cache", sorted(REFUSED) + [("freeswim", cache) for cache in CACHES])
 def test_refused_pairs_fail_in_either_order(model, method, cache):
     config = (
         diffattn.FreeSwimConfig(base_height=32, base_width=32, backend="reference") if method == "freeswim"
