@@ -1,5 +1,6 @@
 """diffattn's methods under diffusers' memory features on the tiny Wan denoiser: FP8 weight storage
-(`enable_layerwise_casting`) and group offloading (leaf level; CUDA streams are not available on the CPU).
+(`enable_layerwise_casting`), group offloading (leaf level; diffusers refuses `use_stream=True` without a device
+that has streams, so streams are left to GPU runs) and the pipeline's model CPU offload.
 
 Under each feature, every method still acts (its stats), and Sparge at its dense-equivalent setting (top-k 1) gives
 the output of the same feature without diffattn (the kernel's float rounding apart), restored bitwise by `remove()`.
@@ -52,3 +53,22 @@ def test_fp8_storage_really_changes_the_weights(model):
     fp8_weights(model)
     assert model.blocks[0].attn1.to_q.weight.dtype == torch.float8_e4m3fn
     assert not torch.equal(denoise(model), stock)
+
+
+def test_model_cpu_offload_pipeline_keeps_every_part():
+    """`pipe.enable_model_cpu_offload(device="cpu")`: accelerate's offload hooks run on the CPU too (same hook path as
+    on a GPU, without the transfers); dense-equivalent Sparge equals the offloaded stock run and Sparge acts."""
+    from diffattn.testing import tiny_call_kwargs, tiny_pipeline
+
+    pipe = tiny_pipeline("wan")
+    pipe.enable_model_cpu_offload(device="cpu")
+    size = {"height": 128, "width": 128, "num_frames": 29, "output_type": "latent"}  # 8 x 8 x 8 tokens
+    stock = pipe(**tiny_call_kwargs("wan", **size)).frames
+    with diffattn.apply(pipe, diffattn.SpargeConfig(topk=1.0, **COMMON)) as handle:
+        dense = pipe(**tiny_call_kwargs("wan", **size)).frames
+        assert handle.stats.summary()["mean_density"] == 1.0
+    assert relative_error(dense, stock) < 1e-4
+    with diffattn.apply(pipe, METHODS["sparge"]()) as handle:
+        pipe(**tiny_call_kwargs("wan", **size))
+        assert acted(handle, "sparge")
+    assert torch.equal(pipe(**tiny_call_kwargs("wan", **size)).frames, stock)
