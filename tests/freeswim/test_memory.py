@@ -29,7 +29,7 @@ def freeswim():
 
 
 def run(pipe, **knobs):
-    return pipe(**CALL, generator=torch.Generator().manual_seed(0), freeswim=FreeSwimConfig(**SETTINGS, **knobs))
+    return pipe(**CALL, generator=torch.Generator().manual_seed(0), freeswim=FreeSwimConfig(**{**SETTINGS, **knobs}))
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,12 @@ def test_knobs_that_keep_the_arithmetic_leave_the_output_bitwise_equal(freeswim,
     assert torch.equal(out.frames, default.frames)
     assert torch.equal(out.base_frames, default.base_frames)
     assert out.stats.to_dict().keys() == default.stats.to_dict().keys()
+
+
+def test_sequential_branches_in_no_cache_mode_leave_the_output_bitwise_equal(freeswim):
+    """Every call dual (conditional and unconditional), nothing stored: the window rows wait for nothing but the
+    full branch's cross-attention of the same block."""
+    assert torch.equal(run(freeswim, cache_steps=None, sequential_branches=True).frames, run(freeswim, cache_steps=None).frames)
 
 
 def test_vae_tiling_is_diffusers_tiled_vae_and_the_low_preset_changes_nothing_else(freeswim, default):
