@@ -118,3 +118,12 @@ def test_dense_equivalent_sparge_under_a_cache_equals_the_cache_alone(model):
         assert handle.stats.summary()["mean_density"] == 1.0
     model.disable_cache()
     assert relative_error(out, cache_only) < 2e-5
+
+
+def test_refused_cache_names_are_diffusers_cache_configs():
+    import diffusers.hooks
+
+    from diffattn.registry import methods
+
+    named = {name for cls in methods().values() for name in cls.incompatible_caches}
+    assert named and all(hasattr(diffusers.hooks, name) for name in named)
