@@ -53,7 +53,17 @@ def test_knobs_that_keep_the_arithmetic_leave_the_output_bitwise_equal(freeswim,
 def test_sequential_branches_in_no_cache_mode_leave_the_output_bitwise_equal(freeswim):
     """Every call dual (conditional and unconditional), nothing stored: the window rows wait for nothing but the
     full branch's cross-attention of the same block."""
-    assert torch.equal(run(freeswim, cache_steps=None, sequential_branches=True).frames, run(freeswim, cache_steps=None).frames)
+    batches: list[int] = []
+    attention = freeswim.transformer.blocks[0].attn1
+    handle = attention.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        sequential = run(freeswim, cache_steps=None, sequential_branches=True).frames
+        seen_sequential, batches[:] = set(batches), []
+        batched = run(freeswim, cache_steps=None).frames
+    finally:
+        handle.remove()
+    assert seen_sequential == {1} and set(batches) == {1, 2}  # stage 1 runs batch 1; stage 2's dual calls 2 or 1 + 1
+    assert torch.equal(sequential, batched)
 
 
 def test_vae_tiling_is_diffusers_tiled_vae_and_the_low_preset_changes_nothing_else(freeswim, default):
