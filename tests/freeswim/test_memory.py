@@ -122,3 +122,15 @@ def test_the_cli_exposes_the_preset_and_each_knob():
     (config,) = configs_from_args(args, ["freeswim"], {})
     assert config.memory_plan == FreeSwimMemory(sequential_branches=True, ffn_chunk_tokens=4096, offload_cache=False,
                                                 vae_tiling=True, offload_text_encoder=True)
+
+
+def test_ffn_chunks_reach_the_feed_forward(freeswim, default):
+    tokens: list[int] = []
+    inner = freeswim.transformer.blocks[0].ffn.net[0]
+    handle = inner.register_forward_pre_hook(lambda module, args: tokens.append(args[0].shape[1]))
+    try:
+        out = run(freeswim, ffn_chunk_tokens=7)
+    finally:
+        handle.remove()
+    assert max(tokens) == 7 and 120 % 7 in tokens  # stage 2's 120 tokens in chunks of 7 and a last one of 1
+    assert torch.equal(out.frames, default.frames)
