@@ -17,6 +17,8 @@ of the registry). Its class attributes tell the rest of diffattn what to do with
   two stages, InitNO): `function(pipe, configs, call_kwargs) -> (output, AttentionStats | None)`, which
   `diffattn generate` then calls instead of `pipe(...)`. Empty for methods that act inside `pipe(...)`.
 - `incompatible`: names of methods it cannot be applied together with.
+- `incompatible_caches`: class names of diffusers cache configs (`model.enable_cache(...)`) it refuses to run with,
+  in either order (`diffattn.caches`).
 - `tiny_models`, `tiny_settings`: the built-in tiny models (`diffattn.testing`) it runs on, and settings that make
   a run there show it acting; the contract tests and the generic `diffattn demo` entry use them.
 - `compiles`: whether it works with the denoiser compiled by `torch.compile` (checked by the contract tests).
