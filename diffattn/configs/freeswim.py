@@ -124,10 +124,6 @@ class FreeSwimConfig(AttentionConfig):
         "FirstBlockCacheConfig", "MagCacheConfig", "SeaCacheConfig", "TaylorSeerCacheConfig", "FasterCacheConfig",
         "PyramidAttentionBroadcastConfig",
     })
-    incompatible_caches = frozenset({
-        "FirstBlockCacheConfig", "MagCacheConfig", "SeaCacheConfig", "TaylorSeerCacheConfig", "FasterCacheConfig",
-        "PyramidAttentionBroadcastConfig",
-    })
 
     base_height: int | None = None
     base_width: int | None = None
