@@ -114,6 +114,7 @@ class CrossAttentionCache:
         self.prefetch_hits = 0
         self.pin_seconds = 0.0
         self._host: dict[tuple[str, int], torch.Tensor] = {}
+        self._registered: set[tuple[str, int]] = set()
         self._stored: dict[tuple[str, int], torch.Tensor] = {}
         self._order: list[tuple[str, int]] = []
         self._ahead: dict[tuple[str, int], tuple[torch.Tensor, Any]] = {}
@@ -142,7 +143,7 @@ class CrossAttentionCache:
         host = self._host.get(key)
         if host is None or host.shape != output.shape or host.dtype != output.dtype:
             self._unpin(key)
-            host = self._host[key] = self._new_host_buffer(output)
+            host = self._host[key] = self._new_host_buffer(key, output)
         self._stored[key] = host
         stream = self._side_stream(output.device)
         if stream is None:
@@ -188,17 +189,23 @@ class CrossAttentionCache:
         target.record_stream(stream)  # dropped early (a refresh replaced it), it must outlive the copy
         return target, ready
 
-    def _new_host_buffer(self, output: torch.Tensor) -> torch.Tensor:
+    def _new_host_buffer(self, key: tuple[str, int], output: torch.Tensor) -> torch.Tensor:
+        if not output.is_cuda:
+            return torch.empty(output.shape, dtype=output.dtype)
+        started = time.perf_counter()
         host = torch.empty(output.shape, dtype=output.dtype)
-        if output.is_cuda:
-            started = time.perf_counter()
+        try:
             torch.cuda.check_error(torch.cuda.cudart().cudaHostRegister(host.data_ptr(), host.nbytes, 0))
-            self.pin_seconds += time.perf_counter() - started
+            self._registered.add(key)
+        except RuntimeError:  # registration refused: torch's pinned allocator (rounded up) instead
+            host = torch.empty(output.shape, dtype=output.dtype, pin_memory=True)
+        self.pin_seconds += time.perf_counter() - started
         return host
 
     def _unpin(self, key: tuple[str, int]) -> None:
         host = self._host.pop(key, None)
-        if host is not None and torch.cuda.is_available() and host.is_pinned():
+        if host is not None and key in self._registered:
+            self._registered.discard(key)
             torch.cuda.synchronize()  # no copy may still use it
             torch.cuda.check_error(torch.cuda.cudart().cudaHostUnregister(host.data_ptr()))
 
