@@ -34,6 +34,8 @@ OUTPUT_SHAPE = {
     "sd": (1, 3, 64, 64),
     "sd-controlnet": (1, 3, 64, 64),
     "animatediff": (1, 8, 3, 64, 64),
+    "flux": (1, 3, 64, 64),
+    "sd3": (1, 3, 64, 64),
 }
 # Latent (frames, height, width) of tiny_call_kwargs and the denoiser's spatial patch.
 LATENT = {
@@ -45,9 +47,14 @@ LATENT = {
     "sd": ((1, 8, 8), 1),
     "sd-controlnet": ((1, 8, 8), 1),
     "animatediff": ((8, 8, 8), 1),
+    "flux": ((1, 8, 8), 2),
+    "sd3": ((1, 8, 8), 2),
 }
+IMAGE_TRANSFORMERS = ("flux", "sd3")  # one latent frame
 # Odd latent sizes the denoisers must accept (patch-2 families need even height and width).
-ODD_SIZE = {family: (3, 6, 10) if LATENT[family][1] == 2 else (3, 3, 5) for family in FAMILIES}
+ODD_SIZE = {
+    family: (1 if family in IMAGE_TRANSFORMERS else 3, *((6, 10) if LATENT[family][1] == 2 else (3, 5))) for family in FAMILIES
+}
 
 
 
@@ -139,7 +146,10 @@ def test_denoiser_forward_at_odd_latent_sizes(family):
     assert torch.isfinite(output).all()
 
 
-INVALID_SIZES = [("wan", (3, 3, 5)), ("mochi", (2, 4, 3)), ("cogvideox", (0, 4, 4)), ("animatediff", (33, 4, 4))]
+INVALID_SIZES = [
+    ("wan", (3, 3, 5)), ("mochi", (2, 4, 3)), ("cogvideox", (0, 4, 4)), ("animatediff", (33, 4, 4)), ("flux", (2, 4, 4)),
+    ("sd3", (1, 4, 5)),
+]
 
 
 @pytest.mark.parametrize(("family", "size"), INVALID_SIZES)
@@ -151,7 +161,7 @@ def test_denoiser_inputs_reject_invalid_sizes(family, size):
 
 def test_unknown_family_is_a_clear_error():
     with pytest.raises(ValueError, match="choose one of"):
-        tiny_pipeline("flux")
+        tiny_pipeline("imagen")
 
 
 def test_building_leaves_global_rng_alone():

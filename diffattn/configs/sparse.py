@@ -29,8 +29,8 @@ __all__ = [
     "PAB_PRESETS",
 ]
 
-SPARSE_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
-"""Denoiser families the block-sparse methods support (video diffusion transformers)."""
+SPARSE_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "flux", "flux2", "qwenimage", "sd3")
+"""Denoiser families the block-sparse methods support (video and image diffusion transformers; Radial: video only)."""
 
 _BACKENDS = ("auto", "triton", "flex", "reference")
 _TOPK_SIM_THRESHOLD = -0.1
