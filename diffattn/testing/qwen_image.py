@@ -24,15 +24,20 @@ _SIDE = 8
 _QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "\n", "<unk>")
 
 
-def qwen_tokenizer(model_max_length: int = 2048) -> PreTrainedTokenizerFast:
-    """Qwen2-style fast tokenizer: chat specials, newline as a token, pads with ``<|endoftext|>`` on the right."""
-    return PreTrainedTokenizerFast(
-        tokenizer_object=_word_level(_QWEN_SPECIALS, unk="<unk>"),
+def qwen_tokenizer(
+    model_max_length: int = 2048, extra_specials: tuple[str, ...] = (), chat_template: str | None = None
+) -> PreTrainedTokenizerFast:
+    """Qwen2-style fast tokenizer: chat specials (plus `extra_specials`), newline as a token, pads with
+    ``<|endoftext|>`` on the right; `chat_template` serves pipelines that call ``apply_chat_template``."""
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=_word_level(_QWEN_SPECIALS + extra_specials, unk="<unk>"),
         pad_token="<|endoftext|>",
         eos_token="<|im_end|>",
         unk_token="<unk>",
         model_max_length=model_max_length,
     )
+    tokenizer.chat_template = chat_template
+    return tokenizer
 
 
 def _qwen_encoder(tokenizer: PreTrainedTokenizerFast) -> Qwen2_5_VLForConditionalGeneration:
