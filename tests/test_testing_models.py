@@ -7,6 +7,7 @@ from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PRO
 from transformers import CLIPTokenizer
 
 from diffattn.testing import (
+    DENOISER_FAMILIES,
     FAMILIES,
     latent_scale,
     sample_clip,
@@ -49,11 +50,13 @@ LATENT = {
     "animatediff": ((8, 8, 8), 1),
     "flux": ((1, 8, 8), 2),
     "sd3": ((1, 8, 8), 2),
+    "flux2": ((1, 8, 8), 2),
+    "qwenimage": ((1, 8, 8), 2),
 }
-IMAGE_TRANSFORMERS = ("flux", "sd3")  # one latent frame
+IMAGE_TRANSFORMERS = ("flux", "flux2", "qwenimage", "sd3")  # one latent frame
 # Odd latent sizes the denoisers must accept (patch-2 families need even height and width).
 ODD_SIZE = {
-    family: (1 if family in IMAGE_TRANSFORMERS else 3, *((6, 10) if LATENT[family][1] == 2 else (3, 5))) for family in FAMILIES
+    family: (1 if family in IMAGE_TRANSFORMERS else 3, *((6, 10) if LATENT[family][1] == 2 else (3, 5))) for family in DENOISER_FAMILIES
 }
 
 
@@ -136,7 +139,7 @@ def test_denoiser_equals_pipeline_denoiser(family):
     assert all(torch.equal(alone[name], inside[name]) for name in alone)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", DENOISER_FAMILIES)
 def test_denoiser_forward_at_odd_latent_sizes(family):
     frames, height, width = ODD_SIZE[family]
     inputs = tiny_denoiser_inputs(family, batch=2, frames=frames, height=height, width=width)
@@ -162,6 +165,8 @@ def test_denoiser_inputs_reject_invalid_sizes(family, size):
 def test_unknown_family_is_a_clear_error():
     with pytest.raises(ValueError, match="choose one of"):
         tiny_pipeline("imagen")
+    with pytest.raises(ValueError, match="choose one of wan.*sd3$"):  # denoiser-only families have no pipeline
+        tiny_pipeline("flux2")
 
 
 def test_building_leaves_global_rng_alone():

@@ -29,7 +29,8 @@ __all__ = [
     "PAB_PRESETS",
 ]
 
-SPARSE_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "flux", "flux2", "qwenimage", "sd3")
+_VIDEO_TRANSFORMERS = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
+SPARSE_FAMILIES = (*_VIDEO_TRANSFORMERS, "flux", "flux2", "qwenimage", "sd3")
 """Denoiser families the block-sparse methods support (video and image diffusion transformers; Radial: video only)."""
 
 _BACKENDS = ("auto", "triton", "flex", "reference")
@@ -68,7 +69,7 @@ class BlockSparseConfig(AttentionConfig):
     block_k: ClassVar[int] = 128
     """Key tokens per plan block."""
     category = "sparsity"
-    tiny_models = SPARSE_FAMILIES
+    tiny_models = (*_VIDEO_TRANSFORMERS, "flux", "sd3")  # the families with a tiny pipeline
     compiles = True
 
     @property
@@ -206,6 +207,7 @@ class RadialConfig(BlockSparseConfig):
     name = "radial"
     description = "Radial attention: static O(n log n) mask, spatial band halving as temporal distance doubles"
     implementation = "diffattn.processors.sparse.radial:RadialMethod"
+    tiny_models = _VIDEO_TRANSFORMERS
 
     dense_layers: tuple[int, ...] = (0,)
     dense_steps: int = 12
@@ -454,7 +456,7 @@ class PABConfig(AttentionConfig):
     description = "Pyramid Attention Broadcast: reuse attention outputs across steps per attention type and CFG branch"
     implementation = "diffattn.processors.sparse.pab:PABMethod"
     category = "sparsity"
-    tiny_models = SPARSE_FAMILIES
+    tiny_models = _VIDEO_TRANSFORMERS
     compiles = True
 
     preset: str = "auto"
