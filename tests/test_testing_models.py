@@ -7,7 +7,6 @@ from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PRO
 from transformers import CLIPTokenizer
 
 from diffattn.testing import (
-    DENOISER_FAMILIES,
     FAMILIES,
     latent_scale,
     sample_clip,
@@ -37,6 +36,8 @@ OUTPUT_SHAPE = {
     "animatediff": (1, 8, 3, 64, 64),
     "flux": (1, 3, 64, 64),
     "sd3": (1, 3, 64, 64),
+    "flux2": (1, 3, 64, 64),
+    "qwenimage": (1, 3, 64, 64),
 }
 # Latent (frames, height, width) of tiny_call_kwargs and the denoiser's spatial patch.
 LATENT = {
@@ -56,7 +57,7 @@ LATENT = {
 IMAGE_TRANSFORMERS = ("flux", "flux2", "qwenimage", "sd3")  # one latent frame
 # Odd latent sizes the denoisers must accept (patch-2 families need even height and width).
 ODD_SIZE = {
-    family: (1 if family in IMAGE_TRANSFORMERS else 3, *((6, 10) if LATENT[family][1] == 2 else (3, 5))) for family in DENOISER_FAMILIES
+    family: (1 if family in IMAGE_TRANSFORMERS else 3, *((6, 10) if LATENT[family][1] == 2 else (3, 5))) for family in FAMILIES
 }
 
 
@@ -116,7 +117,8 @@ def test_latent_scale_matches_pipeline_geometry(family):
 def test_call_kwargs_enable_cfg_and_take_overrides(family):
     kwargs = tiny_call_kwargs(family, num_inference_steps=3)
     assert kwargs["num_inference_steps"] == 3
-    assert kwargs["negative_prompt"] and kwargs["guidance_scale"] > 1
+    # QwenImage's CFG is true_cfg_scale; Flux 2 Klein has no negative_prompt argument (its negative is "")
+    assert kwargs.get("negative_prompt", family == "flux2") and kwargs.get("guidance_scale", kwargs.get("true_cfg_scale")) > 1
     assert kwargs["output_type"] == "pt"
     assert torch.equal(kwargs["generator"].get_state(), torch.Generator().manual_seed(0).get_state())
 
@@ -139,7 +141,7 @@ def test_denoiser_equals_pipeline_denoiser(family):
     assert all(torch.equal(alone[name], inside[name]) for name in alone)
 
 
-@pytest.mark.parametrize("family", DENOISER_FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES)
 def test_denoiser_forward_at_odd_latent_sizes(family):
     frames, height, width = ODD_SIZE[family]
     inputs = tiny_denoiser_inputs(family, batch=2, frames=frames, height=height, width=width)
@@ -165,8 +167,6 @@ def test_denoiser_inputs_reject_invalid_sizes(family, size):
 def test_unknown_family_is_a_clear_error():
     with pytest.raises(ValueError, match="choose one of"):
         tiny_pipeline("imagen")
-    with pytest.raises(ValueError, match="choose one of wan.*sd3$"):  # denoiser-only families have no pipeline
-        tiny_pipeline("flux2")
 
 
 def test_building_leaves_global_rng_alone():

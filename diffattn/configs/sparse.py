@@ -69,7 +69,7 @@ class BlockSparseConfig(AttentionConfig):
     block_k: ClassVar[int] = 128
     """Key tokens per plan block."""
     category = "sparsity"
-    tiny_models = (*_VIDEO_TRANSFORMERS, "flux", "sd3")  # the families with a tiny pipeline
+    tiny_models = SPARSE_FAMILIES
     compiles = True
 
     @property

@@ -22,7 +22,7 @@ sd             64 x 64      1, 8           8 x 8      8 x 8         77   UNet, 2
 sd-controlnet  64 x 64      1, 8           8 x 8      8 x 8         77   UNet + ControlNet
 animatediff    8 x 64 x 64  1, 8           8 x 8 x 8  8 x 8 x 8     77   UNet + motion modules
 flux           64 x 64      1, 8           8 x 8      4 x 4         16   1 dual + 1 single stream
-flux2          (denoiser)   1, 8           8 x 8      4 x 4         16   1 dual + 1 single stream
+flux2          64 x 64      1, 8           8 x 8      4 x 4         32   1 dual + 1 single stream (Klein)
 qwenimage      (denoiser)   1, 8           8 x 8      4 x 4         16   2 (joint text + image)
 sd3            64 x 64      1, 8           8 x 8      4 x 4         93   2 (joint image + text)
 ============== ============ ============== ========== ============= ==== ============================
@@ -41,14 +41,13 @@ import torch
 from diffusers import DiffusionPipeline
 
 from diffattn.notices import quiet_library_notices
-from diffattn.testing import dit, image_dit, unet
+from diffattn.testing import dit, flux2, image_dit, qwen_image, unet
 from diffattn.testing.recipe import Family
 from diffattn.testing.text import write_clip_tokenizer
 from diffattn.testing.video import sample_clip
 
 __all__ = [
     "FAMILIES",
-    "DENOISER_FAMILIES",
     "tiny_pipeline",
     "tiny_call_kwargs",
     "tiny_denoiser",
@@ -69,26 +68,20 @@ _RECIPES: dict[str, Family] = {
     "animatediff": unet.ANIMATEDIFF,
     "flux": image_dit.FLUX,
     "sd3": image_dit.SD3,
+    "flux2": flux2.FLUX2,
+    "qwenimage": qwen_image.QWENIMAGE,
 }
 
 FAMILIES: tuple[str, ...] = tuple(_RECIPES)
 """Names accepted by every factory here: wan, cogvideox, hunyuanvideo, ltx, mochi, sd, sd-controlnet, animatediff,
-flux, sd3."""
+flux, sd3, flux2, qwenimage."""
 
-_DENOISER_RECIPES: dict[str, Family] = {**_RECIPES, "flux2": image_dit.FLUX2, "qwenimage": image_dit.QWENIMAGE}
-
-DENOISER_FAMILIES: tuple[str, ...] = tuple(_DENOISER_RECIPES)
-"""Names accepted by the denoiser factories (:func:`tiny_denoiser`, :func:`tiny_denoiser_inputs`,
-:func:`latent_scale`): every name of :data:`FAMILIES`, plus flux2 and qwenimage (no tiny pipeline yet)."""
-
-
-def _family(family: str, pipeline: bool = True) -> Family:
-    """Look ``family`` up among the pipelines (or the denoisers), with an error listing the valid names."""
-    recipes = _RECIPES if pipeline else _DENOISER_RECIPES
+def _family(family: str) -> Family:
+    """Look ``family`` up, with an error listing the valid names."""
     try:
-        return recipes[family]
+        return _RECIPES[family]
     except KeyError:
-        raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(recipes)}") from None
+        raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(FAMILIES)}") from None
 
 
 @quiet_library_notices()  # building and casting diffusers models logs diffusers' empty "kept in float32" notice
@@ -114,12 +107,12 @@ def tiny_call_kwargs(family: str, **overrides: Any) -> dict[str, Any]:
 @quiet_library_notices()
 def tiny_denoiser(family: str, *, seed: int = 0) -> torch.nn.Module:
     """The family's transformer or UNet alone, identical to ``tiny_pipeline(family, seed=seed)``'s."""
-    return _family(family, pipeline=False).denoiser(seed)
+    return _family(family).denoiser(seed)
 
 
 def latent_scale(family: str) -> tuple[int, int]:
     """(temporal, spatial) compression of the family's tiny VAE; image families have temporal 1."""
-    return _family(family, pipeline=False).latent_scale
+    return _family(family).latent_scale
 
 
 def _check_latent_size(family: str, spec: Family, frames: int, height: int, width: int) -> None:
@@ -153,7 +146,7 @@ def tiny_denoiser_inputs(
     ``width``, UNets ``sample`` (``[B, C, F, H, W]`` for animatediff); image transformers take one frame: flux packed
     ``[B, H/2*W/2, 16]`` plus ``img_ids``/``txt_ids``, sd3 ``[B, 4, H, W]`` (both need even height and width).
     """
-    spec = _family(family, pipeline=False)
+    spec = _family(family)
     given = (frames, height, width)
     frames, height, width = (default if size is None else size for size, default in zip(given, spec.latent))
     _check_latent_size(family, spec, frames, height, width)

@@ -1,6 +1,6 @@
-"""Tiny recipes for the image transformers: Flux (text first, packed 2x2 latents) and SD3 (text last) as pipelines;
-Flux 2 and QwenImage as denoisers only (their pipelines need Mistral-3 / Qwen2.5-VL text encoders with chat
-templates, not built here yet)."""
+"""Tiny recipes for the CLIP/T5 image transformers: Flux (text first, packed 2x2 latents) and SD3 (text last).
+
+Flux 2 (`flux2.py`) and QwenImage (`qwen_image.py`) have their own modules: Qwen text encoders and chat templates."""
 
 from __future__ import annotations
 
@@ -10,10 +10,8 @@ import torch
 from diffusers import (
     AutoencoderKL,
     FlowMatchEulerDiscreteScheduler,
-    Flux2Transformer2DModel,
     FluxPipeline,
     FluxTransformer2DModel,
-    QwenImageTransformer2DModel,
     SD3Transformer2DModel,
     StableDiffusion3Pipeline,
 )
@@ -35,7 +33,7 @@ from diffattn.testing.recipe import (
 )
 from diffattn.testing.text import TEXT_DIM
 
-__all__ = ["FLUX", "FLUX2", "QWENIMAGE", "SD3"]
+__all__ = ["FLUX", "SD3"]
 
 _LATENT_CHANNELS = 4
 _SIDE = 8
@@ -199,91 +197,6 @@ SD3 = Family(
     denoiser=lambda seed: build(seed, _sd3_transformer),
     call=lambda: _image_call(guidance=5.0),
     inputs=_sd3_inputs,
-    latent_scale=(1, 8),
-    latent=(1, _SIDE, _SIDE),
-    patch=(1, 2),
-    max_frames=1,
-)
-
-
-# --- Flux 2 and QwenImage: denoisers only ----------------------------------------------------------
-
-
-def _flux2_transformer() -> Flux2Transformer2DModel:
-    """1 dual-stream + 1 parallel single-stream block, 2 heads x 16 (rotary axes t, h, w, l of 4 each)."""
-    return Flux2Transformer2DModel(
-        patch_size=1,
-        in_channels=4 * _LATENT_CHANNELS,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=HEAD_DIM,
-        num_attention_heads=HEADS,
-        joint_attention_dim=TEXT_DIM,
-        timestep_guidance_channels=32,
-        axes_dims_rope=(4, 4, 4, 4),
-    )
-
-
-def _flux2_inputs(batch: int, frames: int, height: int, width: int, generator: torch.Generator) -> dict[str, Any]:
-    """Packed latents ``[B, H/2 * W/2, 16]``, ``img_ids`` (t, row, column, l) and ``txt_ids`` (0, 0, 0, index) as
-    ``Flux2Pipeline`` builds them, text states, embedded guidance 4."""
-    rows, columns = height // 2, width // 2
-    img_ids = torch.cartesian_prod(torch.arange(1), torch.arange(rows), torch.arange(columns), torch.arange(1))
-    txt_ids = torch.cartesian_prod(torch.arange(1), torch.arange(1), torch.arange(1), torch.arange(T5_LENGTH))
-    return {
-        "hidden_states": torch.randn(batch, rows * columns, 4 * _LATENT_CHANNELS, generator=generator),
-        "encoder_hidden_states": random_text(generator, batch, T5_LENGTH),
-        "timestep": torch.full((batch,), 0.5),
-        "img_ids": img_ids.expand(batch, -1, -1),
-        "txt_ids": txt_ids.expand(batch, -1, -1),
-        "guidance": torch.full((batch,), 4.0),
-    }
-
-
-def _qwenimage_transformer() -> QwenImageTransformer2DModel:
-    """2 dual-stream blocks, 2 heads x 16 (rotary axes 4+6+6), 2x2 patches packed before the model."""
-    return QwenImageTransformer2DModel(
-        patch_size=2,
-        in_channels=4 * _LATENT_CHANNELS,
-        out_channels=_LATENT_CHANNELS,
-        num_layers=2,
-        attention_head_dim=HEAD_DIM,
-        num_attention_heads=HEADS,
-        joint_attention_dim=TEXT_DIM,
-        axes_dims_rope=(4, 6, 6),
-    )
-
-
-def _qwenimage_inputs(batch: int, frames: int, height: int, width: int, generator: torch.Generator) -> dict[str, Any]:
-    """Packed latents ``[B, H/2 * W/2, 16]``, text states with their padding mask, ``img_shapes`` per sample."""
-    rows, columns = height // 2, width // 2
-    return {
-        "hidden_states": torch.randn(batch, rows * columns, 4 * _LATENT_CHANNELS, generator=generator),
-        "encoder_hidden_states": random_text(generator, batch, T5_LENGTH),
-        "encoder_hidden_states_mask": torch.ones(batch, T5_LENGTH, dtype=torch.long),
-        "timestep": torch.full((batch,), 0.5),
-        "img_shapes": [[(1, rows, columns)]] * batch,
-    }
-
-
-FLUX2 = Family(
-    pipeline_class=None,
-    components=None,
-    denoiser=lambda seed: build(seed, _flux2_transformer),
-    call=None,
-    inputs=_flux2_inputs,
-    latent_scale=(1, 8),
-    latent=(1, _SIDE, _SIDE),
-    patch=(1, 2),
-    max_frames=1,
-)
-
-QWENIMAGE = Family(
-    pipeline_class=None,
-    components=None,
-    denoiser=lambda seed: build(seed, _qwenimage_transformer),
-    call=None,
-    inputs=_qwenimage_inputs,
     latent_scale=(1, 8),
     latent=(1, _SIDE, _SIDE),
     patch=(1, 2),

@@ -56,14 +56,13 @@ class Family:
     (without generator); ``inputs(batch, frames, height, width, generator)`` returns forward kwargs for the
     denoiser at a latent size; ``latent`` is the latent (frames, height, width) that ``call()`` produces;
     ``patch`` is the denoiser's (temporal, spatial) patch, which latent sizes must be multiples of;
-    ``max_frames`` bounds the latent frames (``None``: no bound). A denoiser-only recipe (no tiny text encoder
-    for its pipeline yet) has ``pipeline_class``, ``components`` and ``call`` set to ``None``.
+    ``max_frames`` bounds the latent frames (``None``: no bound).
     """
 
-    pipeline_class: type[DiffusionPipeline] | None
-    components: Callable[[int], dict[str, Any]] | None
+    pipeline_class: type[DiffusionPipeline]
+    components: Callable[[int], dict[str, Any]]
     denoiser: Callable[[int], torch.nn.Module]
-    call: Callable[[], dict[str, Any]] | None
+    call: Callable[[], dict[str, Any]]
     inputs: Callable[[int, int, int, int, torch.Generator], dict[str, Any]]
     latent_scale: tuple[int, int]
     latent: tuple[int, int, int]
