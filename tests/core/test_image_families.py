@@ -8,7 +8,7 @@ import diffattn
 import diffattn.processors.base as base
 from diffattn.errors import DiffAttnError, GridError
 from diffattn.registry import methods
-from diffattn.testing import tiny_denoiser, tiny_denoiser_inputs, tiny_pipeline
+from diffattn.testing import tiny_call_kwargs, tiny_denoiser, tiny_denoiser_inputs, tiny_pipeline
 
 IMAGE_FAMILIES = ("flux", "flux2", "qwenimage", "sd3")
 TEXT_FIRST = {"flux": True, "flux2": True, "qwenimage": True, "sd3": False}
@@ -78,3 +78,20 @@ def test_video_and_unet_methods_refuse_image_transformer_pipelines(name, family)
         diffattn.apply(pipe, config)
     assert [module.processor for _, module in base.find_attention_modules(pipe.transformer)] == processors
     assert type(pipe) is cls  # refused before anything was installed
+
+
+CFG_BRANCHES = {"flux": ["cond", "uncond"], "flux2": ["cond", "uncond"], "qwenimage": ["cond", "uncond"], "sd3": ["batched"]}
+"""Branch of each denoiser call in one step: true CFG runs two named calls, SD3 one batched `[uncond, cond]` call."""
+
+
+@pytest.mark.parametrize("family", IMAGE_FAMILIES)
+def test_cfg_call_pattern_and_steps(family):
+    pipe = tiny_pipeline(family)
+    seen = []
+    with diffattn.apply(pipe, "observe") as handle:
+        hook = pipe.transformer.register_forward_hook(
+            lambda *_: seen.append((handle.context.step_index, handle.context.cfg_branch))
+        )
+        pipe(**tiny_call_kwargs(family))
+        hook.remove()
+    assert seen == [(step, branch) for step in (0, 1) for branch in CFG_BRANCHES[family]]
