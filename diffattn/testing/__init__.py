@@ -23,9 +23,11 @@ sd-controlnet  64 x 64      1, 8           8 x 8      8 x 8         77   UNet + 
 animatediff    8 x 64 x 64  1, 8           8 x 8 x 8  8 x 8 x 8     77   UNet + motion modules
 flux           64 x 64      1, 8           8 x 8      4 x 4         16   1 dual + 1 single stream
 flux2          64 x 64      1, 8           8 x 8      4 x 4         32   1 dual + 1 single stream (Klein)
-qwenimage      (denoiser)   1, 8           8 x 8      4 x 4         16   2 (joint text + image)
+qwenimage      64 x 64      1, 8           8 x 8      4 x 4         13   2 (joint text + image)
 sd3            64 x 64      1, 8           8 x 8      4 x 4         93   2 (joint image + text)
 ============== ============ ============== ========== ============= ==== ============================
+
+QwenImage does not pad its text: L is the prompt's own length (13 for the default prompt, 9 for its negative).
 
 Reproducibility: building never touches the global RNG, and a fixed seed gives bitwise-equal weights
 and outputs. Weights that ``from_pretrained`` loads from safetensors are not 64-byte aligned, and MKL's
@@ -143,8 +145,9 @@ def tiny_denoiser_inputs(
     ``animatediff`` takes at most 32 frames. ``sd``/``sd-controlnet`` fold frames into the batch
     (``batch * frames`` images). Layouts: wan/hunyuanvideo/mochi ``[B, C, F, H, W]``, cogvideox
     ``[B, F, C, H, W]`` plus its rotary tables, ltx packed ``[B, F*H*W, C]`` plus ``num_frames``/``height``/
-    ``width``, UNets ``sample`` (``[B, C, F, H, W]`` for animatediff); image transformers take one frame: flux packed
-    ``[B, H/2*W/2, 16]`` plus ``img_ids``/``txt_ids``, sd3 ``[B, 4, H, W]`` (both need even height and width).
+    ``width``, UNets ``sample`` (``[B, C, F, H, W]`` for animatediff); image transformers take one frame and even
+    height and width: flux and flux2 packed ``[B, H/2*W/2, 16]`` plus ``img_ids``/``txt_ids`` (flux2: ``[B, N, 4]``),
+    qwenimage packed ``[B, H/2*W/2, 64]`` plus ``img_shapes``, sd3 ``[B, 4, H, W]``.
     """
     spec = _family(family)
     given = (frames, height, width)
