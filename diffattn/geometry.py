@@ -72,6 +72,7 @@ class Family:
         text_first (`bool`): in joint text+video attention, whether text tokens come before video tokens.
         frames_in_batch (`bool`): UNet families fold frames into the batch of spatial attention.
         separate_cfg (`bool`): the family's pipelines run CFG as two calls per step, conditional first.
+        image (`bool`): an image transformer (one-frame grid, text and image tokens in one joint attention).
     """
 
     name: str
@@ -80,6 +81,7 @@ class Family:
     text_first: bool = False
     frames_in_batch: bool = False
     separate_cfg: bool = False
+    image: bool = False
 
 
 def _patch(config: Any, name: str, default: int = 1) -> tuple[int, ...]:
@@ -127,12 +129,58 @@ def _unet_grid(model: torch.nn.Module, args: Mapping[str, Any]) -> Grid:
     raise GridError(f"expected UNet latents [B, C, H, W] or [B, C, F, H, W], got {tuple(sample.shape)}")
 
 
+def _image_grid(model: torch.nn.Module, args: Mapping[str, Any]) -> Grid:
+    """SD3: latents `[B, C, H, W]` cut into `patch_size` squares."""
+    shape = args["hidden_states"].shape
+    if len(shape) != 4:
+        raise GridError(f"expected 4-D image latents [B, C, H, W], got shape {tuple(shape)}")
+    p = _patch(model.config, "patch_size")[0]
+    return Grid(1, shape[-2] // p, shape[-1] // p)
+
+
+def _position_id_grid(model: torch.nn.Module, args: Mapping[str, Any]) -> Grid:
+    """Flux 1 and 2: packed 2x2 latent tokens whose `img_ids` rows hold (index, row, column[, layer])."""
+    ids = args.get("img_ids")
+    if not isinstance(ids, torch.Tensor) or ids.ndim not in (2, 3):
+        raise GridError("Flux transformer calls must pass img_ids ([tokens, 3] or [B, tokens, 4]) to recover the grid")
+    ids = ids[0] if ids.ndim == 3 else ids
+    rows, columns = ids[:, 1], ids[:, 2]
+    height, width = int(rows.max() - rows.min()) + 1, int(columns.max() - columns.min()) + 1
+    if height * width != ids.shape[0]:
+        raise GridError(
+            f"img_ids hold {ids.shape[0]} tokens, not one {height}x{width} image: calls with conditioning or "
+            "reference image tokens (Kontext, Flux 2 references) are not supported; call without them"
+        )
+    return Grid(1, height, width)
+
+
+def _qwenimage_grid(model: torch.nn.Module, args: Mapping[str, Any]) -> Grid:
+    """QwenImage: `img_shapes` gives (frames, rows, columns) of the packed tokens, per sample."""
+    shapes = args.get("img_shapes")
+    if not shapes:
+        raise GridError("QwenImage transformer calls must pass img_shapes to recover the grid")
+    sample = shapes[0]
+    if isinstance(sample, list):
+        if len(sample) != 1:
+            raise GridError(
+                f"img_shapes has {len(sample)} images per sample: edit calls with conditioning images are not "
+                "supported; call with the generated image only"
+            )
+        sample = sample[0]
+    frames, height, width = (int(n) for n in sample)
+    return Grid(frames, height, width)
+
+
 FAMILIES: tuple[Family, ...] = (
     Family("wan", ("WanTransformer3DModel",), _video_grid(frames_axis=2), separate_cfg=True),
     Family("cogvideox", ("CogVideoXTransformer3DModel",), _video_grid(frames_axis=1), text_first=True),
     Family("hunyuanvideo", ("HunyuanVideoTransformer3DModel",), _video_grid(frames_axis=2), separate_cfg=True),
     Family("ltx", ("LTXVideoTransformer3DModel",), _ltx_grid),
     Family("mochi", ("MochiTransformer3DModel",), _video_grid(frames_axis=2)),
+    Family("flux", ("FluxTransformer2DModel",), _position_id_grid, text_first=True, separate_cfg=True, image=True),
+    Family("flux2", ("Flux2Transformer2DModel",), _position_id_grid, text_first=True, image=True),
+    Family("qwenimage", ("QwenImageTransformer2DModel",), _qwenimage_grid, text_first=True, separate_cfg=True, image=True),
+    Family("sd3", ("SD3Transformer2DModel",), _image_grid, image=True),
     Family("unet", ("UNet2DConditionModel",), _unet_grid, frames_in_batch=True),
     Family("unet-motion", ("UNetMotionModel",), _unet_grid, frames_in_batch=True),
 )

@@ -369,7 +369,8 @@ class AttentionInstaller:
 
     def install(self) -> None:
         modules = find_attention_modules(self.target.model)
-        layers = describe_layers(modules, self.target.family.name in _JOINT_FAMILIES, self.target.prefix)
+        joint = self.target.family.image or self.target.family.name in _JOINT_FAMILIES
+        layers = describe_layers(modules, joint, self.target.prefix)
         chains = [tuple(m for m in self.methods if m.applies_to(layer)) for layer in layers]
         joined = {id(m): [layer for layer, chain in zip(layers, chains) if m in chain] for m in self.methods}
         for method in self.methods:  # before anything is wrapped: a refused selector leaves the model untouched

@@ -34,6 +34,10 @@ OUTPUT_SHAPE = {
     "sd": (1, 3, 64, 64),
     "sd-controlnet": (1, 3, 64, 64),
     "animatediff": (1, 8, 3, 64, 64),
+    "flux": (1, 3, 64, 64),
+    "sd3": (1, 3, 64, 64),
+    "flux2": (1, 3, 64, 64),
+    "qwenimage": (1, 3, 64, 64),
 }
 # Latent (frames, height, width) of tiny_call_kwargs and the denoiser's spatial patch.
 LATENT = {
@@ -45,9 +49,16 @@ LATENT = {
     "sd": ((1, 8, 8), 1),
     "sd-controlnet": ((1, 8, 8), 1),
     "animatediff": ((8, 8, 8), 1),
+    "flux": ((1, 8, 8), 2),
+    "sd3": ((1, 8, 8), 2),
+    "flux2": ((1, 8, 8), 2),
+    "qwenimage": ((1, 8, 8), 2),
 }
+IMAGE_TRANSFORMERS = ("flux", "flux2", "qwenimage", "sd3")  # one latent frame
 # Odd latent sizes the denoisers must accept (patch-2 families need even height and width).
-ODD_SIZE = {family: (3, 6, 10) if LATENT[family][1] == 2 else (3, 3, 5) for family in FAMILIES}
+ODD_SIZE = {
+    family: (1 if family in IMAGE_TRANSFORMERS else 3, *((6, 10) if LATENT[family][1] == 2 else (3, 5))) for family in FAMILIES
+}
 
 
 
@@ -106,7 +117,8 @@ def test_latent_scale_matches_pipeline_geometry(family):
 def test_call_kwargs_enable_cfg_and_take_overrides(family):
     kwargs = tiny_call_kwargs(family, num_inference_steps=3)
     assert kwargs["num_inference_steps"] == 3
-    assert kwargs["negative_prompt"] and kwargs["guidance_scale"] > 1
+    # QwenImage's CFG is true_cfg_scale; Flux 2 Klein has no negative_prompt argument (its negative is "")
+    assert kwargs.get("negative_prompt", family == "flux2") and kwargs.get("guidance_scale", kwargs.get("true_cfg_scale")) > 1
     assert kwargs["output_type"] == "pt"
     assert torch.equal(kwargs["generator"].get_state(), torch.Generator().manual_seed(0).get_state())
 
@@ -139,7 +151,10 @@ def test_denoiser_forward_at_odd_latent_sizes(family):
     assert torch.isfinite(output).all()
 
 
-INVALID_SIZES = [("wan", (3, 3, 5)), ("mochi", (2, 4, 3)), ("cogvideox", (0, 4, 4)), ("animatediff", (33, 4, 4))]
+INVALID_SIZES = [
+    ("wan", (3, 3, 5)), ("mochi", (2, 4, 3)), ("cogvideox", (0, 4, 4)), ("animatediff", (33, 4, 4)), ("flux", (2, 4, 4)),
+    ("sd3", (1, 4, 5)),
+]
 
 
 @pytest.mark.parametrize(("family", "size"), INVALID_SIZES)
@@ -151,7 +166,7 @@ def test_denoiser_inputs_reject_invalid_sizes(family, size):
 
 def test_unknown_family_is_a_clear_error():
     with pytest.raises(ValueError, match="choose one of"):
-        tiny_pipeline("flux")
+        tiny_pipeline("imagen")
 
 
 def test_building_leaves_global_rng_alone():

@@ -23,5 +23,8 @@ class ObserveConfig(AttentionConfig):
     description = "exact dense attention through diffattn's processors; records per-layer stats (output unchanged)"
     category = "observe"
     implementation = "diffattn.processors.observe:ObserveMethod"
-    tiny_models = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "sd", "sd-controlnet", "animatediff")
+    tiny_models = (
+        "wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "sd", "sd-controlnet", "animatediff", "flux", "sd3", "flux2",
+        "qwenimage",
+    )
     compiles = True

@@ -29,8 +29,9 @@ __all__ = [
     "PAB_PRESETS",
 ]
 
-SPARSE_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
-"""Denoiser families the block-sparse methods support (video diffusion transformers)."""
+_VIDEO_TRANSFORMERS = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
+SPARSE_FAMILIES = (*_VIDEO_TRANSFORMERS, "flux", "flux2", "qwenimage", "sd3")
+"""Denoiser families the block-sparse methods support (video and image diffusion transformers; Radial: video only)."""
 
 _BACKENDS = ("auto", "triton", "flex", "reference")
 _TOPK_SIM_THRESHOLD = -0.1
@@ -206,6 +207,7 @@ class RadialConfig(BlockSparseConfig):
     name = "radial"
     description = "Radial attention: static O(n log n) mask, spatial band halving as temporal distance doubles"
     implementation = "diffattn.processors.sparse.radial:RadialMethod"
+    tiny_models = _VIDEO_TRANSFORMERS
 
     dense_layers: tuple[int, ...] = (0,)
     dense_steps: int = 12
@@ -455,7 +457,7 @@ class PABConfig(AttentionConfig):
     implementation = "diffattn.processors.sparse.pab:PABMethod"
     category = "sparsity"
     incompatible_caches = frozenset({"PyramidAttentionBroadcastConfig", "FasterCacheConfig", "TaylorSeerCacheConfig"})
-    tiny_models = SPARSE_FAMILIES
+    tiny_models = _VIDEO_TRANSFORMERS
     compiles = True
 
     preset: str = "auto"

@@ -21,7 +21,13 @@ mochi          7 x 32 x 32  6, 8           2 x 4 x 4  2 x 2 x 2     16   2
 sd             64 x 64      1, 8           8 x 8      8 x 8         77   UNet, 2 levels
 sd-controlnet  64 x 64      1, 8           8 x 8      8 x 8         77   UNet + ControlNet
 animatediff    8 x 64 x 64  1, 8           8 x 8 x 8  8 x 8 x 8     77   UNet + motion modules
+flux           64 x 64      1, 8           8 x 8      4 x 4         16   1 dual + 1 single stream
+flux2          64 x 64      1, 8           8 x 8      4 x 4         32   1 dual + 1 single stream (Klein)
+qwenimage      64 x 64      1, 8           8 x 8      4 x 4         13   2 (joint text + image)
+sd3            64 x 64      1, 8           8 x 8      4 x 4         93   2 (joint image + text)
 ============== ============ ============== ========== ============= ==== ============================
+
+QwenImage does not pad its text: L is the prompt's own length (13 for the default prompt, 9 for its negative).
 
 Reproducibility: building never touches the global RNG, and a fixed seed gives bitwise-equal weights
 and outputs. Weights that ``from_pretrained`` loads from safetensors are not 64-byte aligned, and MKL's
@@ -37,7 +43,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from diffattn.notices import quiet_library_notices
-from diffattn.testing import dit, unet
+from diffattn.testing import dit, flux2, image_dit, qwen_image, unet
 from diffattn.testing.recipe import Family
 from diffattn.testing.text import write_clip_tokenizer
 from diffattn.testing.video import sample_clip
@@ -62,11 +68,15 @@ _RECIPES: dict[str, Family] = {
     "sd": unet.SD,
     "sd-controlnet": unet.SD_CONTROLNET,
     "animatediff": unet.ANIMATEDIFF,
+    "flux": image_dit.FLUX,
+    "sd3": image_dit.SD3,
+    "flux2": flux2.FLUX2,
+    "qwenimage": qwen_image.QWENIMAGE,
 }
 
 FAMILIES: tuple[str, ...] = tuple(_RECIPES)
-"""Names accepted by every factory here: wan, cogvideox, hunyuanvideo, ltx, mochi, sd, sd-controlnet, animatediff."""
-
+"""Names accepted by every factory here: wan, cogvideox, hunyuanvideo, ltx, mochi, sd, sd-controlnet, animatediff,
+flux, sd3, flux2, qwenimage."""
 
 def _family(family: str) -> Family:
     """Look ``family`` up, with an error listing the valid names."""
@@ -135,7 +145,9 @@ def tiny_denoiser_inputs(
     ``animatediff`` takes at most 32 frames. ``sd``/``sd-controlnet`` fold frames into the batch
     (``batch * frames`` images). Layouts: wan/hunyuanvideo/mochi ``[B, C, F, H, W]``, cogvideox
     ``[B, F, C, H, W]`` plus its rotary tables, ltx packed ``[B, F*H*W, C]`` plus ``num_frames``/``height``/
-    ``width``, UNets ``sample`` (``[B, C, F, H, W]`` for animatediff).
+    ``width``, UNets ``sample`` (``[B, C, F, H, W]`` for animatediff); image transformers take one frame and even
+    height and width: flux and flux2 packed ``[B, H/2*W/2, 16]`` plus ``img_ids``/``txt_ids`` (flux2: ``[B, N, 4]``),
+    qwenimage packed ``[B, H/2*W/2, 64]`` plus ``img_shapes``, sd3 ``[B, 4, H, W]``.
     """
     spec = _family(family)
     given = (frames, height, width)

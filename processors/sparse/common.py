@@ -305,7 +305,7 @@ class BlockSparseMethod(AttentionMethod):
         super().__init__(config, target)
         if target.family.name not in SPARSE_FAMILIES:
             raise UnsupportedModelError(
-                f"{config.name} is for video diffusion transformers ({', '.join(SPARSE_FAMILIES)}); "
+                f"{config.name} is for diffusion transformers ({', '.join(SPARSE_FAMILIES)}); "
                 f"{type(target.model).__name__} is a {target.family.name} model. Use it on one of those families"
             )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from diffattn.configs.sparse import RadialConfig
+from diffattn.errors import UnsupportedModelError
 from diffattn.method import Target
 from diffattn.patterns.radial import block_mask_by_density, radial_mask_mod
 from diffattn.plan import BlockPlan
@@ -38,6 +39,12 @@ class RadialMethod(BlockSparseMethod):
 
     def __init__(self, config: RadialConfig, target: Target) -> None:
         super().__init__(config, target)
+        if target.family.image:
+            raise UnsupportedModelError(
+                f"radial narrows each frame's band as the temporal distance grows; {type(target.model).__name__} "
+                "generates one-frame images, where its mask is fully dense (a 2-D spatial decay is not the published "
+                "method). Use sparge or psa on image models"
+            )
         self._sink = config.sink_for(target.family.name)
         self._plans: dict[tuple, BlockPlan] = {}
 

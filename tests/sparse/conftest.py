@@ -10,8 +10,9 @@ import torch
 from diffattn.testing import tiny_denoiser, tiny_denoiser_inputs
 
 VIDEO_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
+IMAGE_FAMILIES = ("flux", "flux2", "qwenimage", "sd3")
 
-_SPATIAL_PATCH = {"wan": 2, "cogvideox": 2, "hunyuanvideo": 1, "ltx": 1, "mochi": 2}
+_SPATIAL_PATCH = {"wan": 2, "cogvideox": 2, "hunyuanvideo": 1, "ltx": 1, "mochi": 2, "flux": 2, "flux2": 2, "qwenimage": 2, "sd3": 2}
 MIN_TOKENS = 256
 """Test configs sparsify calls of at least this many video tokens (the grids below have 256 or 512)."""
 
@@ -23,8 +24,11 @@ def denoiser(family: str) -> torch.nn.Module:
 
 
 def inputs(family: str, frames: int = 8, side: int = 8, batch: int = 1, seed: int = 0) -> dict:
-    """Denoiser inputs for a `frames x side x side` token grid (8 x 8 x 8 = 512 tokens by default)."""
+    """Denoiser inputs for a `frames x side x side` token grid (8 x 8 x 8 = 512 tokens by default); image families
+    take one `16 x 16` frame (256 tokens) whatever `frames` and `side` say."""
     patch = _SPATIAL_PATCH[family]
+    if family in IMAGE_FAMILIES:
+        frames, side = 1, 16
     return tiny_denoiser_inputs(family, batch=batch, frames=frames, height=side * patch, width=side * patch, seed=seed)
 
 

@@ -10,8 +10,9 @@ import torch
 
 import diffattn
 from diffattn.config import Phase
+from diffattn.errors import UnsupportedModelError
 
-from .conftest import MIN_TOKENS, VIDEO_FAMILIES, denoiser, forward, inputs
+from .conftest import IMAGE_FAMILIES, MIN_TOKENS, VIDEO_FAMILIES, denoiser, forward, inputs
 
 REF = {"backend": "reference", "min_tokens": MIN_TOKENS}
 
@@ -31,10 +32,16 @@ SPARSE = {
     "lite": (diffattn.SpargeConfig(topk=0.5, **REF), diffattn.LiteAttentionConfig(threshold=0.0, **REF)),
 }
 TOL = 2e-5
+IMAGE_METHODS = ("sparge", "psa", "lite")
+"""Methods on image transformers (Radial's band narrows with frame distance: it refuses one-frame images)."""
 
 
-@pytest.mark.parametrize("family", VIDEO_FAMILIES)
-@pytest.mark.parametrize("method", sorted(DENSE_EQUIVALENT))
+def _pairs(methods: dict) -> list[tuple[str, str]]:
+    """(method, family) pairs: every method on every video family, the image methods on the image families."""
+    return [(m, f) for m in sorted(methods) for f in VIDEO_FAMILIES + IMAGE_FAMILIES if f in VIDEO_FAMILIES or m in IMAGE_METHODS]
+
+
+@pytest.mark.parametrize(("method", "family"), _pairs(DENSE_EQUIVALENT))
 def test_dense_equivalent_settings_equal_stock(method, family, call_spy):
     config, frames = DENSE_EQUIVALENT[method]
     model, kwargs = denoiser(family), inputs(family, frames=frames, side=16 if frames == 1 else 8)
@@ -47,8 +54,7 @@ def test_dense_equivalent_settings_equal_stock(method, family, call_spy):
     assert (out - stock).abs().max() <= TOL * max(1.0, float(stock.abs().max()))
 
 
-@pytest.mark.parametrize("family", VIDEO_FAMILIES)
-@pytest.mark.parametrize("method", sorted(SPARSE))
+@pytest.mark.parametrize(("method", "family"), _pairs(SPARSE))
 def test_sparse_settings_are_finite_deterministic_and_report_their_plans(method, family, call_spy):
     model, kwargs = denoiser(family), inputs(family)
     with diffattn.apply(model, *SPARSE[method]) as handle:
@@ -74,6 +80,14 @@ def test_sparse_settings_are_finite_deterministic_and_report_their_plans(method,
         assert recorded["skipped_tiles"] == round(recorded["tiles"] * (1 - recorded["density"]))
     # some block was skipped or (PSA) pooled: not every block ran at full resolution
     assert any(bool((plan.to_level_map() != 1).any()) for _, plan in plans), "every block ran at full resolution"
+
+
+@pytest.mark.parametrize("family", IMAGE_FAMILIES)
+def test_radial_refuses_image_transformers(family):
+    model = denoiser(family)
+    with pytest.raises(UnsupportedModelError, match="one-frame images.*sparge or psa"):
+        diffattn.apply(model, diffattn.RadialConfig(**REF))
+    assert not hasattr(model, "_diffattn_handle")
 
 
 def test_dense_steps_are_bitwise_stock():
