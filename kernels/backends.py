@@ -60,6 +60,8 @@ class Request(NamedTuple):
     """Whether an attention call sets pv_threshold or skip_threshold."""
     blocks: tuple[int, int] | None = None
     """(block_q, block_k) of a psa call."""
+    precision: str = "bf16"
+    """An attention call's `precision` (see `quant.py`)."""
 
 
 class Refusal(NamedTuple):
@@ -130,6 +132,10 @@ def _triton_refuses(request: Request) -> Refusal | None:
                        f"{ta.SUPPORTED_BLOCKS}; build the plan with those block sizes)", PlanError)
     if plan.token_mask is not None and plan.token_mask.packed() is None:
         return Refusal("a token mask whose coordinates do not pack into 31 bits (see BoxMask.packed)")
+    if request.precision == "int8-fp8" and q.device.type == "cuda" and torch.cuda.get_device_capability(q.device) < (8, 9):
+        major, minor = torch.cuda.get_device_capability(q.device)
+        return Refusal(f"precision 'int8-fp8' on compute capability {major}.{minor} (FP8 P.V needs 8.9+: Ada or "
+                       "Hopper; precision 'int8' runs here)")
     return None
 
 
@@ -148,9 +154,12 @@ def _triton_psa_refuses(request: Request) -> Refusal | None:
 
 
 def _flex_refuses(request: Request) -> Refusal | None:
-    """FlexAttention cannot express the thresholds: the reference runs such calls when flex is named."""
+    """FlexAttention cannot express the thresholds nor 8 bits: the reference runs such calls when flex is named."""
     if request.thresholds:
         return Refusal("pv_threshold/skip_threshold (FlexAttention cannot express them)", instead="reference")
+    if request.precision != "bf16":
+        return Refusal(f"precision {request.precision!r} (FlexAttention computes in the inputs' dtype)",
+                       instead="reference")
     return None
 
 
