@@ -57,7 +57,7 @@ from .checks import (
     resolve_scale,
     resolve_threshold,
 )
-from .quantize import quantize_inputs, quantize_rows, quantize_values
+from .quantize import quantize_inputs
 from .reference import pool_reference, reference_attention
 
 __all__ = ["MARK_CRITERIA", "MARK_SLACK", "PooledKV", "SparseAttentionOutput", "available_backends", "block_sparse_attention", "pool_kv"]
@@ -101,12 +101,14 @@ def _pooled_for(k: torch.Tensor, v: torch.Tensor, plan: BlockPlan) -> tuple[torc
 def _quantized(q, k, v, kp, vp, scale, precision, return_lse):
     """The 8-bit kernel's operands (`quantize.py`): int8 q/k (and pooled k) with per-token scales, under "int8-fp8"
     FP8 v (and pooled v) laid out K-major with per-channel scales; plus the lse correction when asked for."""
-    quant = quantize_inputs(q, k, v, precision, scale=scale if return_lse else None)
+    fused = backends.triton_quantize()
+    quant = quantize_inputs(q, k, v, precision, scale=scale if return_lse else None, rows=fused.quantize_rows,
+                            values=fused.quantize_values)
     kp_scale = None
     if kp is not None:
-        kp, kp_scale = quantize_rows(kp, quant.k_mean)
+        kp, kp_scale = fused.quantize_rows(kp, quant.k_mean)
         if quant.v_scale is not None:
-            vp = quantize_values(vp, quant.v_scale)
+            vp = fused.quantize_values(vp, quant.v_scale)
     scales = tuple(s.contiguous() if s is not None else None
                    for s in (quant.q_scale, quant.k_scale, kp_scale, quant.v_scale))
     return (quant.q, quant.k, quant.v, kp, vp), scales, quant.lse_shift

@@ -24,16 +24,17 @@ from diffattn.errors import BackendUnavailableError, DiffAttnError, PlanError
 from diffattn.plan import BlockPlan
 
 __all__ = ["BACKENDS", "Refusal", "Request", "available_backends", "select", "triton_modules", "triton_psa",
-           "warn_once"]
+           "triton_quantize", "warn_once"]
 
 try:
     from . import triton_attention as _triton_attention
     from . import triton_psa as _triton_psa
+    from . import triton_quantize as _triton_quantize
     from . import triton_stats as _triton_stats
 
     _TRITON_IMPORT_ERROR: str | None = None
 except Exception as exc:  # noqa: BLE001 - any import failure means "no triton backend", reported verbatim
-    _triton_attention = _triton_psa = _triton_stats = None
+    _triton_attention = _triton_psa = _triton_quantize = _triton_stats = None
     _TRITON_IMPORT_ERROR = f"triton does not import ({type(exc).__name__}: {exc})"
 
 try:
@@ -97,6 +98,11 @@ def warn_once(message: str) -> None:
 def triton_modules():
     """The Triton modules `(triton_attention, triton_stats)`; only call once `select` has picked "triton"."""
     return _triton_attention, _triton_stats
+
+
+def triton_quantize():
+    """The fused 8-bit quantisation module; only call once `select` has picked "triton" for an 8-bit call."""
+    return _triton_quantize
 
 
 def triton_psa():

@@ -27,6 +27,7 @@ never finite values; with K smoothing a single non-finite key makes its whole he
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -103,22 +104,24 @@ def round_e4m3(x: torch.Tensor) -> torch.Tensor:
 
 def quantize_inputs(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, precision: str, *, smooth_k: bool = True,
-    scale: float | None = None,
+    scale: float | None = None, rows: Callable = quantize_rows, values: Callable = quantize_values,
 ) -> QuantizedInputs:
     """Quantise q/k/v for `precision` ("int8" or "int8-fp8"), sync-free torch ops on their device.
 
     `scale` (the logit scale) asks for `lse_shift`, the log-sum-exp correction smoothing makes necessary.
     `smooth_k=False` skips the smoothing (k_mean is then zero): only there to measure what smoothing buys.
+    `rows`/`values` quantise (`quantize_rows`/`quantize_values` or the fused Triton kernels that give the same
+    values, `triton_quantize`).
     """
     if smooth_k:
         k_mean = k.float().mean(2)
     else:
         k_mean = k.new_zeros((*k.shape[:2], k.shape[3]), dtype=torch.float32)
-    q8, q_scale = quantize_rows(q)
-    k8, k_scale = quantize_rows(k, k_mean)
+    q8, q_scale = rows(q)
+    k8, k_scale = rows(k, k_mean)
     if precision == "int8-fp8":
         v_scale = value_scales(v)
-        v8 = quantize_values(v, v_scale)
+        v8 = values(v, v_scale)
     else:
         v_scale, v8 = None, v
     lse_shift = None

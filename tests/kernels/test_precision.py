@@ -167,6 +167,26 @@ def test_triton_matches_the_reference_on_every_plan_kind(kind, precision):
         assert torch.equal(tri.kept_plan.to_level_map(), ref.kept_plan.to_level_map())
 
 
+def test_fused_quantisation_gives_the_torch_values_bit_for_bit():
+    """The Triton pre-pass (one read, one write) against `quantize.py`'s definition, strided input, non-finite rows."""
+    triton_or_skip()
+    from diffattn.kernels import quantize, triton_quantize
+
+    base = offset_qkv(200, 3, 80)[1].transpose(1, 2).contiguous().transpose(1, 2)  # [B, S, H, D] storage
+    base[0, 1, 7, 2] = float("inf")
+    base[0, 2, 9, 5] = float("nan")
+    mean = base.float().mean(2)
+    for m in (None, mean):
+        fused, fused_scale = triton_quantize.quantize_rows(base, m)
+        torch_q, torch_scale = quantize.quantize_rows(base, m)
+        assert torch.equal(fused, torch_q) and torch.equal(fused_scale.isnan(), torch_scale.isnan())
+        assert torch.equal(fused_scale.nan_to_num(), torch_scale.nan_to_num())
+    scale = quantize.value_scales(base)
+    fused = triton_quantize.quantize_values(base, scale)
+    assert fused.stride() == quantize.quantize_values(base, scale).stride()
+    assert torch.equal(fused.view(torch.uint8), quantize.quantize_values(base, scale).view(torch.uint8))
+
+
 def test_unknown_precision_and_float64_are_refused():
     q, k, v = random_qkv(128, 1)
     plan = BlockPlan.dense(128, 128, 64, 64).to(q.device)
