@@ -85,7 +85,7 @@ def dequantize_rows(quantized: torch.Tensor, scale: torch.Tensor) -> torch.Tenso
 def value_scales(v: torch.Tensor) -> torch.Tensor:
     """float32 `[B, H, D]`: per-channel FP8 scales of V over its tokens (1 for an all-zero channel, NaN for a
     channel holding inf/NaN)."""
-    scale = v.float().abs().amax(-2) / FP8_MAX
+    scale = v.abs().amax(-2).float() / FP8_MAX  # exact in v's dtype: no float32 copy of v
     scale = torch.where(scale == 0, 1.0, scale)
     return torch.where(torch.isfinite(scale), scale, float("nan"))
 
@@ -114,7 +114,7 @@ def quantize_inputs(
     values, `triton_quantize`).
     """
     if smooth_k:
-        k_mean = k.float().mean(2)
+        k_mean = torch.mean(k, dim=2, dtype=torch.float32)  # no float32 copy of k
     else:
         k_mean = k.new_zeros((*k.shape[:2], k.shape[3]), dtype=torch.float32)
     q8, q_scale = rows(q)
