@@ -49,10 +49,10 @@ def _rows_kernel(X, Mean, Out, Scale, n, heads, sb, sh, sn, sd,
 
 
 @triton.jit
-def _values_kernel(V, Scale, Out, n, heads, sb, sh, sn, sd,
+def _values_kernel(V, Scale, Out, n_pad, n, heads, sb, sh, sn, sd,
                    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, ROWS: tl.constexpr):
     """Rows [pid * ROWS, +ROWS) of one (batch, head)'s V in FP8 e4m3, divided by the channel scales, stored
-    transposed (`[D, n]` per head). The interpreter's float32 -> FP8 cast is wrong where rounding carries into the
+    transposed (`[D, n_pad]` per head). The interpreter's float32 -> FP8 cast is wrong where rounding carries into the
     next binade, so there the value is rounded in float32 first (then stored exactly)."""
     bh = tl.program_id(1)
     rows = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
@@ -70,7 +70,7 @@ def _values_kernel(V, Scale, Out, n, heads, sb, sh, sn, sd,
         step = tl.exp2(tl.maximum(tl.floor(tl.log2(tl.maximum(a, 1e-30))), -6.0) - 3.0)
         a = ((a / step + _ROUND) - _ROUND) * step
         y = tl.where(y < 0, -a, a)
-    out_ptrs = Out + (bh * HEAD_DIM + dims[:, None]) * n + rows[None, :]
+    out_ptrs = Out + (bh * HEAD_DIM + dims[:, None]) * n_pad + rows[None, :]
     tl.store(out_ptrs, tl.trans(y.to(tl.float8e4nv)), mask=tl.trans(ok))
 
 
@@ -91,10 +91,12 @@ def quantize_rows(x: torch.Tensor, mean: torch.Tensor | None = None) -> tuple[to
 
 
 def quantize_values(v: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """`quantize.quantize_values` on the Triton device: FP8 `[B, H, N, D]`, a view of a contiguous `[B, H, D, N]`."""
+    """`quantize.quantize_values` on the Triton device: FP8 `[B, H, N, D]`, a view of `[B, H, D, N_pad]` (tokens
+    padded to a multiple of 16, so every channel's row starts 16-byte aligned for the kernel's vector loads)."""
     batch, heads, n, dim = v.shape
-    out = v.new_empty((batch, heads, dim, n), dtype=torch.float8_e4m3fn)
+    n_pad = triton.cdiv(n, 16) * 16
+    out = v.new_empty((batch, heads, dim, n_pad), dtype=torch.float8_e4m3fn)
     grid, args = _grid_args(v)
-    _values_kernel[grid](v, scale.contiguous(), out, *args, HEAD_DIM=dim, D_PAD=max(16, triton.next_power_of_2(dim)),
+    _values_kernel[grid](v, scale.contiguous(), out, n_pad, *args, HEAD_DIM=dim, D_PAD=max(16, triton.next_power_of_2(dim)),
                          ROWS=_ROWS)
-    return out.transpose(-1, -2)
+    return out[..., :n].transpose(-1, -2)

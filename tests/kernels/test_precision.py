@@ -183,7 +183,7 @@ def test_fused_quantisation_gives_the_torch_values_bit_for_bit():
         assert torch.equal(fused_scale.nan_to_num(), torch_scale.nan_to_num())
     scale = quantize.value_scales(base)
     fused = triton_quantize.quantize_values(base, scale)
-    assert fused.stride() == quantize.quantize_values(base, scale).stride()
+    assert fused.stride(2) == 1 and fused.stride(3) % 16 == 0  # K-major, channel rows 16-byte aligned
     assert torch.equal(fused.view(torch.uint8), quantize.quantize_values(base, scale).view(torch.uint8))
 
 
