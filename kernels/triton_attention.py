@@ -278,14 +278,16 @@ def _segment(
 
     Level 1 reads `keys`; level l reads `pooled` from its first row `pooled.row0[l // 4]` (levels 2, 4, 8 -> 0, 1, 2).
     A slot's block `blk` covers (pooled) rows `row0 + blk * ROWS + [0, ROWS)`, read in
-    SUB tiles of TILE rows (pooled tiles are padded to 16 rows for `tl.dot`). Attending walks one flat loop over
+    SUB tiles of TILE rows (pooled tiles are padded to 16 rows for `tl.dot`, 32 under FP8 P.V, whose MMA takes at
+    least 32 along its reduction). Attending walks one flat loop over
     tiles (one K/V tile per iteration keeps the software pipeline simple); MARK 1 compares each tile with the
     running max at its slot's first tile (`m_ref`) and stores the slot's flag so far after every tile: selects
     and one reduction over rows to a scalar, no branch (a masked per-row store instead makes ptxas serialise
     the Q.K wgmma chain on sm_90); MARK 2 walks slots, so a slot's flag covers all its tiles.
     """
     ROWS: tl.constexpr = BLOCK_K // POOL
-    TILE: tl.constexpr = BLOCK_N if POOL == 1 else max(16, ROWS)
+    FP8_PV: tl.constexpr = pooled.v.dtype.element_ty == tl.float8e4nv
+    TILE: tl.constexpr = BLOCK_N if POOL == 1 else max(32 if FP8_PV else 16, ROWS)
     SUB: tl.constexpr = ROWS // TILE if POOL == 1 else 1
     TMA: tl.constexpr = USE_TMA and POOL == 1  # constexprs do not survive a return on Triton 3.6: derived here
     MASK_N: tl.constexpr = POOL > 1 or not EVEN_N
@@ -527,7 +529,7 @@ def _launch(
     dummy_f32 = lse.new_empty(1)
     pk = pooled_k if pooled_k is not None else k.new_empty((1, 1, 1, head_dim))
     pv = pooled_v if pooled_v is not None else pk
-    d_pad = max(16, triton.next_power_of_2(head_dim))
+    d_pad = max(16 if precision == "bf16" else 32, triton.next_power_of_2(head_dim))  # int8 MMA: K >= 32
 
     def strides(t: torch.Tensor) -> tuple[int, int, int]:
         return tuple(0 if t.shape[i] == 1 else t.stride(i) for i in range(3))
