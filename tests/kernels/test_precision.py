@@ -167,6 +167,18 @@ def test_triton_matches_the_reference_on_every_plan_kind(kind, precision):
         assert torch.equal(tri.kept_plan.to_level_map(), ref.kept_plan.to_level_map())
 
 
+@pytest.mark.parametrize("precision", ["int8", "int8-fp8"])
+@pytest.mark.parametrize("dim", [16, 80])
+def test_triton_pads_small_and_odd_head_dims(dim, precision):
+    """head_dim 16 (padded to the int8 MMA's 32) and 80 (padded to 128), 64x128 blocks, a ragged last block."""
+    triton_or_skip()
+    q, k, v = random_qkv(200, 2, dim)
+    plan = BlockPlan.dense(200, 200, 64, 128).to(q.device)
+    tri = block_sparse_attention(q, k, v, plan, backend="triton", precision=precision)
+    ref = block_sparse_attention(q, k, v, plan, backend="reference", precision=precision)
+    assert rel_err(tri, ref) < (1e-2 if precision == "int8" else 0.04)
+
+
 def test_fused_quantisation_gives_the_torch_values_bit_for_bit():
     """The Triton pre-pass (one read, one write) against `quantize.py`'s definition, strided input, non-finite rows."""
     triton_or_skip()
