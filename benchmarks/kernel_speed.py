@@ -143,9 +143,9 @@ def guarded(record: dict[str, Any], key: str, fn: Callable[[], Any]) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- correctness
-def _poisoned_alloc(q: torch.Tensor, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _poisoned_alloc(q: torch.Tensor, return_lse: bool, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     shape = q.shape[:3] if return_lse else (1,)
-    return torch.full_like(q, float("nan")), q.new_full(shape, float("nan"), dtype=torch.float32)
+    return torch.full_like(q, float("nan"), dtype=dtype), q.new_full(shape, float("nan"), dtype=torch.float32)
 
 
 def _random_level_plan(heads, q_len, kv_len, bq, bk, levels, keep, device) -> BlockPlan:

@@ -30,6 +30,11 @@ Semantics (every backend computes exactly this; `reference.py` is the definition
     holds a row's max. A row left with no kept slot keeps its first slot (only possible for degenerate rows or
     thresholds > 0).
 - A query row that sees no key at all (token mask) gets output 0 and lse `-inf`.
+- `precision` (`quantize.py` defines it): `"bf16"` computes in the inputs' dtype; `"int8"` quantises Q and K (K
+  smoothed by its per-head token mean) to INT8 with per-token scales; `"int8-fp8"` also computes P.V in FP8 e4m3
+  (V scaled per channel, P against the running max). Everything above holds for the dequantised logits; the lse
+  is that of the unsmoothed logits. The reference rounds P against the running max after each slot, the Triton
+  kernel after each tile (the same when a tile is a whole block): they agree to rounding, not bitwise.
 """
 
 from __future__ import annotations
@@ -48,9 +53,11 @@ from .checks import (
     check_qkv,
     plan_tensors,
     resolve_mark_criterion,
+    resolve_precision,
     resolve_scale,
     resolve_threshold,
 )
+from .quantize import quantize_inputs
 from .reference import pool_reference, reference_attention
 
 __all__ = ["MARK_CRITERIA", "MARK_SLACK", "PooledKV", "SparseAttentionOutput", "available_backends", "block_sparse_attention", "pool_kv"]
@@ -91,14 +98,35 @@ def _pooled_for(k: torch.Tensor, v: torch.Tensor, plan: BlockPlan) -> tuple[torc
     return kp, vp, list(starts)
 
 
-def _run_triton(q, k, v, plan, scale, pv, skip, mark_final, return_lse):
+def _quantized(q, k, v, kp, vp, scale, precision, return_lse):
+    """The 8-bit kernel's operands (`quantize.py`): int8 q/k (and pooled k) with per-token scales, under "int8-fp8"
+    FP8 v (and pooled v) laid out K-major with per-channel scales; plus the lse correction when asked for."""
+    fused = backends.triton_quantize()
+    quant = quantize_inputs(q, k, v, precision, scale=scale if return_lse else None, rows=fused.quantize_rows,
+                            values=fused.quantize_values)
+    kp_scale = None
+    if kp is not None:
+        kp, kp_scale = fused.quantize_rows(kp, quant.k_mean)
+        if quant.v_scale is not None:
+            vp = fused.quantize_values(vp, quant.v_scale)
+    scales = tuple(s.contiguous() if s is not None else None
+                   for s in (quant.q_scale, quant.k_scale, kp_scale, quant.v_scale))
+    return (quant.q, quant.k, quant.v, kp, vp), scales, quant.lse_shift
+
+
+def _run_triton(q, k, v, plan, scale, pv, skip, mark_final, return_lse, precision):
     t = plan_tensors(plan, split_full=pv is None and skip is None)  # slot order matters to both
     box = t.box if t.box is not None else PackedBox(None, None, None, 0)
     kp, vp, starts = _pooled_for(k, v, plan)
+    scales, lse_shift, out_dtype = (None, None, None, None), None, q.dtype
+    if precision != "bf16":
+        (q, k, v, kp, vp), scales, lse_shift = _quantized(q, k, v, kp, vp, scale, precision, return_lse)
     _ta = backends.triton_modules()[0]
     out, lse, kept = _ta.block_sparse_attention_op(
         q, k, v, t.kv_indices, t.kv_offsets, kp, vp, starts, list(plan.levels), *box, t.partial, t.full_counts,
-        pv, skip, mark_final, scale, plan.block_q, plan.block_k, return_lse)
+        pv, skip, mark_final, scale, plan.block_q, plan.block_k, return_lse, *scales, precision, out_dtype)
+    if lse_shift is not None:
+        lse = lse + lse_shift
     return out, (lse if return_lse else None), (kept.bool() if skip is not None else None)
 
 
@@ -113,6 +141,7 @@ def block_sparse_attention(
     skip_threshold: float | torch.Tensor | None = None,
     mark_criterion: str = "running",
     return_lse: bool = False,
+    precision: str = "bf16",
     backend: str = "auto",
 ) -> torch.Tensor | SparseAttentionOutput:
     """Attention of q over the kv blocks the plan lists (see the module docstring for exact semantics).
@@ -128,6 +157,10 @@ def block_sparse_attention(
         mark_criterion (`str`): what `skip_threshold` compares with: `"running"` (the running max before each
             slot, within the attention pass) or `"final"` (each row's final max; a second Q.K pass in Triton).
         return_lse (`bool`): also return the natural-log log-sum-exp `[B, H, q_len]` (float32).
+        precision (`str`): `"bf16"` (the inputs' dtype), `"int8"` (INT8 Q.K, K smoothed, per-block scales) or
+            `"int8-fp8"` (also FP8 P.V, V scaled per channel); 8 bits take float16/bfloat16/float32 inputs
+            (float32: reference backend only), and the Triton backend needs compute capability 8.9+ for FP8 (else
+            "auto" falls back to the reference, with a warning).
         backend (`str`): "auto" (Triton on CUDA when the call qualifies, else flex on CUDA without thresholds,
             else reference), or "triton", "flex", "reference".
 
@@ -142,16 +175,18 @@ def block_sparse_attention(
     mark_final = resolve_mark_criterion(mark_criterion) == "final"
     if skip is not None and mark_final:
         skip = skip - MARK_SLACK  # every backend compares against the same slackened threshold
-    name = backends.select(backend, backends.Request("attention", q, plan, pv is not None or skip is not None))
+    precision = resolve_precision(precision, q)
+    name = backends.select(backend, backends.Request("attention", q, plan, pv is not None or skip is not None,
+                                                     precision=precision))
     if name == "triton":
-        out, lse, kept = _run_triton(q, k, v, plan, scale, pv, skip, mark_final, return_lse)
+        out, lse, kept = _run_triton(q, k, v, plan, scale, pv, skip, mark_final, return_lse, precision)
     elif name == "flex":
         from .flex import flex_attention_backend
 
         out, lse = flex_attention_backend(q, k, v, plan, scale)
         kept = None
     else:
-        out, lse, kept = reference_attention(q, k, v, plan, scale, pv, skip, mark_final)
+        out, lse, kept = reference_attention(q, k, v, plan, scale, pv, skip, mark_final, precision)
     if not return_lse and skip is None:
         return out
     kept_plan = plan.keep_slots(kept) if skip is not None else None

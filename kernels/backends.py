@@ -24,16 +24,17 @@ from diffattn.errors import BackendUnavailableError, DiffAttnError, PlanError
 from diffattn.plan import BlockPlan
 
 __all__ = ["BACKENDS", "Refusal", "Request", "available_backends", "select", "triton_modules", "triton_psa",
-           "warn_once"]
+           "triton_quantize", "warn_once"]
 
 try:
     from . import triton_attention as _triton_attention
     from . import triton_psa as _triton_psa
+    from . import triton_quantize as _triton_quantize
     from . import triton_stats as _triton_stats
 
     _TRITON_IMPORT_ERROR: str | None = None
 except Exception as exc:  # noqa: BLE001 - any import failure means "no triton backend", reported verbatim
-    _triton_attention = _triton_psa = _triton_stats = None
+    _triton_attention = _triton_psa = _triton_quantize = _triton_stats = None
     _TRITON_IMPORT_ERROR = f"triton does not import ({type(exc).__name__}: {exc})"
 
 try:
@@ -60,6 +61,8 @@ class Request(NamedTuple):
     """Whether an attention call sets pv_threshold or skip_threshold."""
     blocks: tuple[int, int] | None = None
     """(block_q, block_k) of a psa call."""
+    precision: str = "bf16"
+    """An attention call's `precision` (see `quant.py`)."""
 
 
 class Refusal(NamedTuple):
@@ -97,6 +100,11 @@ def triton_modules():
     return _triton_attention, _triton_stats
 
 
+def triton_quantize():
+    """The fused 8-bit quantisation module; only call once `select` has picked "triton" for an 8-bit call."""
+    return _triton_quantize
+
+
 def triton_psa():
     """The Triton PSA importance module; only call once `select` has picked "triton" for a "psa" request."""
     return _triton_psa
@@ -130,6 +138,10 @@ def _triton_refuses(request: Request) -> Refusal | None:
                        f"{ta.SUPPORTED_BLOCKS}; build the plan with those block sizes)", PlanError)
     if plan.token_mask is not None and plan.token_mask.packed() is None:
         return Refusal("a token mask whose coordinates do not pack into 31 bits (see BoxMask.packed)")
+    if request.precision == "int8-fp8" and q.device.type == "cuda" and torch.cuda.get_device_capability(q.device) < (8, 9):
+        major, minor = torch.cuda.get_device_capability(q.device)
+        return Refusal(f"precision 'int8-fp8' on compute capability {major}.{minor} (FP8 P.V needs 8.9+: Ada or "
+                       "Hopper; precision 'int8' runs here)")
     return None
 
 
@@ -148,9 +160,12 @@ def _triton_psa_refuses(request: Request) -> Refusal | None:
 
 
 def _flex_refuses(request: Request) -> Refusal | None:
-    """FlexAttention cannot express the thresholds: the reference runs such calls when flex is named."""
+    """FlexAttention cannot express the thresholds nor 8 bits: the reference runs such calls when flex is named."""
     if request.thresholds:
         return Refusal("pv_threshold/skip_threshold (FlexAttention cannot express them)", instead="reference")
+    if request.precision != "bf16":
+        return Refusal(f"precision {request.precision!r} (FlexAttention computes in the inputs' dtype)",
+                       instead="reference")
     return None
 
 

@@ -19,8 +19,10 @@ import torch
 from diffattn.errors import ConfigError, DiffAttnError, PlanError
 from diffattn.plan import BlockPlan, PackedBox
 
+from .quantize import PRECISIONS
+
 __all__ = ["MARK_CRITERIA", "AttentionInputError", "KernelPlan", "check_plan", "check_qkv", "plan_tensors",
-           "resolve_mark_criterion", "resolve_scale", "resolve_threshold"]
+           "resolve_mark_criterion", "resolve_precision", "resolve_scale", "resolve_threshold"]
 
 MARK_CRITERIA = ("running", "final")
 """What `skip_threshold` compares a slot's max with: the running max before the slot, or the row's final max."""
@@ -156,6 +158,16 @@ def resolve_threshold(value: float | torch.Tensor | None, q: torch.Tensor, name:
     if math.isnan(value):
         raise ConfigError(f"{name} must not be NaN")
     return torch.full((heads,), value, dtype=torch.float32, device=q.device)
+
+
+def resolve_precision(precision: str, q: torch.Tensor) -> str:
+    """`precision` if it is one of `quantize.PRECISIONS` and fits q's dtype (8 bits quantise 16- or 32-bit floats)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    if precision != "bf16" and q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise AttentionInputError(f"precision {precision!r} quantises float16, bfloat16 or float32 inputs; got "
+                                  f"{q.dtype} (use precision='bf16' for it)")
+    return precision
 
 
 def resolve_mark_criterion(criterion: str) -> str:

@@ -4,16 +4,23 @@ Plain tensor code on any device and any float dtype (float32 math, float64 for f
 chunk of query blocks at a time against all keys of the plan's levels, so memory stays bounded by
 `_CHUNK_ELEMENTS` logits per chunk and never reaches tokens^2 for big inputs. Semantics (module docstring of
 `diffattn.kernels.api`): pooled levels, token masks, `pv_threshold` skipping in row order and
-`skip_threshold` marks against the running max in row order (or the row's final max).
+`skip_threshold` marks against the running max in row order (or the row's final max). With an 8-bit `precision`
+it attends over the quantised inputs exactly as the Triton kernel does (`diffattn.kernels.quantize`): integer Q.K
+times the per-token scales, and under "int8-fp8" P rounded to FP8 e4m3 against the running max after each slot,
+in the order the kernel walks the slots.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import NamedTuple
 
 import torch
 
 from diffattn.plan import BlockPlan
+
+from .quantize import FP8_MAX, quantize_inputs, quantize_rows, quantize_values, round_e4m3
 
 __all__ = ["block_stats_reference", "pool_reference", "reference_attention"]
 
@@ -142,6 +149,44 @@ def _marks(
     return significant & listed
 
 
+class _Operands(NamedTuple):
+    """What the reference multiplies: q and every level's keys/values, each key's bias and slot-map column, and
+    for 8-bit precisions the per-token Q and K scales (q and keys then hold integers), V already dequantised."""
+
+    q: torch.Tensor
+    keys: torch.Tensor
+    values: torch.Tensor
+    bias: torch.Tensor
+    columns: torch.Tensor
+    q_scale: torch.Tensor | None = None
+    k_scale: torch.Tensor | None = None
+    lse_shift: torch.Tensor | None = None
+
+
+def _operands(q, k, v, plan: BlockPlan, scale: float, precision: str, smooth_k: bool) -> _Operands:
+    """The reference's operands for `precision`: plain (float32/float64), or quantised as the Triton launcher
+    quantises them (pooled keys/values are pooled from the 16-bit inputs first, then smoothed and quantised)."""
+    if precision == "bf16":
+        dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        return _Operands(q.to(dtype), *_plan_keys(k.to(dtype), v.to(dtype), plan, k.dtype))
+    quant = quantize_inputs(q, k, v, precision, smooth_k=smooth_k, scale=scale)
+    keys, values, bias, columns = _plan_keys(k.float(), v.float(), plan, k.dtype)
+    keys, k_scale = quantize_rows(keys, quant.k_mean)
+    if quant.v_scale is not None:
+        values = quantize_values(values, quant.v_scale).float() * quant.v_scale.unsqueeze(-2)
+    return _Operands(quant.q.float(), keys.float(), values, bias, columns, quant.q_scale, k_scale, quant.lse_shift)
+
+
+def _kernel_order(plan: BlockPlan, pv_threshold, skip_threshold) -> BlockPlan:
+    """The plan with its rows in the order the Triton kernel walks them (whole blocks first under a token mask
+    when the order is free: see `plan_tensors`); the order shapes FP8 rounding of P, never the exact result."""
+    if plan.token_mask is None or pv_threshold is not None or skip_threshold is not None:
+        return plan
+    from .checks import plan_tensors  # checks imports the plan module only; no cycle at call time
+
+    return dataclasses.replace(plan, kv_indices=plan_tensors(plan, split_full=True).kv_indices)
+
+
 def reference_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -151,22 +196,32 @@ def reference_attention(
     pv_threshold: torch.Tensor | None = None,
     skip_threshold: torch.Tensor | None = None,
     mark_final: bool = False,
+    precision: str = "bf16",
+    smooth_k: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Block-sparse attention by definition. Thresholds are float tensors `[H]` in log2 units.
+
+    `precision` is one of `diffattn.kernels.quantize.PRECISIONS`; `smooth_k=False` quantises K without smoothing
+    (only to measure what smoothing buys; the kernel always smooths).
 
     Returns `(out, lse, kept)`: `out` like `q`; `lse` float32 `[B, H, Sq]`, natural log, `-inf` for a row that
     sees no key; `kept` bool `[B, H, q_blocks, width]` slot marks when `skip_threshold` is given (against the
     running max, or each row's final max with `mark_final`), else None.
     """
     batch, heads, q_len, _ = q.shape
+    fp8_p = precision == "int8-fp8"
+    if fp8_p:
+        plan = _kernel_order(plan, pv_threshold, skip_threshold)
     bq, width = plan.block_q, plan.width
-    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
-    keys, values, bias, columns = _plan_keys(k.to(dtype), v.to(dtype), plan, k.dtype)
+    ops = _operands(q, k, v, plan, scale, precision, smooth_k)
+    keys, values, bias, columns = ops.keys, ops.values, ops.bias, ops.columns
     slot_map = _slot_map(plan)
     counts = plan.block_counts().long()
-    q_pad = torch.nn.functional.pad(q.to(dtype), (0, 0, 0, plan.num_q_blocks * bq - q_len))
+    pad = plan.num_q_blocks * bq - q_len
+    q_pad = torch.nn.functional.pad(ops.q, (0, 0, 0, pad))
+    q_scale = torch.nn.functional.pad(ops.q_scale, (0, pad)) if ops.q_scale is not None else None
     token_visible = plan.token_mask.mask_mod if plan.token_mask is not None else None
-    need_local = pv_threshold is not None or skip_threshold is not None
+    need_local = pv_threshold is not None or skip_threshold is not None or fp8_p
     chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * heads * bq * keys.shape[2] * (3 if need_local else 1)))
     outs, lses, marks = [], [], []
     for qb0 in range(0, plan.num_q_blocks, chunk):
@@ -174,8 +229,10 @@ def reference_attention(
         cq = qb1 - qb0
         rows = torch.arange(qb0 * bq, qb1 * bq, device=q.device).view(cq, bq)
         row_ok = rows < q_len
-        logits = (q_pad[:, :, qb0 * bq : qb1 * bq] @ keys.transpose(-1, -2)) * scale + bias
-        logits = logits.view(batch, heads, cq, bq, -1)
+        logits = q_pad[:, :, qb0 * bq : qb1 * bq] @ keys.transpose(-1, -2)
+        if q_scale is not None:  # integer products, then the per-token scales (the kernel's order)
+            logits = logits * q_scale[:, :, qb0 * bq : qb1 * bq, None] * ops.k_scale[:, :, None, :]
+        logits = (logits * scale + bias).view(batch, heads, cq, bq, -1)
         slot = slot_map[:, :, qb0:qb1, None, :][..., columns]  # [B|1, H|1, cq, 1, keys]
         visible = slot >= 0
         if token_visible is not None:
@@ -196,7 +253,8 @@ def reference_attention(
         empty = row_max == float("-inf")
         p = torch.exp(logits - row_max.masked_fill(empty, 0.0))
         total = p.sum(-1, keepdim=True)
-        out = (p.view(batch, heads, cq * bq, -1) @ values).view(batch, heads, cq, bq, -1)
+        weights = _fp8_weights(logits, m_local, running, slot_index, row_max) if fp8_p else p
+        out = (weights.view(batch, heads, cq * bq, -1) @ values).view(batch, heads, cq, bq, -1)
         outs.append(out / total.masked_fill(total == 0, 1.0))
         lses.append(torch.where(empty, float("-inf"), row_max + torch.log(total)).squeeze(-1))
         if skip_threshold is not None:
@@ -204,5 +262,19 @@ def reference_attention(
             marks.append(_marks(m_local, reference, listed, row_ok, skip_threshold, mark_final))
     out = torch.cat(outs, 2).reshape(batch, heads, -1, q.shape[-1])[:, :, :q_len]
     lse = torch.cat(lses, 2).reshape(batch, heads, -1)[:, :, :q_len]
+    if ops.lse_shift is not None:
+        lse = lse + ops.lse_shift
     kept = torch.cat(marks, 2) if skip_threshold is not None else None
     return out.to(q.dtype), lse.float(), kept
+
+
+def _fp8_weights(logits, m_local, running, slot_index, row_max) -> torch.Tensor:
+    """P as the int8-fp8 kernel multiplies it with V: each key's `exp(logit - m)` against the running max `m` after
+    its slot, times 448 and rounded to FP8 e4m3, then rescaled to the row's final max (the row sum stays unrounded)."""
+    m_after = torch.maximum(running, m_local)
+    m_after = torch.cat([m_after, m_after.new_zeros((*m_after.shape[:-1], 1))], -1)
+    m_key = torch.gather(m_after, -1, slot_index)
+    seen = logits > float("-inf")
+    p_tile = torch.where(seen, torch.exp(logits - torch.where(seen, m_key, 0.0)), 0.0)
+    rescale = torch.where(seen, torch.exp(torch.where(seen, m_key - row_max, 0.0)), 0.0)
+    return round_e4m3(p_tile * FP8_MAX) / FP8_MAX * rescale

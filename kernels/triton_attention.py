@@ -21,7 +21,13 @@ One kernel, specialised by constexpr switches, covers every method:
   slot always): per tile a few row-vector operations, one reduction over rows and a one-byte store, no extra
   Q.K. 2 flags, in a second pass that recomputes Q.K, the slots where some valid row's max is within
   `skip_threshold` of the row's final max (independent of traversal order);
-- `HAS_LSE`: natural-log log-sum-exp per row.
+- `HAS_LSE`: natural-log log-sum-exp per row;
+- `PRECISION` (see `quantize.py`): 0 the inputs' dtype; 1 INT8 Q.K (int8 q/k with per-token scales, the exact
+  int32 dot dequantised by `q_scale[row] * k_scale[key]` as it leaves `_tile_scores`, so the rest of the walk is
+  unchanged); 2 also FP8 P.V (V per-channel scaled and stored transposed, so tiles load as [D, TILE] and enter
+  the dot transposed: K-major for Hopper's FP8 MMA; P times 448 rounded to e4m3; each tile's product in a fresh
+  float32 tile added to the accumulator; the channel scales applied once at the end). One walk: its branches
+  test the operand dtypes.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import triton.language as tl
 from triton import knobs
 from triton.tools.tensor_descriptor import TensorDescriptor
 
+from .quantize import FP8_MAX
+
 __all__ = ["INTERPRETED", "MAX_HEAD_DIM", "SUPPORTED_BLOCKS", "block_sparse_attention_op"]
 
 INTERPRETED: bool = bool(knobs.runtime.interpret)
@@ -46,12 +54,16 @@ SUPPORTED_BLOCKS = (64, 128)
 MAX_HEAD_DIM = 128
 LOG2E = 1.4426950408889634
 LN2 = tl.constexpr(0.6931471805599453)
+_P_SCALE = tl.constexpr(FP8_MAX)
+PRECISION_CODES = {"bf16": 0, "int8": 1, "int8-fp8": 2}
+"""The kernel's PRECISION constexpr for each `precision` of `block_sparse_attention`."""
 
 
 # --------------------------------------------------------------------------------------------- autotuning
 def _configs() -> list[triton.Config]:
     """Every (BLOCK_N, warps, stages, TMA) of `_FAMILY_SHAPES`; `_prune` picks the device's and the call's."""
-    candidates = sorted({shape for family in _FAMILY_SHAPES.values() for group in family.values() for shape in group})
+    families = (*_FAMILY_SHAPES.values(), _EIGHT_BIT_SHAPES)
+    candidates = sorted({shape for family in families for group in family.values() for shape in group})
     return [triton.Config({"BLOCK_N": n, "USE_TMA": tma}, num_warps=w, num_stages=s, pre_hook=_size_descriptors)
             for n, w, s, tma in candidates]
 
@@ -96,9 +108,15 @@ _FAMILY_SHAPES = {
 }
 
 
+_EIGHT_BIT_SHAPES = {(128, 128): {(128, 4, 3, False), (128, 8, 3, False)}}
+"""Hopper, 8-bit operands (plain loads): also timed, beside the family's shapes. A plain FP8 flash loop on an H200
+ran fastest with BLOCK_N 128, 4 warps, 3 stages."""
+
+
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
     """Keep configs whose BLOCK_N divides the plan's block_k (equals it under pv_threshold), that use TMA only
-    when descriptors were passed, and that suit this device (the interpreter runs one, TMA when it can)."""
+    when descriptors were passed, and that suit this device (the interpreter runs one, TMA when it can; 8-bit calls on
+    Hopper also time `_EIGHT_BIT_SHAPES`)."""
     block_m, block_k, tma_ok = kwargs["BLOCK_M"], kwargs["BLOCK_K"], kwargs["TMA_OK"]
     fits = [
         c for c in configs
@@ -108,20 +126,25 @@ def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[tri
     family = _device_family()
     if family == "interpreter":
         return sorted(fits, key=lambda c: not c.kwargs["USE_TMA"])[:1]
-    wanted = _FAMILY_SHAPES[family][(block_m, 64 if kwargs["D_PAD"] <= 64 else 128)]
+    shape_key = (block_m, 64 if kwargs["D_PAD"] <= 64 else 128)
+    wanted = _FAMILY_SHAPES[family][shape_key]
+    if family == "hopper" and kwargs["PRECISION"] > 0:
+        wanted = wanted | _EIGHT_BIT_SHAPES.get(shape_key, set())
     chosen = [c for c in fits if (c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, c.kwargs["USE_TMA"]) in wanted]
     return chosen or fits[:1]
 
 
 # ------------------------------------------------------------------------------------------------ kernel
-_BF16_AS_FLOAT32 = tl.constexpr(INTERPRETED)
-"""The Triton 3.x interpreter multiplies bfloat16 operands as their raw uint16 storage: there, they go in as float32."""
+_NARROW_AS_FLOAT32 = tl.constexpr(INTERPRETED)
+"""The Triton 3.x interpreter multiplies bfloat16 and FP8 operands as their raw storage: there, they go in as
+float32 (int8 dots are exact there as they are)."""
 
 
 class _Rows(NamedTuple):
     """Where one level's K/V rows are: base pointers of this (batch, head), (row, dim) strides, the level-1 TMA
     descriptors, and `row0`: the level's first row (0 for level 1; for the pooled K/V the kernel passes the first rows
-    of levels (2, 4, 8) and `_segment` picks its level's)."""
+    of levels (2, 4, 8) and `_segment` picks its level's). 8-bit Q.K only: `k_scale`, the per-row K scales of this
+    (batch, head) (rows counted like the K/V rows), and `q_scale`, the program's query rows' scales."""
 
     k: object
     v: object
@@ -132,26 +155,43 @@ class _Rows(NamedTuple):
     desc_k: object
     desc_v: object
     row0: object
+    k_scale: object
+    q_scale: object
 
 
 @triton.jit
 def _dot(a, b, acc):
-    """`acc + a @ b` (bfloat16 operands upcast under the interpreter, see `_BF16_AS_FLOAT32`)."""
-    if _BF16_AS_FLOAT32 and a.dtype == tl.bfloat16:
+    """`acc + a @ b` (bfloat16 and FP8 operands upcast under the interpreter, see `_NARROW_AS_FLOAT32`)."""
+    if _NARROW_AS_FLOAT32 and (a.dtype == tl.bfloat16 or a.dtype == tl.float8e4nv or b.dtype == tl.float8e4nv):
         return tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
     return tl.dot(a, b, acc)
 
 
 @triton.jit
+def _to_e4m3(x):
+    """`x` (>= 0, at most 448) rounded to FP8 e4m3. The interpreter's float32 -> FP8 cast is wrong where rounding
+    carries into the next binade (125.2 gives 64, not 128): there the rounding is done in float32 arithmetic
+    (nearest, ties possibly away from even) and the value stays float32, which `_dot` takes as it is."""
+    if _NARROW_AS_FLOAT32:
+        step = tl.exp2(tl.maximum(tl.floor(tl.log2(tl.maximum(x, 1e-30))), -6.0) - 3.0)  # 3 mantissa bits
+        return ((x / step + 12582912.0) - 12582912.0) * step  # 1.5 * 2^23: float32 round to nearest integer
+    return x.to(tl.float8e4nv)
+
+
+@triton.jit
 def _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale):
-    """Fold one tile into the running (acc, l, m); `qk` is raw Q.K (masked to -inf), m in log2 units."""
+    """Fold one tile into the running (acc, l, m); `qk` is raw Q.K (masked to -inf), m in log2 units. FP8 `v`:
+    P (in [0, 1]) times P_SCALE goes in as e4m3, its product lands in a fresh float32 tile (two-level accumulation)."""
     m_new = tl.maximum(m_i, m_loc)
     m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
     p = tl.math.exp2(qk * qk_scale - m_use[:, None])
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
-    acc = _dot(p.to(v.dtype), v, acc)
+    if v.dtype == tl.float8e4nv:
+        acc += _dot(_to_e4m3(p * _P_SCALE), v, tl.zeros_like(acc))
+    else:
+        acc = _dot(p.to(v.dtype), v, acc)
     return acc, l_i, m_new
 
 
@@ -204,7 +244,11 @@ def _tile_scores(
     else:
         k = _load_rows(rows.k, rows.row0 + offs_n, rows.k_stride_n, offs_d, rows.k_stride_d, n_ok, d_ok, MASK_N,
                        MASK_D)
-    qk = _dot(q, tl.trans(k), tl.zeros([q.shape[0], TILE], dtype=tl.float32))
+    if q.dtype == tl.int8:  # exact int32 dot, dequantised by the rows' and keys' scales
+        k_scale = tl.load(rows.k_scale + rows.row0 + offs_n, mask=n_ok, other=0.0)
+        qk = tl.dot(q, tl.trans(k), out_dtype=tl.int32).to(tl.float32) * rows.q_scale[:, None] * k_scale[None, :]
+    else:
+        qk = _dot(q, tl.trans(k), tl.zeros([q.shape[0], TILE], dtype=tl.float32))
     if POOL > 1:
         n_valid = tl.minimum(kv_len - offs_n * POOL, POOL).to(tl.float32)
         bias = tl.where(n_ok, tl.log2(tl.maximum(n_valid, 1.0)) / qk_scale, float("-inf"))
@@ -234,14 +278,16 @@ def _segment(
 
     Level 1 reads `keys`; level l reads `pooled` from its first row `pooled.row0[l // 4]` (levels 2, 4, 8 -> 0, 1, 2).
     A slot's block `blk` covers (pooled) rows `row0 + blk * ROWS + [0, ROWS)`, read in
-    SUB tiles of TILE rows (pooled tiles are padded to 16 rows for `tl.dot`). Attending walks one flat loop over
+    SUB tiles of TILE rows (pooled tiles are padded to 16 rows for `tl.dot`, 32 under FP8 P.V, whose MMA takes at
+    least 32 along its reduction). Attending walks one flat loop over
     tiles (one K/V tile per iteration keeps the software pipeline simple); MARK 1 compares each tile with the
     running max at its slot's first tile (`m_ref`) and stores the slot's flag so far after every tile: selects
     and one reduction over rows to a scalar, no branch (a masked per-row store instead makes ptxas serialise
     the Q.K wgmma chain on sm_90); MARK 2 walks slots, so a slot's flag covers all its tiles.
     """
     ROWS: tl.constexpr = BLOCK_K // POOL
-    TILE: tl.constexpr = BLOCK_N if POOL == 1 else max(16, ROWS)
+    FP8_PV: tl.constexpr = pooled.v.dtype.element_ty == tl.float8e4nv
+    TILE: tl.constexpr = BLOCK_N if POOL == 1 else max(32 if FP8_PV else 16, ROWS)
     SUB: tl.constexpr = ROWS // TILE if POOL == 1 else 1
     TMA: tl.constexpr = USE_TMA and POOL == 1  # constexprs do not survive a return on Triton 3.6: derived here
     MASK_N: tl.constexpr = POOL > 1 or not EVEN_N
@@ -249,7 +295,7 @@ def _segment(
         rows = keys
     else:
         rows = _Rows(pooled.k, pooled.v, pooled.k_stride_n, pooled.k_stride_d, pooled.v_stride_n, pooled.v_stride_d,
-                     pooled.desc_k, pooled.desc_v, pooled.row0[POOL // 4])
+                     pooled.desc_k, pooled.desc_v, pooled.row0[POOL // 4], pooled.k_scale, pooled.q_scale)
     if MARK == 2:
         for s in range(lo, hi):
             blk = tl.load(Idx + s)
@@ -282,6 +328,9 @@ def _segment(
                 tl.store(Kept + t // SUB, flag.to(tl.int8))
             if TMA:
                 v = rows.desc_v.load([b, h, rows.row0 + first, 0]).reshape(TILE, q.shape[1])
+            elif rows.v.dtype.element_ty == tl.float8e4nv:  # V^T: [D_PAD, TILE] tiles, tokens contiguous
+                v = tl.trans(_load_rows(rows.v, offs_d, rows.v_stride_d, rows.row0 + offs_n, rows.v_stride_n, d_ok,
+                                        n_ok, MASK_D, MASK_N))
             else:
                 v = _load_rows(rows.v, rows.row0 + offs_n, rows.v_stride_n, offs_d, rows.v_stride_d, n_ok, d_ok,
                                MASK_N, MASK_D)
@@ -336,33 +385,36 @@ def _walk_row(
 @triton.autotune(
     configs=_configs(),
     key=["seq_bucket", "BLOCK_M", "BLOCK_K", "D_PAD", "LEVELS", "HAS_PV", "MARKS", "HAS_TMASK", "SPLIT_FULL",
-         "EVEN_N", "TMA_OK"],
+         "EVEN_N", "TMA_OK", "PRECISION"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
 def _block_sparse_attn_fwd(
     Q, K, V, Out, Lse, Kept, DescK, DescV,
-    q_strides, k_strides, v_strides, o_strides, pooled, plan, box, thresholds,
+    q_strides, k_strides, v_strides, o_strides, pooled, plan, box, thresholds, scales,
     qk_scale, q_len, kv_len, num_heads, width, seq_bucket,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, LEVELS: tl.constexpr, EVEN_N: tl.constexpr, HAS_PV: tl.constexpr,
     MARKS: tl.constexpr, HAS_LSE: tl.constexpr, HAS_TMASK: tl.constexpr, SPLIT_FULL: tl.constexpr,
-    TMA_OK: tl.constexpr, USE_TMA: tl.constexpr,
+    TMA_OK: tl.constexpr, PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
 ):
     """One plan row per program, grid `(q_blocks, batch * heads)`; `_launch` packs the grouped arguments.
 
-    `*_strides`: (batch, head, token, dim) strides of q, k, v, out. `pooled`: (KP, VP, (batch, head, row) strides,
-    first rows of levels (2, 4, 8)). `plan`: (Idx, Off, Full, Idx's and Off's (batch, head, q-block) strides; Full
-    has Off's shape). `box`: (BoxLo, BoxHi, BoxK, guard bits, Partial). `thresholds`: (PvThr, SkipThr). LEVELS has
-    bit i set when the plan has level 2**i. MARKS: 0 none, 1 against the running max (within the walk), 2 against
-    the final max (a second walk). Kept has `width` slots per row.
+    `*_strides`: (batch, head, token, dim) strides of q, k, v, out. `pooled`: (KP, VP, their (batch, head, row, dim)
+    strides, first rows of levels (2, 4, 8)). `plan`: (Idx, Off, Full, Idx's and Off's (batch, head, q-block)
+    strides; Full has Off's shape). `box`: (BoxLo, BoxHi, BoxK, guard bits, Partial). `thresholds`: (PvThr,
+    SkipThr). `scales` (8 bits, contiguous float32): (QScale [B, H, Sq], KScale [B, H, Skv], pooled KScale
+    [B, H, pooled_rows], VScale [B, H, D], pooled_rows). LEVELS has bit i set when the plan has level 2**i.
+    MARKS: 0 none, 1 against the running max (within the walk), 2 against the final max (a second walk). Kept has
+    `width` slots per row.
     """
     qb = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // num_heads
     h = bh % num_heads
     MASK_D: tl.constexpr = D_PAD != HEAD_DIM
-    KP, VP, p_strides, starts = pooled
+    KP, VP, kp_strides, vp_strides, starts = pooled
+    QScale, KScale, KPScale, VScale, pooled_rows = scales
     Idx, Off, Full, i_strides, f_strides = plan
     BoxLo, BoxHi, BoxK, box_guard, Partial = box
     PvThr, SkipThr = thresholds
@@ -373,6 +425,9 @@ def _block_sparse_attn_fwd(
     d_ok = offs_d < HEAD_DIM
     q_ptrs = Q + b * q_strides[0] + h * q_strides[1] + offs_m[:, None] * q_strides[2] + offs_d[None, :] * q_strides[3]
     q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
+    q_scale = offs_m  # placeholder in 16 bits, never read
+    if PRECISION > 0:
+        q_scale = tl.load(QScale + bh * q_len + offs_m, mask=row_ok, other=0.0)
 
     Idx = Idx + b * i_strides[0] + h * i_strides[1] + qb * i_strides[2]
     Off = Off + b * f_strides[0] + h * f_strides[1] + qb * f_strides[2]
@@ -386,9 +441,10 @@ def _block_sparse_attn_fwd(
     if SPLIT_FULL:
         Full = Full + b * f_strides[0] + h * f_strides[1] + qb * f_strides[2]  # shaped like the offsets
     keys = _Rows(K + b * k_strides[0] + h * k_strides[1], V + b * v_strides[0] + h * v_strides[1],
-                 k_strides[2], k_strides[3], v_strides[2], v_strides[3], DescK, DescV, 0)
-    pooled_rows = _Rows(KP + b * p_strides[0] + h * p_strides[1], VP + b * p_strides[0] + h * p_strides[1],
-                        p_strides[2], 1, p_strides[2], 1, DescK, DescV, starts)
+                 k_strides[2], k_strides[3], v_strides[2], v_strides[3], DescK, DescV, 0, KScale + bh * kv_len, q_scale)
+    pooled_rows = _Rows(KP + b * kp_strides[0] + h * kp_strides[1], VP + b * vp_strides[0] + h * vp_strides[1],
+                        kp_strides[2], kp_strides[3], vp_strides[2], vp_strides[3], DescK, DescV, starts,
+                        KPScale + bh * pooled_rows, q_scale)
     neg_pv = 0.0
     skip_thr = 0.0
     if HAS_PV:
@@ -412,6 +468,9 @@ def _block_sparse_attn_fwd(
             BLOCK_N, BLOCK_K, LEVELS, MASK_D, EVEN_N, False, HAS_TMASK, SPLIT_FULL, 2, USE_TMA)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
+    if PRECISION == 2:  # V's channel scales and P's fixed scale, once per row
+        v_scale = tl.load(VScale + bh * HEAD_DIM + offs_d, mask=d_ok, other=0.0)
+        acc = acc * (v_scale / _P_SCALE)[None, :]
     out = acc / l_safe[:, None]
     o_ptrs = (Out + b * o_strides[0] + h * o_strides[1] + offs_m[:, None] * o_strides[2]
               + offs_d[None, :] * o_strides[3])
@@ -422,10 +481,11 @@ def _block_sparse_attn_fwd(
 
 
 # ----------------------------------------------------------------------------------------------- launcher
-def _alloc_outputs(q: torch.Tensor, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Uninitialised `(out like q, lse f32 [B,H,Sq] or [1])`; the kernel writes every element (tests poison them)."""
+def _alloc_outputs(q: torch.Tensor, return_lse: bool, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uninitialised `(out like q (its layout) in dtype, lse f32 [B,H,Sq] or [1])`; the kernel writes every element
+    (tests poison them)."""
     lse_shape = q.shape[:3] if return_lse else (1,)
-    return torch.empty_like(q), q.new_empty(lse_shape, dtype=torch.float32)
+    return torch.empty_like(q, dtype=dtype), q.new_empty(lse_shape, dtype=torch.float32)
 
 
 _TMA_FAILURE: list[str] = []
@@ -454,11 +514,13 @@ def _launch(
     box_partial: torch.Tensor | None, box_full_counts: torch.Tensor | None,
     pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None, mark_final: bool,
     scale: float, block_q: int, block_k: int, return_lse: bool,
+    q_scale: torch.Tensor | None, k_scale: torch.Tensor | None, pooled_k_scale: torch.Tensor | None,
+    v_scale: torch.Tensor | None, precision: str, out_dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     batch, heads, q_len, head_dim = q.shape
     kv_len = k.shape[2]
     num_q_blocks, width = kv_indices.shape[2], kv_indices.shape[3]
-    out, lse = _alloc_outputs(q, return_lse)
+    out, lse = _alloc_outputs(q, return_lse, out_dtype)
     marks = skip_threshold is not None
     mark_mode = (2 if mark_final else 1) if marks else 0  # the kernel's MARKS
     # marks start at 0 (slots past a row's count stay 0); the dummies stand in for absent inputs, never read
@@ -467,7 +529,7 @@ def _launch(
     dummy_f32 = lse.new_empty(1)
     pk = pooled_k if pooled_k is not None else k.new_empty((1, 1, 1, head_dim))
     pv = pooled_v if pooled_v is not None else pk
-    d_pad = max(16, triton.next_power_of_2(head_dim))
+    d_pad = max(16 if precision == "bf16" else 32, triton.next_power_of_2(head_dim))  # int8 MMA: K >= 32
 
     def strides(t: torch.Tensor) -> tuple[int, int, int]:
         return tuple(0 if t.shape[i] == 1 else t.stride(i) for i in range(3))
@@ -475,7 +537,8 @@ def _launch(
     def given(t: torch.Tensor | None, dummy: torch.Tensor) -> torch.Tensor:
         return t if t is not None else dummy
 
-    pooled = (pk, pv, pk.stride()[:3], tuple(pooled_starts))
+    pooled = (pk, pv, pk.stride(), pv.stride(), tuple(pooled_starts))
+    scales = (*(given(t, dummy_f32) for t in (q_scale, k_scale, pooled_k_scale, v_scale)), pk.shape[2])
     plan = (kv_indices, kv_offsets, given(box_full_counts, dummy_i32), strides(kv_indices), strides(kv_offsets))
     box = (*(given(t, dummy_i32) for t in (box_lo, box_hi, box_k)), box_guard, given(box_partial, dummy_i32))
     thresholds = (given(pv_threshold, dummy_f32), given(skip_threshold, dummy_f32))
@@ -484,14 +547,14 @@ def _launch(
         desc_k, desc_v = (_descriptor(k, d_pad), _descriptor(v, d_pad)) if tma_ok else (k, v)
         _block_sparse_attn_fwd[(num_q_blocks, batch * heads)](
             q, k, v, out, lse, kept, desc_k, desc_v, q.stride(), k.stride(), v.stride(), out.stride(),
-            pooled, plan, box, thresholds,
+            pooled, plan, box, thresholds, scales,
             scale * LOG2E, q_len, kv_len, heads, width, triton.next_power_of_2(max(q_len, kv_len)),
             HEAD_DIM=head_dim, D_PAD=d_pad, BLOCK_M=block_q, BLOCK_K=block_k, LEVELS=sum(levels), EVEN_N=kv_len % block_k == 0,
             HAS_PV=pv_threshold is not None, MARKS=mark_mode, HAS_LSE=return_lse, HAS_TMASK=box_lo is not None,
-            SPLIT_FULL=box_full_counts is not None, TMA_OK=tma_ok,
+            SPLIT_FULL=box_full_counts is not None, TMA_OK=tma_ok, PRECISION=PRECISION_CODES[precision],
         )
 
-    tma_ok = _tma_ok(k, v, head_dim, d_pad)
+    tma_ok = precision == "bf16" and _tma_ok(k, v, head_dim, d_pad)  # 8-bit operands: plain loads (for now)
     try:
         launch(tma_ok)
     except Exception as exc:
@@ -512,6 +575,8 @@ def block_sparse_attention_op(
     box_partial: torch.Tensor | None, box_full_counts: torch.Tensor | None,
     pv_threshold: torch.Tensor | None, skip_threshold: torch.Tensor | None, mark_final: bool,
     scale: float, block_q: int, block_k: int, return_lse: bool,
+    q_scale: torch.Tensor | None, k_scale: torch.Tensor | None, pooled_k_scale: torch.Tensor | None,
+    v_scale: torch.Tensor | None, precision: str, out_dtype: torch.dtype,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton block-sparse attention as a torch op: `(out like q, lse f32 [B,H,Sq] or [1], kept int8 or [1])`.
 
@@ -522,17 +587,20 @@ def block_sparse_attention_op(
     (`BoxMask.full_blocks` negated), or `box_full_counts` (shaped like `kv_offsets`, column 0): how many leading
     level-1 slots of each row are whole blocks, all later ones being cut (see `plan_tensors`). With
     `skip_threshold`, `kept` flags the slots significant against the running max (the walk's own, one pass) or,
-    with `mark_final`, against each row's final max (a second Q.K pass); see `diffattn.kernels.api`.
+    with `mark_final`, against each row's final max (a second Q.K pass); see `diffattn.kernels.api`. Under an
+    8-bit `precision` the operands and scales come from `quant.kernel_operands` (q, k, pooled_k int8; under
+    "int8-fp8" v and pooled_v FP8 `[B, H, D, rows]`); `out_dtype` is the output's dtype.
     """
     return _launch(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, box_lo, box_hi,
                    box_k, box_guard, box_partial, box_full_counts, pv_threshold, skip_threshold, mark_final, scale,
-                   block_q, block_k, return_lse)
+                   block_q, block_k, return_lse, q_scale, k_scale, pooled_k_scale, v_scale, precision, out_dtype)
 
 
 @block_sparse_attention_op.register_fake
 def _(q, k, v, kv_indices, kv_offsets, pooled_k, pooled_v, pooled_starts, levels, box_lo, box_hi, box_k, box_guard,
-      box_partial, box_full_counts, pv_threshold, skip_threshold, mark_final, scale, block_q, block_k, return_lse):
+      box_partial, box_full_counts, pv_threshold, skip_threshold, mark_final, scale, block_q, block_k, return_lse,
+      q_scale, k_scale, pooled_k_scale, v_scale, precision, out_dtype):
     batch, heads, q_len, _ = q.shape
     lse = q.new_empty((batch, heads, q_len) if return_lse else (1,), dtype=torch.float32)
     kept_shape = (batch, heads, kv_indices.shape[2], kv_indices.shape[3]) if skip_threshold is not None else (1,)
-    return torch.empty_like(q), lse, q.new_empty(kept_shape, dtype=torch.int8)
+    return torch.empty_like(q, dtype=out_dtype), lse, q.new_empty(kept_shape, dtype=torch.int8)

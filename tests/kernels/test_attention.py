@@ -26,9 +26,9 @@ CASES = [
 def _poisoned(monkeypatch) -> None:
     """Make the Triton launcher start from NaN outputs, so an unwritten element shows up as NaN."""
 
-    def alloc(q, return_lse):
+    def alloc(q, return_lse, dtype):
         lse_shape = q.shape[:3] if return_lse else (1,)
-        return torch.full_like(q, float("nan")), q.new_full(lse_shape, float("nan"), dtype=torch.float32)
+        return torch.full_like(q, float("nan"), dtype=dtype), q.new_full(lse_shape, float("nan"), dtype=torch.float32)
 
     monkeypatch.setattr(triton_attention, "_alloc_outputs", alloc)
 
