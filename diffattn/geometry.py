@@ -128,7 +128,14 @@ def _unet_grid(model: torch.nn.Module, args: Mapping[str, Any]) -> Grid:
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family("wan", ("WanTransformer3DModel",), _video_grid(frames_axis=2), separate_cfg=True),
+    # Wan-structured transformers: Conv3d (t, h, w) patches, self-attention over video, text (and CLIP image)
+    # tokens only in cross-attention, one call per CFG branch. Wan 2.1/2.2 (T2V, I2V, TI2V-5B), VACE, SkyReels-V2.
+    Family(
+        "wan",
+        ("WanTransformer3DModel", "WanVACETransformer3DModel", "SkyReelsV2Transformer3DModel"),
+        _video_grid(frames_axis=2),
+        separate_cfg=True,
+    ),
     Family("cogvideox", ("CogVideoXTransformer3DModel",), _video_grid(frames_axis=1), text_first=True),
     Family("hunyuanvideo", ("HunyuanVideoTransformer3DModel",), _video_grid(frames_axis=2), separate_cfg=True),
     Family("ltx", ("LTXVideoTransformer3DModel",), _ltx_grid),

@@ -22,7 +22,7 @@ from diffattn.testing.text import WORDS, llama_tokenizer, t5_tokenizer  # noqa: 
 # Mochi's rotary code asks CPU autocast for float32, which torch declines with a harmless warning.
 pytestmark = pytest.mark.filterwarnings("ignore:In CPU autocast:UserWarning")
 
-VIDEO = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "animatediff")
+VIDEO = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "animatediff", "wan22", "wan-i2v", "wan-vace", "skyreels-v2")
 
 # Pipeline output of tiny_call_kwargs: frames [B, F, 3, H, W] for video, images [B, 3, H, W] otherwise.
 OUTPUT_SHAPE = {
@@ -34,6 +34,10 @@ OUTPUT_SHAPE = {
     "sd": (1, 3, 64, 64),
     "sd-controlnet": (1, 3, 64, 64),
     "animatediff": (1, 8, 3, 64, 64),
+    "wan22": (1, 9, 3, 64, 64),
+    "wan-i2v": (1, 9, 3, 32, 32),
+    "wan-vace": (1, 9, 3, 32, 32),
+    "skyreels-v2": (1, 9, 3, 32, 32),
 }
 # Latent (frames, height, width) of tiny_call_kwargs and the denoiser's spatial patch.
 LATENT = {
@@ -45,7 +49,13 @@ LATENT = {
     "sd": ((1, 8, 8), 1),
     "sd-controlnet": ((1, 8, 8), 1),
     "animatediff": ((8, 8, 8), 1),
+    "wan22": ((3, 4, 4), 2),
+    "wan-i2v": ((3, 4, 4), 2),
+    "wan-vace": ((3, 4, 4), 2),
+    "skyreels-v2": ((3, 4, 4), 2),
 }
+# Denoisers whose output has fewer channels than their input (I2V: latents + frame mask + encoded image in).
+OUT_CHANNELS = {"wan-i2v": 16}
 # Odd latent sizes the denoisers must accept (patch-2 families need even height and width).
 ODD_SIZE = {family: (3, 6, 10) if LATENT[family][1] == 2 else (3, 3, 5) for family in FAMILIES}
 
@@ -92,6 +102,17 @@ def test_pipeline_feeds_denoiser_the_documented_latents(family):
     assert height // patch >= 2 and width // patch >= 2
 
 
+def test_wan22_pipeline_passes_one_timestep_per_token_like_the_documented_inputs():
+    """WanPipeline with expand_timesteps (Wan 2.2 TI2V-5B) calls the transformer with timesteps [B, tokens]."""
+    pipe = tiny_pipeline("wan22")
+    seen = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["timestep"]), with_kwargs=True)
+    _run(pipe, "wan22")
+    hook.remove()
+    expected = tiny_denoiser_inputs("wan22")["timestep"]
+    assert seen and all(t.shape == expected.shape == (1, 3 * 2 * 2) for t in seen)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_latent_scale_matches_pipeline_geometry(family):
     (frames, height, width), _ = LATENT[family]
@@ -106,7 +127,7 @@ def test_latent_scale_matches_pipeline_geometry(family):
 def test_call_kwargs_enable_cfg_and_take_overrides(family):
     kwargs = tiny_call_kwargs(family, num_inference_steps=3)
     assert kwargs["num_inference_steps"] == 3
-    assert kwargs["negative_prompt"] and kwargs["guidance_scale"] > 1
+    assert (kwargs.get("negative_prompt") or kwargs.get("negative_prompt_embeds") is not None) and kwargs["guidance_scale"] > 1
     assert kwargs["output_type"] == "pt"
     assert torch.equal(kwargs["generator"].get_state(), torch.Generator().manual_seed(0).get_state())
 
@@ -135,7 +156,9 @@ def test_denoiser_forward_at_odd_latent_sizes(family):
     inputs = tiny_denoiser_inputs(family, batch=2, frames=frames, height=height, width=width)
     with torch.no_grad():
         output = tiny_denoiser(family)(**inputs, return_dict=False)[0]
-    assert output.shape == _hidden(inputs).shape
+    expected = list(_hidden(inputs).shape)
+    expected[1] = OUT_CHANNELS.get(family, expected[1])
+    assert list(output.shape) == expected
     assert torch.isfinite(output).all()
 
 

@@ -18,6 +18,10 @@ cogvideox      9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2 (join
 hunyuanvideo   9 x 16 x 16  4, 8           3 x 2 x 2  3 x 2 x 2     16   1 dual + 1 single stream
 ltx            9 x 32 x 32  4, 4           3 x 8 x 8  3 x 8 x 8     16   2
 mochi          7 x 32 x 32  6, 8           2 x 4 x 4  2 x 2 x 2     16   2
+wan22          9 x 64 x 64  4, 16          3 x 4 x 4  3 x 2 x 2     16   2 (48 channels, per-token t)
+wan-i2v        9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2 (+ 17 CLIP image tokens)
+wan-vace       9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2 + 1 VACE block
+skyreels-v2    9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2
 sd             64 x 64      1, 8           8 x 8      8 x 8         77   UNet, 2 levels
 sd-controlnet  64 x 64      1, 8           8 x 8      8 x 8         77   UNet + ControlNet
 animatediff    8 x 64 x 64  1, 8           8 x 8 x 8  8 x 8 x 8     77   UNet + motion modules
@@ -37,7 +41,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from diffattn.notices import quiet_library_notices
-from diffattn.testing import dit, unet
+from diffattn.testing import dit, unet, wan_family
 from diffattn.testing.recipe import Family
 from diffattn.testing.text import write_clip_tokenizer
 from diffattn.testing.video import sample_clip
@@ -59,13 +63,18 @@ _RECIPES: dict[str, Family] = {
     "hunyuanvideo": dit.HUNYUANVIDEO,
     "ltx": dit.LTX,
     "mochi": dit.MOCHI,
+    "wan22": wan_family.WAN22,
+    "wan-i2v": wan_family.WAN_I2V,
+    "wan-vace": wan_family.WAN_VACE,
+    "skyreels-v2": wan_family.SKYREELS_V2,
     "sd": unet.SD,
     "sd-controlnet": unet.SD_CONTROLNET,
     "animatediff": unet.ANIMATEDIFF,
 }
 
 FAMILIES: tuple[str, ...] = tuple(_RECIPES)
-"""Names accepted by every factory here: wan, cogvideox, hunyuanvideo, ltx, mochi, sd, sd-controlnet, animatediff."""
+"""Names accepted by every factory here: wan, cogvideox, hunyuanvideo, ltx, mochi, sd, sd-controlnet, animatediff,
+wan22, wan-i2v, wan-vace, skyreels-v2."""
 
 
 def _family(family: str) -> Family:
@@ -131,10 +140,11 @@ def tiny_denoiser_inputs(
     """Random forward kwargs for :func:`tiny_denoiser` at a LATENT size (before patching).
 
     Defaults are the latent size that :func:`tiny_call_kwargs` produces. Valid sizes: height and width
-    even for ``wan``, ``cogvideox`` and ``mochi`` (2x2 patches), anything for the others;
+    even for the Wan-structured families, ``cogvideox`` and ``mochi`` (2x2 patches), anything for the others;
     ``animatediff`` takes at most 32 frames. ``sd``/``sd-controlnet`` fold frames into the batch
-    (``batch * frames`` images). Layouts: wan/hunyuanvideo/mochi ``[B, C, F, H, W]``, cogvideox
-    ``[B, F, C, H, W]`` plus its rotary tables, ltx packed ``[B, F*H*W, C]`` plus ``num_frames``/``height``/
+    (``batch * frames`` images). Layouts: Wan-structured/hunyuanvideo/mochi ``[B, C, F, H, W]`` (``wan22`` with one
+    timestep per token, ``wan-i2v`` with 36 channels and CLIP image states, ``wan-vace`` with control latents),
+    cogvideox ``[B, F, C, H, W]`` plus its rotary tables, ltx packed ``[B, F*H*W, C]`` plus ``num_frames``/``height``/
     ``width``, UNets ``sample`` (``[B, C, F, H, W]`` for animatediff).
     """
     spec = _family(family)
