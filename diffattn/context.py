@@ -104,6 +104,8 @@ class _BranchState(BaseState):
 
 
 _TIMESTEP_ARGS = ("timestep", "t")
+_GUIDER_BRANCHES = {"pred_cond": "cond", "pred_uncond": "uncond"}
+"""`cache_context` names of diffusers' classifier-free guiders (`ClassifierFreeGuidance` and its kin) per branch."""
 _TEXT_ARGS = ("encoder_hidden_states",)
 
 
@@ -157,6 +159,8 @@ class ContextHook(ModelHook):
         named = self.branch_state._context
         if named is not None and named.name in ("cond", "uncond"):
             return named.name
+        if named is not None and named.name in _GUIDER_BRANCHES:  # pipelines driven by diffusers' guiders
+            return _GUIDER_BRANCHES[named.name]
         if named is not None and named.name == "cond_uncond":
             return "batched"
         if not self.cfg_enabled():

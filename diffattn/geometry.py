@@ -138,6 +138,8 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family("cogvideox", ("CogVideoXTransformer3DModel",), _video_grid(frames_axis=1), text_first=True),
     Family("hunyuanvideo", ("HunyuanVideoTransformer3DModel",), _video_grid(frames_axis=2), separate_cfg=True),
+    # HunyuanVideo 1.5: joint attention, video first, then image/ByT5/MLLM text tokens (masks outer products)
+    Family("hunyuanvideo15", ("HunyuanVideo15Transformer3DModel",), _video_grid(frames_axis=2), separate_cfg=True),
     Family("ltx", ("LTXVideoTransformer3DModel",), _ltx_grid),
     Family("mochi", ("MochiTransformer3DModel",), _video_grid(frames_axis=2)),
     Family("unet", ("UNet2DConditionModel",), _unet_grid, frames_in_batch=True),

@@ -335,7 +335,7 @@ def describe_layers(modules: list[tuple[str, torch.nn.Module]], joint: bool, pre
     return layers
 
 
-_JOINT_FAMILIES = ("cogvideox", "hunyuanvideo", "mochi")
+_JOINT_FAMILIES = ("cogvideox", "hunyuanvideo", "hunyuanvideo15", "mochi")
 
 
 def _set_processor(module: torch.nn.Module, processor: Any) -> None:

@@ -29,7 +29,7 @@ __all__ = [
     "PAB_PRESETS",
 ]
 
-SPARSE_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
+SPARSE_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "hunyuanvideo15")
 """Denoiser families the block-sparse methods support (video diffusion transformers)."""
 
 _BACKENDS = ("auto", "triton", "flex", "reference")

@@ -22,6 +22,7 @@ wan22          9 x 64 x 64  4, 16          3 x 4 x 4  3 x 2 x 2     16   2 (48 c
 wan-i2v        9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2 (+ 17 CLIP image tokens)
 wan-vace       9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2 + 1 VACE block
 skyreels-v2    9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2
+hunyuanvideo15 9 x 32 x 32  4, 16          3 x 2 x 2  3 x 2 x 2     33   2 (joint: 16 MLLM, 8 ByT5, 9 image)
 sd             64 x 64      1, 8           8 x 8      8 x 8         77   UNet, 2 levels
 sd-controlnet  64 x 64      1, 8           8 x 8      8 x 8         77   UNet + ControlNet
 animatediff    8 x 64 x 64  1, 8           8 x 8 x 8  8 x 8 x 8     77   UNet + motion modules
@@ -41,7 +42,7 @@ import torch
 from diffusers import DiffusionPipeline
 
 from diffattn.notices import quiet_library_notices
-from diffattn.testing import dit, unet, wan_family
+from diffattn.testing import dit, dit_next, unet, wan_family
 from diffattn.testing.recipe import Family
 from diffattn.testing.text import write_clip_tokenizer
 from diffattn.testing.video import sample_clip
@@ -67,6 +68,7 @@ _RECIPES: dict[str, Family] = {
     "wan-i2v": wan_family.WAN_I2V,
     "wan-vace": wan_family.WAN_VACE,
     "skyreels-v2": wan_family.SKYREELS_V2,
+    "hunyuanvideo15": dit_next.HUNYUANVIDEO15,
     "sd": unet.SD,
     "sd-controlnet": unet.SD_CONTROLNET,
     "animatediff": unet.ANIMATEDIFF,
@@ -74,7 +76,7 @@ _RECIPES: dict[str, Family] = {
 
 FAMILIES: tuple[str, ...] = tuple(_RECIPES)
 """Names accepted by every factory here: wan, cogvideox, hunyuanvideo, ltx, mochi, sd, sd-controlnet, animatediff,
-wan22, wan-i2v, wan-vace, skyreels-v2."""
+wan22, wan-i2v, wan-vace, skyreels-v2, hunyuanvideo15."""
 
 
 def _family(family: str) -> Family:

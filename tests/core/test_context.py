@@ -15,6 +15,11 @@ ODD_SIZES = {
     "mochi": ((3, 6, 10), Grid(3, 3, 5)),
     "hunyuanvideo": ((3, 3, 5), Grid(3, 3, 5)),  # 1x1 patches
     "ltx": ((3, 3, 5), Grid(3, 3, 5)),
+    "wan22": ((3, 6, 10), Grid(3, 3, 5)),
+    "wan-i2v": ((3, 6, 10), Grid(3, 3, 5)),
+    "wan-vace": ((3, 6, 10), Grid(3, 3, 5)),
+    "skyreels-v2": ((3, 6, 10), Grid(3, 3, 5)),
+    "hunyuanvideo15": ((3, 3, 5), Grid(3, 3, 5)),
     "sd": ((1, 3, 5), Grid(1, 3, 5)),
     "animatediff": ((9, 3, 5), Grid(9, 3, 5)),
 }
@@ -61,6 +66,16 @@ def run_and_log(family, steps):
         pipe(**tiny_call_kwargs(family, num_inference_steps=steps))
         pipe(**tiny_call_kwargs(family, num_inference_steps=steps))
     return log
+
+
+@pytest.mark.parametrize("family", ["wan22", "hunyuanvideo15"])
+def test_cfg_branches_of_per_token_timesteps_and_guider_pipelines(family):
+    """Wan 2.2 TI2V's per-token timesteps count one step per timestep; HunyuanVideo 1.5's guider names its branches
+    `pred_cond` / `pred_uncond`, read as cond / uncond."""
+    log = run_and_log(family, steps=2)
+    assert [e["step_index"] for e in log] == [0, 0, 1, 1] * 2
+    assert [e["cfg_branch"] for e in log] == ["cond", "uncond"] * 4
+    assert [e["run_index"] for e in log] == [0] * 4 + [1] * 4
 
 
 def test_wan_counts_one_step_per_timestep_over_cond_and_uncond_calls():
