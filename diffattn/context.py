@@ -37,7 +37,8 @@ class LayerInfo:
         name (`str`): its qualified name in the denoiser, e.g. `"blocks.3.attn1"`.
         index (`int`): its position among all attention modules of the denoiser.
         block (`int`, *optional*): ordinal of the transformer block that holds it (what layer selectors count).
-        role (`str`): `"self"`, `"cross"`, `"joint"` (text and video in one sequence) or `"temporal"`.
+        role (`str`): `"self"`, `"cross"`, `"joint"` (text and video in one sequence), `"temporal"`, `"text"` (text
+            refiners) or `"audio"` (LTX-2's attention whose queries are audio tokens; no method joins it).
     """
 
     name: str
@@ -159,10 +160,10 @@ class ContextHook(ModelHook):
         named = self.branch_state._context
         if named is not None and named.name in ("cond", "uncond"):
             return named.name
-        if named is not None and named.name in _GUIDER_BRANCHES:  # pipelines driven by diffusers' guiders
-            return _GUIDER_BRANCHES[named.name]
         if named is not None and named.name == "cond_uncond":
             return "batched"
+        if named is not None:  # diffusers' guiders (pred_cond, pred_uncond), extra guidance passes (LTX-2's uncond_stg)
+            return _GUIDER_BRANCHES.get(named.name, named.name)
         if not self.cfg_enabled():
             return None
         if self.family.separate_cfg:  # one call per branch, conditional first (diffusers' Wan/Hunyuan pipelines)

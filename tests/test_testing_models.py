@@ -7,6 +7,7 @@ from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PRO
 from transformers import CLIPTokenizer
 
 from diffattn.testing import (
+    DENOISER_FAMILIES,
     FAMILIES,
     latent_scale,
     sample_clip,
@@ -55,11 +56,12 @@ LATENT = {
     "wan-vace": ((3, 4, 4), 2),
     "skyreels-v2": ((3, 4, 4), 2),
     "hunyuanvideo15": ((3, 2, 2), 1),
+    "ltx2": ((3, 8, 8), 1),
 }
 # Denoisers whose output has fewer channels than their input (I2V: latents + frame mask + encoded image in).
 OUT_CHANNELS = {"wan-i2v": 16, "hunyuanvideo15": 4}
 # Odd latent sizes the denoisers must accept (patch-2 families need even height and width).
-ODD_SIZE = {family: (3, 6, 10) if LATENT[family][1] == 2 else (3, 3, 5) for family in FAMILIES}
+ODD_SIZE = {family: (3, 6, 10) if LATENT[family][1] == 2 else (3, 3, 5) for family in DENOISER_FAMILIES}
 
 
 
@@ -154,7 +156,7 @@ def test_denoiser_equals_pipeline_denoiser(family):
     assert all(torch.equal(alone[name], inside[name]) for name in alone)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", DENOISER_FAMILIES)
 def test_denoiser_forward_at_odd_latent_sizes(family):
     frames, height, width = ODD_SIZE[family]
     inputs = tiny_denoiser_inputs(family, batch=2, frames=frames, height=height, width=width)
@@ -174,6 +176,14 @@ def test_denoiser_inputs_reject_invalid_sizes(family, size):
     frames, height, width = size
     with pytest.raises(ValueError, match=family):
         tiny_denoiser_inputs(family, frames=frames, height=height, width=width)
+
+
+def test_denoiser_only_family_refuses_a_pipeline_clearly():
+    assert set(FAMILIES) < set(DENOISER_FAMILIES) and "ltx2" not in FAMILIES
+    with pytest.raises(ValueError, match="ltx2 is a denoiser only"):
+        tiny_pipeline("ltx2")
+    with pytest.raises(ValueError, match="ltx2 is a denoiser only"):
+        tiny_call_kwargs("ltx2")
 
 
 def test_unknown_family_is_a_clear_error():

@@ -29,8 +29,10 @@ __all__ = [
     "PAB_PRESETS",
 ]
 
-SPARSE_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "hunyuanvideo15")
+SPARSE_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "hunyuanvideo15", "ltx2")
 """Denoiser families the block-sparse methods support (video diffusion transformers)."""
+_SPARSE_TINY_PIPELINES = tuple(family for family in SPARSE_FAMILIES if family != "ltx2")
+"""`tiny_models` of the block-sparse methods: LTX-2 has a tiny transformer but no tiny pipeline."""
 
 _BACKENDS = ("auto", "triton", "flex", "reference")
 _TOPK_SIM_THRESHOLD = -0.1
@@ -68,7 +70,7 @@ class BlockSparseConfig(AttentionConfig):
     block_k: ClassVar[int] = 128
     """Key tokens per plan block."""
     category = "sparsity"
-    tiny_models = SPARSE_FAMILIES
+    tiny_models = _SPARSE_TINY_PIPELINES
     compiles = True
 
     @property
@@ -454,7 +456,7 @@ class PABConfig(AttentionConfig):
     description = "Pyramid Attention Broadcast: reuse attention outputs across steps per attention type and CFG branch"
     implementation = "diffattn.processors.sparse.pab:PABMethod"
     category = "sparsity"
-    tiny_models = SPARSE_FAMILIES
+    tiny_models = _SPARSE_TINY_PIPELINES
     compiles = True
 
     preset: str = "auto"

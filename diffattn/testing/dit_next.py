@@ -1,9 +1,13 @@
-"""Tiny recipes for the newer non-Wan video transformers: HunyuanVideo 1.5.
+"""Tiny recipes for the newer non-Wan video transformers: HunyuanVideo 1.5 and LTX-2 (a transformer only).
 
 HunyuanVideo 1.5's pipeline encodes prompts with Qwen2.5-VL and ByT5 (a glyph encoder); the tiny pipeline has
 neither (``text_encoder``/``tokenizer`` and their ``_2`` pair are ``None``), and its call kwargs pass both
 encoders' states and masks directly (random, fixed; the negative prompt padded to 10 of 16 tokens), so the
 transformer sees what the real pipeline gives it. CFG comes from the pipeline's ``guider`` component.
+
+LTX-2's pipeline needs a Gemma 3 text encoder, text connectors, an audio VAE and a vocoder; its recipe has the
+transformer alone (``pipeline_class=None``): :func:`~diffattn.testing.tiny_denoiser` and
+:func:`~diffattn.testing.tiny_denoiser_inputs` serve it, :func:`~diffattn.testing.tiny_pipeline` refuses it.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
     HunyuanVideo15Pipeline,
     HunyuanVideo15Transformer3DModel,
+    LTX2VideoTransformer3DModel,
 )
 
-from diffattn.testing.recipe import HEAD_DIM, HEADS, T5_LENGTH, Family, build, random_text, timesteps
+from diffattn.testing.recipe import HEAD_DIM, HEADS, INNER_DIM, T5_LENGTH, Family, build, random_text, timesteps
 from diffattn.testing.text import TEXT_DIM
 
-__all__ = ["HUNYUANVIDEO15"]
+__all__ = ["HUNYUANVIDEO15", "LTX2"]
 
 
 # --- HunyuanVideo 1.5: joint attention over video, image, ByT5 and MLLM tokens ----------------------------
@@ -105,4 +110,58 @@ HUNYUANVIDEO15 = Family(
     inputs=_hv15_inputs,
     latent_scale=(4, 16),
     latent=(3, 2, 2),
+)
+
+
+# --- LTX-2: packed video tokens (as LTX-Video) beside an audio token stream -----------------------------
+
+_LTX2_AUDIO_CHANNELS, _LTX2_AUDIO_FRAMES = 4, 5
+
+
+def _ltx2_transformer() -> LTX2VideoTransformer3DModel:
+    """2 audio-video blocks, 2 heads x 16 in both streams, 1x1x1 video patches."""
+    return LTX2VideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=HEADS,
+        attention_head_dim=HEAD_DIM,
+        cross_attention_dim=INNER_DIM,
+        audio_in_channels=_LTX2_AUDIO_CHANNELS,
+        audio_out_channels=_LTX2_AUDIO_CHANNELS,
+        audio_num_attention_heads=HEADS,
+        audio_attention_head_dim=HEAD_DIM,
+        audio_cross_attention_dim=INNER_DIM,
+        num_layers=2,
+        caption_channels=TEXT_DIM,
+    )
+
+
+def _ltx2_inputs(batch: int, frames: int, height: int, width: int, generator: torch.Generator) -> dict[str, Any]:
+    """Packed video latents ``[B, F*H*W, 8]`` with the grid, audio latents ``[B, 5, 4]``, text states for both."""
+    mask = _padding_mask(batch, T5_LENGTH, T5_LENGTH)
+    return {
+        "hidden_states": torch.randn(batch, frames * height * width, 8, generator=generator),
+        "audio_hidden_states": torch.randn(batch, _LTX2_AUDIO_FRAMES, _LTX2_AUDIO_CHANNELS, generator=generator),
+        "encoder_hidden_states": random_text(generator, batch, T5_LENGTH),
+        "audio_encoder_hidden_states": random_text(generator, batch, T5_LENGTH),
+        "timestep": timesteps(batch),
+        "encoder_attention_mask": mask,
+        "audio_encoder_attention_mask": mask,
+        "num_frames": frames,
+        "height": height,
+        "width": width,
+        "audio_num_frames": _LTX2_AUDIO_FRAMES,
+    }
+
+
+LTX2 = Family(
+    pipeline_class=None,
+    components=None,
+    denoiser=lambda seed: build(seed, _ltx2_transformer),
+    call=None,
+    inputs=_ltx2_inputs,
+    latent_scale=(8, 32),
+    latent=(3, 8, 8),
 )

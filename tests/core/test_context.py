@@ -20,6 +20,7 @@ ODD_SIZES = {
     "wan-vace": ((3, 6, 10), Grid(3, 3, 5)),
     "skyreels-v2": ((3, 6, 10), Grid(3, 3, 5)),
     "hunyuanvideo15": ((3, 3, 5), Grid(3, 3, 5)),
+    "ltx2": ((3, 3, 5), Grid(3, 3, 5)),
     "sd": ((1, 3, 5), Grid(1, 3, 5)),
     "animatediff": ((9, 3, 5), Grid(9, 3, 5)),
 }
@@ -128,3 +129,16 @@ def test_separate_cfg_calls_without_named_context_are_labelled_by_order():
         for t in (900.0, 900.0, 800.0, 800.0):
             pipe.transformer(**{**inputs, "timestep": torch.tensor([t])})
     assert branches == ["cond", "uncond", "cond", "uncond"]
+
+
+def test_ltx2_methods_see_the_video_stream_only(layouts):
+    """LTX-2's attention whose queries are audio tokens (audio self/text attention, video-to-audio) keeps the model's
+    own processor; video self-attention is video, its text and audio-to-video attention cross; outputs are stock."""
+    model, inputs = tiny_denoiser("ltx2"), tiny_denoiser_inputs("ltx2")
+    with torch.no_grad():
+        stock = model(**inputs, return_dict=False)
+        with diffattn.apply(model, "observe"):
+            observed = model(**inputs, return_dict=False)
+    assert all(torch.equal(a, b) for a, b in zip(observed, stock))
+    kinds = {layer.name.split(".")[-1]: (layer.role, layout.kind) for layer, layout, _, _ in layouts}
+    assert kinds == {"attn1": ("self", "self"), "attn2": ("cross", "cross"), "audio_to_video_attn": ("cross", "cross")}

@@ -9,9 +9,11 @@ import torch
 
 from diffattn.testing import tiny_denoiser, tiny_denoiser_inputs
 
-VIDEO_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "wan22", "wan-i2v", "wan-vace", "skyreels-v2", "hunyuanvideo15")
+VIDEO_FAMILIES = (
+    "wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "wan22", "wan-i2v", "wan-vace", "skyreels-v2", "hunyuanvideo15", "ltx2",
+)
 
-_SPATIAL_PATCH = {family: 1 if family in ("hunyuanvideo", "hunyuanvideo15", "ltx") else 2 for family in VIDEO_FAMILIES}
+_SPATIAL_PATCH = {family: 1 if family in ("hunyuanvideo", "hunyuanvideo15", "ltx", "ltx2") else 2 for family in VIDEO_FAMILIES}
 MIN_TOKENS = 256
 """Test configs sparsify calls of at least this many video tokens (the grids below have 256 or 512)."""
 
