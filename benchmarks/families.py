@@ -21,9 +21,13 @@ again with the transformer's repeated blocks compiled (inductor). A method that 
 ``diffattn.apply`` raises a ``DiffAttnError``) is recorded with that error instead of a time. Methods act on the video
 tokens' self-attention only: cross-attention, text-only refiner blocks and LTX-2's audio stream stay dense.
 
-    pip install --no-deps -e . && python benchmarks/families.py --compile          # one H200
-    python benchmarks/families.py --families ltx-2 hunyuanvideo-1.5 --compile
+    pip install --no-deps -e .
+    python benchmarks/families.py --families wan2.2-ti2v-5b wan-vace-1.3b skyreels-v2-1.3b --compile --out $OUT/families_wan.json
+    python benchmarks/families.py --families hunyuanvideo-1.5 ltx-2 --compile --out $OUT/families_hv15_ltx2.json
     python benchmarks/families.py --tiny                                           # CPU check of this script
+
+All five eager and compiled in one process can outrun a 10-minute command limit (`meta.seconds` in the JSON says
+how long each call took): run them as the two calls above.
 
 Writes ``families.json`` under ``$OUT`` when it is set (else ``benchmarks/results/``; ``families_tiny.json`` with
 ``--tiny``) and prints a Markdown table for ``benchmarks/RESULTS.md``.
