@@ -51,6 +51,7 @@ from diffattn.testing.video import sample_clip
 __all__ = [
     "FAMILIES",
     "DENOISER_FAMILIES",
+    "PROMPT_FAMILIES",
     "tiny_pipeline",
     "tiny_call_kwargs",
     "tiny_denoiser",
@@ -80,6 +81,11 @@ _RECIPES: dict[str, Family] = {
 FAMILIES: tuple[str, ...] = tuple(name for name, recipe in _RECIPES.items() if recipe.pipeline_class is not None)
 """Names accepted by every factory here: wan, cogvideox, hunyuanvideo, ltx, mochi, sd, sd-controlnet, animatediff,
 wan22, wan-i2v, wan-vace, skyreels-v2, hunyuanvideo15."""
+PROMPT_FAMILIES: tuple[str, ...] = tuple(
+    name for name in FAMILIES if name not in ("wan-i2v", "wan-vace", "skyreels-v2", "hunyuanvideo15")
+)
+"""The tiny pipelines that generate from a text prompt alone (``tiny:<name>`` in the CLI and the app); the others'
+call kwargs carry an image, a control video or text-encoder states (see their recipes)."""
 DENOISER_FAMILIES: tuple[str, ...] = tuple(_RECIPES)
 """Names accepted by the denoiser factories (``tiny_denoiser``, ``tiny_denoiser_inputs``, ``latent_scale``):
 ``FAMILIES`` and ltx2, whose pipeline has no tiny version."""
