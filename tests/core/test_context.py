@@ -142,3 +142,16 @@ def test_ltx2_methods_see_the_video_stream_only(layouts):
     assert all(torch.equal(a, b) for a, b in zip(observed, stock))
     kinds = {layer.name.split(".")[-1]: (layer.role, layout.kind) for layer, layout, _, _ in layouts}
     assert kinds == {"attn1": ("self", "self"), "attn2": ("cross", "cross"), "audio_to_video_attn": ("cross", "cross")}
+
+
+def test_named_cache_contexts_are_cfg_branches():
+    """A pipeline's `cache_context` names the branch: cond / uncond / cond_uncond (batched), diffusers guiders'
+    pred_cond / pred_uncond, and any other pass (LTX-2's uncond_stg) under its own name."""
+    model, inputs = tiny_denoiser("ltx2"), tiny_denoiser_inputs("ltx2")
+    branches = []
+    with diffattn.apply(model, "observe") as handle, torch.no_grad():
+        handle.target.listeners.append(lambda ctx: branches.append(ctx.cfg_branch))
+        for name in ("cond_uncond", "pred_cond", "pred_uncond", "uncond_stg"):
+            with model.cache_context(name):
+                model(**inputs)
+    assert branches == ["batched", "cond", "uncond", "uncond_stg"]
