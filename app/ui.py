@@ -15,7 +15,7 @@ import torch
 
 from diffattn.kernels.bench import device_label
 from diffattn.registry import methods
-from diffattn.testing import FAMILIES
+from diffattn.testing import PROMPT_FAMILIES
 
 from . import catalog
 from .handlers import (
@@ -74,7 +74,7 @@ def _generate_tab(ctx: AppContext, model: str) -> None:
     attention, noise = catalog.generation_methods()
     with gr.Row():
         with gr.Column(scale=5):
-            model_box = _model_box(model, FAMILIES)
+            model_box = _model_box(model, PROMPT_FAMILIES)
             prompt = gr.Textbox(label="Prompt", value="a red fox running through fresh snow", lines=2)
             negative = gr.Textbox(label="Negative prompt", placeholder="empty: the model's default")
             attention_chooser = method_chooser(

@@ -142,13 +142,14 @@ def cudnn_attention(device: torch.device):
         yield
 
 
-def build_model(config: dict, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """Random weights, cast like `from_pretrained(torch_dtype=dtype)`: the model's fp32-kept modules stay fp32."""
-    from diffusers import WanTransformer3DModel
+def build_model(config: dict, device: torch.device, dtype: torch.dtype, model_class: str = "WanTransformer3DModel") -> torch.nn.Module:
+    """Random weights, cast like `from_pretrained(torch_dtype=dtype)`: the model's fp32-kept modules stay fp32.
+    `model_class` names a diffusers model class (Wan's transformer by default)."""
+    import diffusers
 
     torch.manual_seed(0)
     with torch.device(device):
-        model = WanTransformer3DModel(**config).eval().requires_grad_(False)
+        model = getattr(diffusers, model_class)(**config).eval().requires_grad_(False)
     model.to(dtype)
     keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
     for name, module in model.named_modules():

@@ -37,7 +37,8 @@ class LayerInfo:
         name (`str`): its qualified name in the denoiser, e.g. `"blocks.3.attn1"`.
         index (`int`): its position among all attention modules of the denoiser.
         block (`int`, *optional*): ordinal of the transformer block that holds it (what layer selectors count).
-        role (`str`): `"self"`, `"cross"`, `"joint"` (text and video in one sequence) or `"temporal"`.
+        role (`str`): `"self"`, `"cross"`, `"joint"` (text and video in one sequence), `"temporal"`, `"text"` (text
+            refiners) or `"audio"` (LTX-2's attention whose queries are audio tokens; no method joins it).
     """
 
     name: str
@@ -104,6 +105,8 @@ class _BranchState(BaseState):
 
 
 _TIMESTEP_ARGS = ("timestep", "t")
+_GUIDER_BRANCHES = {"pred_cond": "cond", "pred_uncond": "uncond"}
+"""`cache_context` names of diffusers' classifier-free guiders (`ClassifierFreeGuidance` and its kin) per branch."""
 _TEXT_ARGS = ("encoder_hidden_states",)
 
 
@@ -159,6 +162,8 @@ class ContextHook(ModelHook):
             return named.name
         if named is not None and named.name == "cond_uncond":
             return "batched"
+        if named is not None:  # diffusers' guiders (pred_cond, pred_uncond), extra guidance passes (LTX-2's uncond_stg)
+            return _GUIDER_BRANCHES.get(named.name, named.name)
         if not self.cfg_enabled():
             return None
         if self.family.separate_cfg:  # one call per branch, conditional first (diffusers' Wan/Hunyuan pipelines)

@@ -114,7 +114,7 @@ def _video_grid(frames_axis: int) -> GridFn:
 def _ltx_grid(model: torch.nn.Module, args: Mapping[str, Any]) -> Grid:
     sizes = [args.get(k) for k in ("num_frames", "height", "width")]
     if any(s is None for s in sizes):
-        raise GridError("LTX-Video transformer calls must pass num_frames, height and width to recover the grid")
+        raise GridError("LTX-Video and LTX-2 transformer calls must pass num_frames, height and width to recover the grid")
     pt, p = _patch(model.config, "patch_size_t")[0], _patch(model.config, "patch_size")[0]
     frames, height, width = (int(s) for s in sizes)
     return Grid(frames // pt, height // p, width // p)
@@ -172,10 +172,21 @@ def _qwenimage_grid(model: torch.nn.Module, args: Mapping[str, Any]) -> Grid:
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family("wan", ("WanTransformer3DModel",), _video_grid(frames_axis=2), separate_cfg=True),
+    # Wan-structured transformers: Conv3d (t, h, w) patches, self-attention over video, text (and CLIP image)
+    # tokens only in cross-attention, one call per CFG branch. Wan 2.1/2.2 (T2V, I2V, TI2V-5B), VACE, SkyReels-V2.
+    Family(
+        "wan",
+        ("WanTransformer3DModel", "WanVACETransformer3DModel", "SkyReelsV2Transformer3DModel"),
+        _video_grid(frames_axis=2),
+        separate_cfg=True,
+    ),
     Family("cogvideox", ("CogVideoXTransformer3DModel",), _video_grid(frames_axis=1), text_first=True),
     Family("hunyuanvideo", ("HunyuanVideoTransformer3DModel",), _video_grid(frames_axis=2), separate_cfg=True),
+    # HunyuanVideo 1.5: joint attention, video first, then image/ByT5/MLLM text tokens (masks outer products)
+    Family("hunyuanvideo15", ("HunyuanVideo15Transformer3DModel",), _video_grid(frames_axis=2), separate_cfg=True),
     Family("ltx", ("LTXVideoTransformer3DModel",), _ltx_grid),
+    # LTX-2: packed video tokens as LTX-Video, plus an audio stream whose attention diffattn leaves to the model
+    Family("ltx2", ("LTX2VideoTransformer3DModel",), _ltx_grid),
     Family("mochi", ("MochiTransformer3DModel",), _video_grid(frames_axis=2)),
     Family("flux", ("FluxTransformer2DModel",), _position_id_grid, text_first=True, separate_cfg=True, image=True),
     Family("flux2", ("Flux2Transformer2DModel",), _position_id_grid, text_first=True, image=True),

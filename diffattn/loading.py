@@ -55,11 +55,13 @@ def load_pipeline(spec: str, *, device: torch.device | str = "cpu", dtype: torch
     """A ready pipeline for `spec`: `tiny:<family>` or a hub id / local path of a diffusers pipeline."""
     device = torch.device(device)
     if is_tiny(spec):
-        from .testing import FAMILIES, tiny_pipeline
+        from .testing import PROMPT_FAMILIES, tiny_pipeline
 
         family = spec[len(TINY_PREFIX):]
-        if family not in FAMILIES:
-            raise UnsupportedModelError(f"no built-in tiny model {family!r}; choose one of {', '.join(FAMILIES)}")
+        if family not in PROMPT_FAMILIES:
+            raise UnsupportedModelError(
+                f"no built-in tiny model {family!r} that generates from a prompt; choose one of {', '.join(PROMPT_FAMILIES)}"
+            )
         pipe = tiny_pipeline(family, dtype=dtype)
     else:
         from diffusers import DiffusionPipeline

@@ -92,7 +92,7 @@ def token_layout(ctx: RunContext, layer: LayerInfo, q_len: int, kv_len: int, tex
         return TokenLayout("other")
     n = grid.tokens
     if q_len == n:
-        return TokenLayout("self" if kv_len == n else "cross", slice(0, n), grid)
+        return TokenLayout("self" if kv_len == n and layer.role != "cross" else "cross", slice(0, n), grid)
     if q_len == kv_len and q_len > n:
         video = slice(q_len - n, q_len) if text_first else slice(0, n)
         return TokenLayout("joint", video, grid)
@@ -313,8 +313,10 @@ def _role(name: str, module: torch.nn.Module, joint: bool) -> str:
         return "text"
     if "motion_modules" in parts or any("temporal" in p for p in parts):
         return "temporal"
-    if getattr(module, "is_cross_attention", False) or parts[-1] == "attn2":
+    if getattr(module, "is_cross_attention", False) or parts[-1] in ("attn2", "audio_to_video_attn"):
         return "cross"
+    if parts[-1].startswith("audio_") or parts[-1].endswith("_to_audio_attn"):  # LTX-2: queries are audio tokens
+        return "audio"
     return "joint" if joint else "self"
 
 
@@ -335,7 +337,7 @@ def describe_layers(modules: list[tuple[str, torch.nn.Module]], joint: bool, pre
     return layers
 
 
-_JOINT_FAMILIES = ("cogvideox", "hunyuanvideo", "mochi")
+_JOINT_FAMILIES = ("cogvideox", "hunyuanvideo", "hunyuanvideo15", "mochi")
 
 
 def _set_processor(module: torch.nn.Module, processor: Any) -> None:
@@ -408,7 +410,7 @@ class AttentionMethod(Method):
 
     def applies_to(self, layer: LayerInfo) -> bool:
         """Whether this method joins the chain of `layer` (by default: the config's block selectors)."""
-        if layer.role == "text":
+        if layer.role in ("text", "audio"):
             return False
         if isinstance(self.config, AttentionConfig):
             return self.config.runs_in_block(layer.block)

@@ -7,6 +7,7 @@ from diffusers.pipelines.hunyuan_video.pipeline_hunyuan_video import DEFAULT_PRO
 from transformers import CLIPTokenizer
 
 from diffattn.testing import (
+    DENOISER_FAMILIES,
     FAMILIES,
     latent_scale,
     sample_clip,
@@ -22,7 +23,7 @@ from diffattn.testing.text import WORDS, llama_tokenizer, t5_tokenizer  # noqa: 
 # Mochi's rotary code asks CPU autocast for float32, which torch declines with a harmless warning.
 pytestmark = pytest.mark.filterwarnings("ignore:In CPU autocast:UserWarning")
 
-VIDEO = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "animatediff")
+VIDEO = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "animatediff", "wan22", "wan-i2v", "wan-vace", "skyreels-v2", "hunyuanvideo15")
 
 # Pipeline output of tiny_call_kwargs: frames [B, F, 3, H, W] for video, images [B, 3, H, W] otherwise.
 OUTPUT_SHAPE = {
@@ -34,6 +35,11 @@ OUTPUT_SHAPE = {
     "sd": (1, 3, 64, 64),
     "sd-controlnet": (1, 3, 64, 64),
     "animatediff": (1, 8, 3, 64, 64),
+    "wan22": (1, 9, 3, 64, 64),
+    "wan-i2v": (1, 9, 3, 32, 32),
+    "wan-vace": (1, 9, 3, 32, 32),
+    "skyreels-v2": (1, 9, 3, 32, 32),
+    "hunyuanvideo15": (1, 9, 3, 32, 32),
     "flux": (1, 3, 64, 64),
     "sd3": (1, 3, 64, 64),
     "flux2": (1, 3, 64, 64),
@@ -49,15 +55,24 @@ LATENT = {
     "sd": ((1, 8, 8), 1),
     "sd-controlnet": ((1, 8, 8), 1),
     "animatediff": ((8, 8, 8), 1),
+    "wan22": ((3, 4, 4), 2),
+    "wan-i2v": ((3, 4, 4), 2),
+    "wan-vace": ((3, 4, 4), 2),
+    "skyreels-v2": ((3, 4, 4), 2),
+    "hunyuanvideo15": ((3, 2, 2), 1),
+    "ltx2": ((3, 8, 8), 1),
     "flux": ((1, 8, 8), 2),
     "sd3": ((1, 8, 8), 2),
     "flux2": ((1, 8, 8), 2),
     "qwenimage": ((1, 8, 8), 2),
 }
 IMAGE_TRANSFORMERS = ("flux", "flux2", "qwenimage", "sd3")  # one latent frame
+# Denoisers whose output has fewer channels than their input (I2V: latents + frame mask + encoded image in).
+OUT_CHANNELS = {"wan-i2v": 16, "hunyuanvideo15": 4}
 # Odd latent sizes the denoisers must accept (patch-2 families need even height and width).
 ODD_SIZE = {
-    family: (1 if family in IMAGE_TRANSFORMERS else 3, *((6, 10) if LATENT[family][1] == 2 else (3, 5))) for family in FAMILIES
+    family: (1 if family in IMAGE_TRANSFORMERS else 3, *((6, 10) if LATENT[family][1] == 2 else (3, 5)))
+    for family in DENOISER_FAMILIES
 }
 
 
@@ -103,6 +118,17 @@ def test_pipeline_feeds_denoiser_the_documented_latents(family):
     assert height // patch >= 2 and width // patch >= 2
 
 
+def test_wan22_pipeline_passes_one_timestep_per_token_like_the_documented_inputs():
+    """WanPipeline with expand_timesteps (Wan 2.2 TI2V-5B) calls the transformer with timesteps [B, tokens]."""
+    pipe = tiny_pipeline("wan22")
+    seen = []
+    hook = pipe.transformer.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["timestep"]), with_kwargs=True)
+    _run(pipe, "wan22")
+    hook.remove()
+    expected = tiny_denoiser_inputs("wan22")["timestep"]
+    assert seen and all(t.shape == expected.shape == (1, 3 * 2 * 2) for t in seen)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_latent_scale_matches_pipeline_geometry(family):
     (frames, height, width), _ = LATENT[family]
@@ -117,8 +143,13 @@ def test_latent_scale_matches_pipeline_geometry(family):
 def test_call_kwargs_enable_cfg_and_take_overrides(family):
     kwargs = tiny_call_kwargs(family, num_inference_steps=3)
     assert kwargs["num_inference_steps"] == 3
-    # QwenImage's CFG is true_cfg_scale; Flux 2 Klein has no negative_prompt argument (its negative is "")
-    assert kwargs.get("negative_prompt", family == "flux2") and kwargs.get("guidance_scale", kwargs.get("true_cfg_scale")) > 1
+    # QwenImage's CFG is true_cfg_scale and HunyuanVideo 1.5's is on the pipeline's guider; Flux 2 Klein has no
+    # negative_prompt argument (its negative is "")
+    guidance = kwargs.get("guidance_scale", kwargs.get("true_cfg_scale"))
+    if guidance is None:
+        guidance = tiny_pipeline(family).guider.guidance_scale
+    negative = kwargs.get("negative_prompt") or kwargs.get("negative_prompt_embeds") is not None or family == "flux2"
+    assert negative and guidance > 1
     assert kwargs["output_type"] == "pt"
     assert torch.equal(kwargs["generator"].get_state(), torch.Generator().manual_seed(0).get_state())
 
@@ -128,7 +159,8 @@ def test_save_load_round_trip_is_bitwise(family, tmp_path):
     pipe = tiny_pipeline(family)
     expected = _run(pipe, family)
     pipe.save_pretrained(tmp_path)
-    loaded = type(pipe).from_pretrained(tmp_path)
+    absent = {name: None for name, component in pipe.components.items() if component is None}  # not saved
+    loaded = type(pipe).from_pretrained(tmp_path, **absent)
     loaded.set_progress_bar_config(disable=True)
     assert torch.equal(_run(loaded, family), expected)
 
@@ -141,13 +173,15 @@ def test_denoiser_equals_pipeline_denoiser(family):
     assert all(torch.equal(alone[name], inside[name]) for name in alone)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", DENOISER_FAMILIES)
 def test_denoiser_forward_at_odd_latent_sizes(family):
     frames, height, width = ODD_SIZE[family]
     inputs = tiny_denoiser_inputs(family, batch=2, frames=frames, height=height, width=width)
     with torch.no_grad():
         output = tiny_denoiser(family)(**inputs, return_dict=False)[0]
-    assert output.shape == _hidden(inputs).shape
+    expected = list(_hidden(inputs).shape)
+    expected[1] = OUT_CHANNELS.get(family, expected[1])
+    assert list(output.shape) == expected
     assert torch.isfinite(output).all()
 
 
@@ -162,6 +196,14 @@ def test_denoiser_inputs_reject_invalid_sizes(family, size):
     frames, height, width = size
     with pytest.raises(ValueError, match=family):
         tiny_denoiser_inputs(family, frames=frames, height=height, width=width)
+
+
+def test_denoiser_only_family_refuses_a_pipeline_clearly():
+    assert set(FAMILIES) < set(DENOISER_FAMILIES) and "ltx2" not in FAMILIES
+    with pytest.raises(ValueError, match="ltx2 is a denoiser only"):
+        tiny_pipeline("ltx2")
+    with pytest.raises(ValueError, match="ltx2 is a denoiser only"):
+        tiny_call_kwargs("ltx2")
 
 
 def test_unknown_family_is_a_clear_error():

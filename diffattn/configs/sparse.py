@@ -29,9 +29,12 @@ __all__ = [
     "PAB_PRESETS",
 ]
 
-_VIDEO_TRANSFORMERS = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
+_VIDEO_TRANSFORMERS = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "hunyuanvideo15", "ltx2")
 SPARSE_FAMILIES = (*_VIDEO_TRANSFORMERS, "flux", "flux2", "qwenimage", "sd3")
 """Denoiser families the block-sparse methods support (video and image diffusion transformers; Radial: video only)."""
+_SPARSE_TINY_PIPELINES = tuple(family for family in SPARSE_FAMILIES if family != "ltx2")
+"""`tiny_models` of the block-sparse methods: LTX-2 has a tiny transformer but no tiny pipeline."""
+_VIDEO_TINY_PIPELINES = tuple(family for family in _VIDEO_TRANSFORMERS if family != "ltx2")
 
 _BACKENDS = ("auto", "triton", "flex", "reference")
 _TOPK_SIM_THRESHOLD = -0.1
@@ -69,7 +72,7 @@ class BlockSparseConfig(AttentionConfig):
     block_k: ClassVar[int] = 128
     """Key tokens per plan block."""
     category = "sparsity"
-    tiny_models = SPARSE_FAMILIES
+    tiny_models = _SPARSE_TINY_PIPELINES
     compiles = True
 
     @property
@@ -207,7 +210,7 @@ class RadialConfig(BlockSparseConfig):
     name = "radial"
     description = "Radial attention: static O(n log n) mask, spatial band halving as temporal distance doubles"
     implementation = "diffattn.processors.sparse.radial:RadialMethod"
-    tiny_models = _VIDEO_TRANSFORMERS
+    tiny_models = _VIDEO_TINY_PIPELINES
 
     dense_layers: tuple[int, ...] = (0,)
     dense_steps: int = 12
@@ -457,7 +460,7 @@ class PABConfig(AttentionConfig):
     implementation = "diffattn.processors.sparse.pab:PABMethod"
     category = "sparsity"
     incompatible_caches = frozenset({"PyramidAttentionBroadcastConfig", "FasterCacheConfig", "TaylorSeerCacheConfig"})
-    tiny_models = _VIDEO_TRANSFORMERS
+    tiny_models = _VIDEO_TINY_PIPELINES
     compiles = True
 
     preset: str = "auto"

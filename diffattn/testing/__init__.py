@@ -18,6 +18,12 @@ cogvideox      9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2 (join
 hunyuanvideo   9 x 16 x 16  4, 8           3 x 2 x 2  3 x 2 x 2     16   1 dual + 1 single stream
 ltx            9 x 32 x 32  4, 4           3 x 8 x 8  3 x 8 x 8     16   2
 mochi          7 x 32 x 32  6, 8           2 x 4 x 4  2 x 2 x 2     16   2
+wan22          9 x 64 x 64  4, 16          3 x 4 x 4  3 x 2 x 2     16   2 (48 channels, per-token t)
+wan-i2v        9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2 (+ 17 CLIP image tokens)
+wan-vace       9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2 + 1 VACE block
+skyreels-v2    9 x 32 x 32  4, 8           3 x 4 x 4  3 x 2 x 2     16   2
+hunyuanvideo15 9 x 32 x 32  4, 16          3 x 2 x 2  3 x 2 x 2     33   2 (joint: 16 MLLM, 8 ByT5, 9 image)
+ltx2           (no pipeline)               3 x 8 x 8  3 x 8 x 8     16   2 (+ 5 audio tokens)
 sd             64 x 64      1, 8           8 x 8      8 x 8         77   UNet, 2 levels
 sd-controlnet  64 x 64      1, 8           8 x 8      8 x 8         77   UNet + ControlNet
 animatediff    8 x 64 x 64  1, 8           8 x 8 x 8  8 x 8 x 8     77   UNet + motion modules
@@ -43,13 +49,15 @@ import torch
 from diffusers import DiffusionPipeline
 
 from diffattn.notices import quiet_library_notices
-from diffattn.testing import dit, flux2, image_dit, qwen_image, unet
+from diffattn.testing import dit, dit_next, flux2, image_dit, qwen_image, unet, wan_family
 from diffattn.testing.recipe import Family
 from diffattn.testing.text import write_clip_tokenizer
 from diffattn.testing.video import sample_clip
 
 __all__ = [
     "FAMILIES",
+    "DENOISER_FAMILIES",
+    "PROMPT_FAMILIES",
     "tiny_pipeline",
     "tiny_call_kwargs",
     "tiny_denoiser",
@@ -65,6 +73,12 @@ _RECIPES: dict[str, Family] = {
     "hunyuanvideo": dit.HUNYUANVIDEO,
     "ltx": dit.LTX,
     "mochi": dit.MOCHI,
+    "wan22": wan_family.WAN22,
+    "wan-i2v": wan_family.WAN_I2V,
+    "wan-vace": wan_family.WAN_VACE,
+    "skyreels-v2": wan_family.SKYREELS_V2,
+    "hunyuanvideo15": dit_next.HUNYUANVIDEO15,
+    "ltx2": dit_next.LTX2,
     "sd": unet.SD,
     "sd-controlnet": unet.SD_CONTROLNET,
     "animatediff": unet.ANIMATEDIFF,
@@ -74,16 +88,33 @@ _RECIPES: dict[str, Family] = {
     "qwenimage": qwen_image.QWENIMAGE,
 }
 
-FAMILIES: tuple[str, ...] = tuple(_RECIPES)
+FAMILIES: tuple[str, ...] = tuple(name for name, recipe in _RECIPES.items() if recipe.pipeline_class is not None)
 """Names accepted by every factory here: wan, cogvideox, hunyuanvideo, ltx, mochi, sd, sd-controlnet, animatediff,
-flux, sd3, flux2, qwenimage."""
+wan22, wan-i2v, wan-vace, skyreels-v2, hunyuanvideo15, flux, sd3, flux2, qwenimage."""
+PROMPT_FAMILIES: tuple[str, ...] = tuple(
+    name for name in FAMILIES if name not in ("wan-i2v", "wan-vace", "skyreels-v2", "hunyuanvideo15")
+)
+"""The tiny pipelines that generate from a text prompt alone (``tiny:<name>`` in the CLI and the app); the others'
+call kwargs carry an image, a control video or text-encoder states (see their recipes)."""
+DENOISER_FAMILIES: tuple[str, ...] = tuple(_RECIPES)
+"""Names accepted by the denoiser factories (``tiny_denoiser``, ``tiny_denoiser_inputs``, ``latent_scale``):
+``FAMILIES`` and ltx2, whose pipeline has no tiny version."""
+
 
 def _family(family: str) -> Family:
     """Look ``family`` up, with an error listing the valid names."""
     try:
         return _RECIPES[family]
     except KeyError:
-        raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(FAMILIES)}") from None
+        raise ValueError(f"unknown tiny model family {family!r}; choose one of {', '.join(DENOISER_FAMILIES)}") from None
+
+
+def _pipeline_family(family: str) -> Family:
+    """Look ``family`` up among those with a tiny pipeline."""
+    spec = _family(family)
+    if spec.pipeline_class is None:
+        raise ValueError(f"tiny {family} is a denoiser only (tiny_denoiser); pipelines: {', '.join(FAMILIES)}")
+    return spec
 
 
 @quiet_library_notices()  # building and casting diffusers models logs diffusers' empty "kept in float32" notice
@@ -91,7 +122,7 @@ def tiny_pipeline(
     family: str, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
 ) -> DiffusionPipeline:
     """Build the family's diffusers pipeline with tiny random weights (same ``seed``, same weights)."""
-    spec = _family(family)
+    spec = _pipeline_family(family)
     pipe = spec.pipeline_class(**spec.components(seed))
     pipe.set_progress_bar_config(disable=True)
     pipe.to(device)
@@ -101,7 +132,7 @@ def tiny_pipeline(
 def tiny_call_kwargs(family: str, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments for ``pipe(**kwargs)``: a short prompt (and negative prompt, CFG on), a tiny size,
     2 steps, ``generator`` seeded with 0 and ``output_type="pt"``; ``overrides`` replace any of them."""
-    kwargs = _family(family).call()
+    kwargs = _pipeline_family(family).call()
     kwargs["generator"] = torch.Generator().manual_seed(0)
     return {**kwargs, **overrides}
 
@@ -141,13 +172,15 @@ def tiny_denoiser_inputs(
     """Random forward kwargs for :func:`tiny_denoiser` at a LATENT size (before patching).
 
     Defaults are the latent size that :func:`tiny_call_kwargs` produces. Valid sizes: height and width
-    even for ``wan``, ``cogvideox`` and ``mochi`` (2x2 patches), anything for the others;
+    even for the Wan-structured families, ``cogvideox`` and ``mochi`` (2x2 patches), anything for the others;
     ``animatediff`` takes at most 32 frames. ``sd``/``sd-controlnet`` fold frames into the batch
-    (``batch * frames`` images). Layouts: wan/hunyuanvideo/mochi ``[B, C, F, H, W]``, cogvideox
-    ``[B, F, C, H, W]`` plus its rotary tables, ltx packed ``[B, F*H*W, C]`` plus ``num_frames``/``height``/
-    ``width``, UNets ``sample`` (``[B, C, F, H, W]`` for animatediff); image transformers take one frame and even
-    height and width: flux and flux2 packed ``[B, H/2*W/2, 16]`` plus ``img_ids``/``txt_ids`` (flux2: ``[B, N, 4]``),
-    qwenimage packed ``[B, H/2*W/2, 64]`` plus ``img_shapes``, sd3 ``[B, 4, H, W]``.
+    (``batch * frames`` images). Layouts: Wan-structured/hunyuanvideo/mochi ``[B, C, F, H, W]`` (``wan22`` with one
+    timestep per token, ``wan-i2v`` with 36 channels and CLIP image states, ``wan-vace`` with control latents),
+    cogvideox ``[B, F, C, H, W]`` plus its rotary tables, ltx/ltx2 packed ``[B, F*H*W, C]`` (ltx2 also audio latents and
+    text states for the audio stream) plus ``num_frames``/``height``/``width``, UNets ``sample`` (``[B, C, F, H, W]``
+    for animatediff); image transformers take one frame and even height and width: flux and flux2 packed
+    ``[B, H/2*W/2, 16]`` plus ``img_ids``/``txt_ids`` (flux2: ``[B, N, 4]``), qwenimage packed ``[B, H/2*W/2, 64]``
+    plus ``img_shapes``, sd3 ``[B, 4, H, W]``.
     """
     spec = _family(family)
     given = (frames, height, width)

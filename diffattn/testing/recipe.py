@@ -56,13 +56,14 @@ class Family:
     (without generator); ``inputs(batch, frames, height, width, generator)`` returns forward kwargs for the
     denoiser at a latent size; ``latent`` is the latent (frames, height, width) that ``call()`` produces;
     ``patch`` is the denoiser's (temporal, spatial) patch, which latent sizes must be multiples of;
-    ``max_frames`` bounds the latent frames (``None``: no bound).
+    ``max_frames`` bounds the latent frames (``None``: no bound). A denoiser-only recipe (a model whose pipeline
+    cannot be built tiny) has ``pipeline_class``, ``components`` and ``call`` set to ``None``.
     """
 
-    pipeline_class: type[DiffusionPipeline]
-    components: Callable[[int], dict[str, Any]]
+    pipeline_class: type[DiffusionPipeline] | None
+    components: Callable[[int], dict[str, Any]] | None
     denoiser: Callable[[int], torch.nn.Module]
-    call: Callable[[], dict[str, Any]]
+    call: Callable[[], dict[str, Any]] | None
     inputs: Callable[[int, int, int, int, torch.Generator], dict[str, Any]]
     latent_scale: tuple[int, int]
     latent: tuple[int, int, int]

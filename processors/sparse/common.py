@@ -5,7 +5,7 @@ The sparse view. A self-attention or joint text+video call is rearranged once pe
 - queries are the video tokens only, in the chosen token order (2x8x8 tiles by default, so that compact patterns
   fill whole blocks; see `geometry.TileOrder`);
 - keys/values are the same video tokens followed by the call's text tokens (joint attention), with padded text
-  tokens dropped (HunyuanVideo's key padding mask), so the block-sparse call needs no mask;
+  tokens dropped (the key padding masks of HunyuanVideo and HunyuanVideo 1.5), so the block-sparse call needs no mask;
 - text query rows (joint attention) are computed by the model's own SDPA call over all keys, so they are exactly
   the stock rows; text key columns are always kept in the plan. Text is a few hundred tokens against tens of
   thousands of video tokens, so keeping it dense costs little and keeps prompt conditioning intact.
@@ -156,14 +156,27 @@ class _View(NamedTuple):
 
 
 def _key_padding(call: AttentionCall) -> torch.Tensor | str | None:
-    """The call's valid keys, bool `[B|1, S]`, from a key padding mask; `None` without a mask; else why not usable."""
+    """The call's valid keys, bool `[B|1, S]`, from a key padding mask; `None` without a mask; else why not usable.
+
+    Two forms are key padding: `[B, 1, 1, S]` (HunyuanVideo) and the `[B, 1, S, S]` outer product of token
+    validity with itself (HunyuanVideo 1.5 masks padded query rows too: a padded text query sees nothing). The
+    outer product is recognised exactly from reductions: a mask is `rows x columns` of its own row and column
+    validity exactly when it holds as many entries as that product.
+    """
     mask = call.attn_mask
     if mask is None:
         return None
     seq = call.key.shape[-2]
-    if mask.dtype != torch.bool or mask.ndim != 4 or mask.shape[1] != 1 or mask.shape[2] != 1 or mask.shape[3] != seq:
+    shape_ok = mask.dtype == torch.bool and mask.ndim == 4 and mask.shape[1] == 1 and mask.shape[3] == seq
+    if not shape_ok or mask.shape[2] not in (1, call.query.shape[-2]):
         return f"attention mask of shape {tuple(mask.shape)} and dtype {mask.dtype} is not a key padding mask"
-    valid = mask[:, 0, 0, :]
+    if mask.shape[2] == 1:
+        valid = mask[:, 0, 0, :]
+    else:
+        rows, valid = mask[:, 0].any(-1), mask[:, 0].any(-2)
+        product = rows.sum(-1) * valid.sum(-1)
+        if not bool((mask[:, 0].sum((-2, -1)) == product).all()) or not bool(rows[:, call.layout.video].all()):
+            return f"attention mask of shape {tuple(mask.shape)} is not a key padding mask"
     if call.layout.kind != "joint" or not bool(valid[:, call.layout.video].all()):
         return "the attention mask hides video tokens"
     return valid
@@ -228,7 +241,8 @@ def _build_view(call: AttentionCall, config: BlockSparseConfig, valid: torch.Ten
         out = order.to_raster(out) if order is not None else out
         if text is None:
             return out
-        text_out = call.dense(query=call.query[:, :, text])
+        rows = call if call.attn_mask is None or call.attn_mask.shape[-2] == 1 else call.replace(attn_mask=call.attn_mask[:, :, text])
+        text_out = rows.dense(query=call.query[:, :, text])
         return torch.cat([text_out, out] if video.start > 0 else [out, text_out], 2)
 
     return _View(sparse_call, restore)

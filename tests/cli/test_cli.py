@@ -54,6 +54,7 @@ def test_generate_writes_video_stats_and_a_replayable_config(tmp_path, capsys):
         (["generate", "--observe-dense-steps", "2"], "not among the chosen methods"),
         (["generate", "--method", "observe", "--observe-dense-steps", "-1"], "dense_steps must lie"),
         (["generate", "--model", "tiny:nope"], "no built-in tiny model"),
+        (["generate", "--model", "tiny:wan-i2v"], "no built-in tiny model 'wan-i2v' that generates from a prompt"),
     ],
 )
 def test_generate_bad_input_gives_one_clear_line(args, message, capsys, tmp_path):

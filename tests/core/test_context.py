@@ -15,6 +15,12 @@ ODD_SIZES = {
     "mochi": ((3, 6, 10), Grid(3, 3, 5)),
     "hunyuanvideo": ((3, 3, 5), Grid(3, 3, 5)),  # 1x1 patches
     "ltx": ((3, 3, 5), Grid(3, 3, 5)),
+    "wan22": ((3, 6, 10), Grid(3, 3, 5)),
+    "wan-i2v": ((3, 6, 10), Grid(3, 3, 5)),
+    "wan-vace": ((3, 6, 10), Grid(3, 3, 5)),
+    "skyreels-v2": ((3, 6, 10), Grid(3, 3, 5)),
+    "hunyuanvideo15": ((3, 3, 5), Grid(3, 3, 5)),
+    "ltx2": ((3, 3, 5), Grid(3, 3, 5)),
     "sd": ((1, 3, 5), Grid(1, 3, 5)),
     "animatediff": ((9, 3, 5), Grid(9, 3, 5)),
 }
@@ -61,6 +67,16 @@ def run_and_log(family, steps):
         pipe(**tiny_call_kwargs(family, num_inference_steps=steps))
         pipe(**tiny_call_kwargs(family, num_inference_steps=steps))
     return log
+
+
+@pytest.mark.parametrize("family", ["wan22", "hunyuanvideo15"])
+def test_cfg_branches_of_per_token_timesteps_and_guider_pipelines(family):
+    """Wan 2.2 TI2V's per-token timesteps count one step per timestep; HunyuanVideo 1.5's guider names its branches
+    `pred_cond` / `pred_uncond`, read as cond / uncond."""
+    log = run_and_log(family, steps=2)
+    assert [e["step_index"] for e in log] == [0, 0, 1, 1] * 2
+    assert [e["cfg_branch"] for e in log] == ["cond", "uncond"] * 4
+    assert [e["run_index"] for e in log] == [0] * 4 + [1] * 4
 
 
 def test_wan_counts_one_step_per_timestep_over_cond_and_uncond_calls():
@@ -113,3 +129,29 @@ def test_separate_cfg_calls_without_named_context_are_labelled_by_order():
         for t in (900.0, 900.0, 800.0, 800.0):
             pipe.transformer(**{**inputs, "timestep": torch.tensor([t])})
     assert branches == ["cond", "uncond", "cond", "uncond"]
+
+
+def test_ltx2_methods_see_the_video_stream_only(layouts):
+    """LTX-2's attention whose queries are audio tokens (audio self/text attention, video-to-audio) keeps the model's
+    own processor; video self-attention is video, its text and audio-to-video attention cross; outputs are stock."""
+    model, inputs = tiny_denoiser("ltx2"), tiny_denoiser_inputs("ltx2")
+    with torch.no_grad():
+        stock = model(**inputs, return_dict=False)
+        with diffattn.apply(model, "observe"):
+            observed = model(**inputs, return_dict=False)
+    assert all(torch.equal(a, b) for a, b in zip(observed, stock))
+    kinds = {layer.name.split(".")[-1]: (layer.role, layout.kind) for layer, layout, _, _ in layouts}
+    assert kinds == {"attn1": ("self", "self"), "attn2": ("cross", "cross"), "audio_to_video_attn": ("cross", "cross")}
+
+
+def test_named_cache_contexts_are_cfg_branches():
+    """A pipeline's `cache_context` names the branch: cond / uncond / cond_uncond (batched), diffusers guiders'
+    pred_cond / pred_uncond, and any other pass (LTX-2's uncond_stg) under its own name."""
+    model, inputs = tiny_denoiser("ltx2"), tiny_denoiser_inputs("ltx2")
+    branches = []
+    with diffattn.apply(model, "observe") as handle, torch.no_grad():
+        handle.target.listeners.append(lambda ctx: branches.append(ctx.cfg_branch))
+        for name in ("cond_uncond", "pred_cond", "pred_uncond", "uncond_stg"):
+            with model.cache_context(name):
+                model(**inputs)
+    assert branches == ["batched", "cond", "uncond", "uncond_stg"]

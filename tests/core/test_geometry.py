@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from diffattn.geometry import Grid, TileOrder, gather_keeping_layout
+from diffattn.errors import UnsupportedModelError
+from diffattn.geometry import Grid, TileOrder, bind_forward_args, family_of, gather_keeping_layout, supported_families
+from diffattn.testing import tiny_denoiser, tiny_denoiser_inputs
 
 
 @pytest.mark.parametrize("grid", [Grid(3, 5, 7), Grid(21, 17, 30), Grid(1, 8, 8), Grid(4, 16, 16)])
@@ -50,3 +52,22 @@ def test_downsampled_matches_padded_stride_two_conv():
     for level in range(1, 4):
         x = conv(x)
         assert (grid.downsampled(level).height, grid.downsampled(level).width) == tuple(x.shape[-2:])
+
+
+WAN_STRUCTURED = ("wan", "wan22", "wan-i2v", "wan-vace", "skyreels-v2")
+
+
+@pytest.mark.parametrize("tiny", WAN_STRUCTURED)
+def test_wan_structured_transformers_share_the_wan_family_and_its_grid(tiny):
+    """One family entry serves every Wan-structured transformer: [B, C, F, H, W] latents, (t, h, w) patches."""
+    model, kwargs = tiny_denoiser(tiny), tiny_denoiser_inputs(tiny, frames=3, height=6, width=10)
+    family = family_of(model)
+    assert family.name == "wan" and family.separate_cfg and not family.text_first
+    assert family.grid(model, bind_forward_args(model, (), kwargs)) == Grid(3, 3, 5)
+
+
+def test_unsupported_model_error_lists_every_supported_class():
+    with pytest.raises(UnsupportedModelError) as error:
+        family_of(torch.nn.Linear(2, 2))
+    for classes in supported_families().values():
+        assert all(name in str(error.value) for name in classes)

@@ -9,10 +9,14 @@ import torch
 
 from diffattn.testing import tiny_denoiser, tiny_denoiser_inputs
 
-VIDEO_FAMILIES = ("wan", "cogvideox", "hunyuanvideo", "ltx", "mochi")
+VIDEO_FAMILIES = (
+    "wan", "cogvideox", "hunyuanvideo", "ltx", "mochi", "wan22", "wan-i2v", "wan-vace", "skyreels-v2", "hunyuanvideo15", "ltx2",
+)
 IMAGE_FAMILIES = ("flux", "flux2", "qwenimage", "sd3")
 
-_SPATIAL_PATCH = {"wan": 2, "cogvideox": 2, "hunyuanvideo": 1, "ltx": 1, "mochi": 2, "flux": 2, "flux2": 2, "qwenimage": 2, "sd3": 2}
+_SPATIAL_PATCH = {
+    family: 1 if family in ("hunyuanvideo", "hunyuanvideo15", "ltx", "ltx2") else 2 for family in (*VIDEO_FAMILIES, *IMAGE_FAMILIES)
+}
 MIN_TOKENS = 256
 """Test configs sparsify calls of at least this many video tokens (the grids below have 256 or 512)."""
 

@@ -159,16 +159,17 @@ def test_wan22_per_token_timesteps(call_spy):
     assert call_spy and (out - stock).abs().max() <= TOL * float(stock.abs().max())
 
 
-@pytest.mark.parametrize("family", ["hunyuanvideo", "mochi"])
-def test_padded_prompts_of_different_lengths(family, call_spy):
-    """HunyuanVideo masks padded text keys (one sparse view per sample here); Mochi drops them per sample itself."""
+@pytest.mark.parametrize(("family", "text_keys"), [("hunyuanvideo", [10, 16]), ("mochi", [10, 16]), ("hunyuanvideo15", [18, 24])])
+def test_padded_prompts_of_different_lengths(family, text_keys, call_spy):
+    """HunyuanVideo masks padded text keys (one sparse view per sample here), HunyuanVideo 1.5 padded text queries
+    and keys (its 8 ByT5 tokens are valid, its 9 zero image tokens are not); Mochi drops them per sample itself."""
     model, kwargs = denoiser(family), inputs(family, batch=2)
     kwargs["encoder_attention_mask"] = (torch.arange(16)[None] < torch.tensor([[10], [16]])).long()
     stock = forward(model, kwargs)
     with diffattn.apply(model, diffattn.SpargeConfig(topk=1.0, **REF)):
         out = forward(model, kwargs)
     assert (out - stock).abs().max() <= TOL * max(1.0, float(stock.abs().max()))
-    assert sorted({c.layout.text_keys for c in call_spy}) == [10, 16]  # padded text keys never reach the kernels
+    assert sorted({c.layout.text_keys for c in call_spy}) == text_keys  # padded text keys never reach the kernels
 
 
 @pytest.mark.parametrize("family", VIDEO_FAMILIES)
@@ -195,3 +196,22 @@ def test_triton_kernels_match_the_reference_on_a_model(method):
         with diffattn.apply(model, *configs):
             outs[backend] = forward(model, kwargs, 900.0).float()
     assert (outs["triton"] - outs["reference"]).abs().max() <= 3e-2 * float(outs["reference"].abs().max())
+
+
+def test_skyreels_diffusion_forcing_frame_causal_mask_stays_dense(call_spy):
+    """SkyReels-V2 with frame blocks masks attention frame-causally: no key padding, so the calls stay dense (stock
+    output) and the reason is counted."""
+    from diffusers import SkyReelsV2Transformer3DModel
+
+    torch.manual_seed(0)
+    model = SkyReelsV2Transformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=16, out_channels=16, text_dim=32,
+        freq_dim=256, ffn_dim=64, num_layers=2, qk_norm="rms_norm_across_heads", rope_max_seq_len=32, num_frame_per_block=2,
+    ).eval()
+    kwargs = inputs("skyreels-v2")
+    stock = forward(model, kwargs)
+    with diffattn.apply(model, diffattn.SpargeConfig(topk=0.3, **REF)) as handle:
+        out = forward(model, kwargs)
+        fallbacks = handle.stats.activity(0)["sparge"].fallbacks
+    assert torch.equal(out, stock) and not call_spy
+    assert [reason for reason in fallbacks if reason] == ["attention mask of shape (1, 1, 512, 512) is not a key padding mask"]
