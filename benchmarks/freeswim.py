@@ -101,13 +101,15 @@ class Clock:
 
 @contextmanager
 def dense_backend(device: torch.device):
-    """cuDNN attention first (then flash, then memory-efficient) for every SDPA call on the GPU."""
+    """cuDNN attention first (then flash, memory-efficient, and math for what none of them takes, such as UMT5's
+    float32 position bias on bf16 queries) for every SDPA call on the GPU."""
     if device.type != "cuda":
         yield
         return
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION], set_priority=True):
+    with sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH],
+                     set_priority=True):
         yield
 
 

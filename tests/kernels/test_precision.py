@@ -257,7 +257,7 @@ def test_non_finite_inputs_come_out_non_finite(precision):
 def test_gpu_kernel_at_head_dim_128_within_bounds(precision):
     """Compiled kernel, 128-token blocks and head_dim 128 (the video models' shape): bounds against float64."""
     q, k, v = (t.cuda() for t in decaying_qkv(4, 16, 32, 4, 128))  # 2048 tokens
-    plan = BlockPlan.dense(q.shape[2], q.shape[2], 128, 128).cuda()
+    plan = BlockPlan.dense(q.shape[2], q.shape[2], 128, 128).to("cuda")
     out = block_sparse_attention(q, k, v, plan, backend="triton", precision=precision)
     exact = block_sparse_attention(q.double(), k.double(), v.double(), plan, backend="reference")
     assert rel_l1(out, exact) <= L1_BOUND[precision] and cosine(out, exact) >= 0.999
