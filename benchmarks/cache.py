@@ -26,8 +26,6 @@ Writes `cache.json` under `$OUT` when set, else `benchmarks/results/cache[_tiny]
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -39,7 +37,18 @@ import diffattn
 from diffattn.environment import environment
 from diffattn.stats import timed
 
-from e2e import MODELS, TINY_MODELS, build_model, cudnn_attention, errors, flow_timesteps, model_inputs, sync
+from e2e import (
+    MODELS,
+    TINY_MODELS,
+    build_model,
+    cudnn_attention,
+    default_out,
+    errors,
+    flow_timesteps,
+    model_inputs,
+    sync,
+    write_report,
+)
 
 GUIDANCE = 5.0
 DEFAULT_THRESHOLD = 0.05
@@ -186,11 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         }
     report["meta"]["seconds"] = time.perf_counter() - start
 
-    out_path = Path(args.out) if args.out else _default_out(tiny)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(report, indent=1))
-    print(markdown(report))
-    print(f"wrote {out_path} in {report['meta']['seconds']:.0f} s")
+    write_report(report, Path(args.out) if args.out else default_out("cache", tiny), markdown(report))
     return report
 
 
@@ -210,13 +215,6 @@ def markdown(report: dict[str, Any]) -> str:
     for label, entry in report["paths"].items():
         lines.append(f"| {label} | {entry['miss_ms']:.1f} | {entry['hit_ms']:.1f} |")
     return "\n".join(lines)
-
-
-def _default_out(tiny: bool) -> Path:
-    name = "cache_tiny.json" if tiny else "cache.json"
-    if os.environ.get("OUT"):
-        return Path(os.environ["OUT"]) / name
-    return Path(__file__).resolve().parent / "results" / name
 
 
 if __name__ == "__main__":

@@ -529,21 +529,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report["quality_proxy"] = quality_proxy(proxy_grid, heads, dim, defaults, device, dtype)
             report["lite_skipping"] = lite_skipping(proxy_grid, heads, dim, device, dtype, tiny)
     report["meta"]["seconds"] = time.perf_counter() - start
-    out = Path(args.out) if args.out else _default_out(tiny)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    table = markdown(report)
-    out.with_suffix(".md").write_text(table + "\n")
-    print(table)
-    print(f"wrote {out} in {report['meta']['seconds']:.0f} s")
+    write_report(report, Path(args.out) if args.out else default_out("e2e", tiny), markdown(report))
     return report
 
 
-def _default_out(tiny: bool) -> Path:
-    name = "e2e_tiny.json" if tiny else "e2e.json"
-    if os.environ.get("OUT"):
-        return Path(os.environ["OUT"]) / name
-    return Path(__file__).resolve().parent / "results" / name
+def default_out(stem: str, tiny: bool) -> Path:
+    """`<stem>.json` (`<stem>_tiny.json` for a CPU check) under `$OUT` when it is set, else `benchmarks/results/`."""
+    name = f"{stem}_tiny.json" if tiny else f"{stem}.json"
+    folder = Path(os.environ["OUT"]) if os.environ.get("OUT") else Path(__file__).resolve().parent / "results"
+    return folder / name
+
+
+def write_report(report: dict[str, Any], out: Path, table: str) -> None:
+    """Write the JSON report and its Markdown table beside it (`.md`), and print the table."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1))
+    out.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    print(f"wrote {out} in {report['meta']['seconds']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -37,8 +37,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +49,17 @@ import diffattn
 from diffattn.environment import environment
 from diffattn.errors import DiffAttnError
 
-from e2e import WAN_1_3B, bench_forward, build_model, common_settings, compile_blocks, cudnn_attention, forward
+from e2e import (
+    WAN_1_3B,
+    bench_forward,
+    build_model,
+    common_settings,
+    compile_blocks,
+    cudnn_attention,
+    default_out,
+    forward,
+    write_report,
+)
 
 __all__ = ["FAMILIES", "FamilySpec", "main"]
 
@@ -272,20 +280,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"  failed: {report['families'][name]['error']}", flush=True)
             gc.collect()
     report["meta"]["seconds"] = time.perf_counter() - start
-    out = Path(args.out) if args.out else _default_out(args.tiny)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    table = markdown(report)
-    out.with_suffix(".md").write_text(table + "\n")
-    print(table)
-    print(f"wrote {out} in {report['meta']['seconds']:.0f} s")
+    write_report(report, Path(args.out) if args.out else default_out("families", args.tiny), markdown(report))
     return report
-
-
-def _default_out(tiny: bool) -> Path:
-    name = "families_tiny.json" if tiny else "families.json"
-    folder = Path(os.environ["OUT"]) if os.environ.get("OUT") else Path(__file__).resolve().parent / "results"
-    return folder / name
 
 
 if __name__ == "__main__":

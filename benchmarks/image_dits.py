@@ -24,11 +24,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,7 +33,7 @@ import torch
 import diffattn
 from diffattn.environment import environment
 
-from e2e import bench_forward, compile_blocks, cudnn_attention, forward, markdown
+from e2e import bench_forward, compile_blocks, cudnn_attention, default_out, forward, markdown, write_report
 
 Inputs = Callable[[torch.device, torch.dtype], dict[str, Any]]
 
@@ -193,14 +190,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     report["meta"]["seconds"] = time.perf_counter() - start
-    name = "image_dits_tiny.json" if args.tiny else "image_dits.json"
-    out = Path(os.environ["OUT"]) / name if os.environ.get("OUT") else Path(__file__).resolve().parent / "results" / name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
-    table = markdown(report)
-    out.with_suffix(".md").write_text(table + "\n")
-    print(table)
-    print(f"wrote {out} in {report['meta']['seconds']:.0f} s")
+    write_report(report, default_out("image_dits", args.tiny), markdown(report))
     return report
 
 
