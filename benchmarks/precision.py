@@ -6,7 +6,9 @@
    queries against every key of the 32,760-token shape), where a narrow FP8 accumulator would show.
 2. Speed (head_dim 128, batch 1; 32,760 tokens x 12 heads and 75,600 x 40): cuDNN SDPA bf16, our kernel in bf16,
    int8 and int8-fp8 on the dense plan, and int8-fp8 on random plans keeping 50/25/10% of each row's kv blocks.
-   Every 8-bit time includes the quantisation (the call as users make it); the quantisation alone is timed too.
+   Every 8-bit time includes the quantisation (the call as users make it); the fused quantisation pass the call runs
+   is timed alone too (and the torch quantisation that defines its values), which gives the attention walk's time,
+   and the autotuner's chosen config is recorded per precision.
    Times are `triton.testing.do_bench` medians (`kernel_speed.bench`).
 
     pip install --no-deps --no-build-isolation -e . && python benchmarks/precision.py   # one H200, < 5 minutes
@@ -30,7 +32,8 @@ import torch.nn.functional as F
 from kernel_speed import BLOCK, HEAD_DIM, KEEPS, SHAPES, bench, guarded, psa_plan, qkv, random_plan, rel_err
 
 from diffattn.environment import environment
-from diffattn.kernels import block_sparse_attention
+from diffattn.kernels import api as kernel_api
+from diffattn.kernels import block_sparse_attention, triton_attention
 from diffattn.kernels.quantize import quantize_inputs
 from diffattn.plan import BlockPlan
 
@@ -121,10 +124,15 @@ def bench_shape(name: str, tokens: int, heads: int, device: torch.device) -> dic
     for precision in ("bf16", *PRECISIONS):
         guarded(rec, f"dense_{precision}_ms", lambda p=precision: bench(
             lambda: block_sparse_attention(q, k, v, dense, backend="triton", precision=p), device, guess))
-        print(f"  dense {precision}: {rec[f'dense_{precision}_ms']}", flush=True)
+        rec[f"dense_{precision}_config"] = chosen_config()
+        print(f"  dense {precision}: {rec[f'dense_{precision}_ms']} ({rec[f'dense_{precision}_config']})", flush=True)
     for precision in PRECISIONS:
         guarded(rec, f"quantize_{precision}_ms", lambda p=precision: bench(
+            lambda: fused_quantization(q, k, v, p), device, 1.0))
+        guarded(rec, f"quantize_torch_{precision}_ms", lambda p=precision: bench(
             lambda: quantize_inputs(q, k, v, p), device, 1.0))
+        print(f"  quantise {precision}: fused {rec[f'quantize_{precision}_ms']}, torch "
+              f"{rec[f'quantize_torch_{precision}_ms']}", flush=True)
     for keep in KEEPS:
         plan = random_plan(heads, tokens, keep, device)
         rec[f"keep{keep}_density"] = plan.density()
@@ -136,6 +144,16 @@ def bench_shape(name: str, tokens: int, heads: int, device: torch.device) -> dic
     return rec
 
 
+def fused_quantization(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, precision: str):
+    """The quantisation an 8-bit Triton call runs before its attention walk (the fused pass, no lse)."""
+    return kernel_api._quantized(q, k, v, None, None, q.shape[-1] ** -0.5, precision, False)
+
+
+def chosen_config() -> str:
+    """The attention kernel's autotuned config for the call just timed."""
+    return str(getattr(triton_attention._block_sparse_attn_fwd, "best_config", None))
+
+
 def _ratios(rec: dict[str, Any]) -> None:
     """Speed-ups over cuDNN bf16, TFLOP/s, and each sparse time against keep x (dense int8-fp8 time)."""
     cudnn = rec.get("cudnn_bf16_ms")
@@ -144,6 +162,11 @@ def _ratios(rec: dict[str, Any]) -> None:
             rec[key.replace("_ms", "_tflops")] = rec["dense_tflop"] / rec[key] * 1e3
             if isinstance(cudnn, float):
                 rec[key.replace("_ms", "_speedup_vs_cudnn")] = cudnn / rec[key]
+    for precision in PRECISIONS:  # the attention walk alone: the call minus its fused quantisation
+        total, quantize = rec.get(f"dense_{precision}_ms"), rec.get(f"quantize_{precision}_ms")
+        if isinstance(total, float) and isinstance(quantize, float):
+            rec[f"walk_{precision}_ms"] = total - quantize
+            rec[f"walk_{precision}_tflops"] = rec["dense_tflop"] / (total - quantize) * 1e3
     dense8 = rec.get("dense_int8-fp8_ms")
     for keep in KEEPS:
         sparse = rec.get(f"keep{keep}_int8-fp8_ms")
@@ -156,13 +179,17 @@ def table(result: dict[str, Any]) -> str:
     def fmt(x: Any, spec: str = ".2f") -> str:
         return format(x, spec) if isinstance(x, float) else "n/a"
 
-    lines = ["| shape | cuDNN bf16 ms | ours bf16 | int8 | int8-fp8 (x cuDNN) | fp8 50% | 25% | 10% (/ keep x dense8) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| shape | cuDNN bf16 ms | ours bf16 | int8 | int8-fp8 (x cuDNN) | quantise int8 / int8-fp8 ms | "
+             "walk int8 / int8-fp8 TFLOP/s | fp8 50% | 25% | 10% (/ keep x dense8) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["shapes"].items():
         sparse = [f"{fmt(r.get(f'keep{k}_int8-fp8_ms'))} ({fmt(r.get(f'keep{k}_vs_keep_x_dense8'))})" for k in KEEPS]
         lines.append(f"| {name} | {fmt(r.get('cudnn_bf16_ms'))} | {fmt(r.get('dense_bf16_ms'))} | "
                      f"{fmt(r.get('dense_int8_ms'))} | {fmt(r.get('dense_int8-fp8_ms'))} "
-                     f"({fmt(r.get('dense_int8-fp8_speedup_vs_cudnn'))}x) | " + " | ".join(sparse) + " |")
+                     f"({fmt(r.get('dense_int8-fp8_speedup_vs_cudnn'))}x) | "
+                     f"{fmt(r.get('quantize_int8_ms'), '.3f')} / {fmt(r.get('quantize_int8-fp8_ms'), '.3f')} | "
+                     f"{fmt(r.get('walk_int8_tflops'), '.0f')} / {fmt(r.get('walk_int8-fp8_tflops'), '.0f')} | "
+                     + " | ".join(sparse) + " |")
     lines += ["", "| inputs | plan | precision | triton vs ref | rel L1 vs fp64 | cosine | ref rel L1 |", "|---|---|---|---|---|---|---|"]
     for c in result["correctness"]:
         r = c["result"] if isinstance(c["result"], dict) else {}

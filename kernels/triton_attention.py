@@ -26,8 +26,8 @@ One kernel, specialised by constexpr switches, covers every method:
   int32 dot dequantised by `q_scale[row] * k_scale[key]` as it leaves `_tile_scores`, so the rest of the walk is
   unchanged); 2 also FP8 P.V (V per-channel scaled and stored transposed, so tiles load as [D, TILE] and enter
   the dot transposed: K-major for Hopper's FP8 MMA; P times 448 rounded to e4m3; each tile's product in a fresh
-  float32 tile added to the accumulator; the channel scales applied once at the end). One walk: its branches
-  test the operand dtypes.
+  float32 tile added to the accumulator; the channel scales applied once at the end). TMA loads serve every
+  precision (FP8 V in `[D, TILE]` boxes of its transposed storage). One walk: its branches test the operand dtypes.
 """
 
 from __future__ import annotations
@@ -69,11 +69,13 @@ def _configs() -> list[triton.Config]:
 
 
 def _size_descriptors(nargs: dict) -> None:
-    """Autotuner pre-hook: K/V descriptors load [1, 1, BLOCK_N, D] boxes (a no-op when plain pointers are passed)."""
+    """Autotuner pre-hook: K/V descriptors load [1, 1, BLOCK_N, D] boxes, FP8 V (stored transposed) [1, 1, D, BLOCK_N]
+    boxes (a no-op when plain pointers are passed)."""
     for name in ("DescK", "DescV"):
         desc = nargs[name]
         if isinstance(desc, TensorDescriptor):
-            desc.block_shape = [1, 1, nargs["BLOCK_N"], nargs["D_PAD"]]
+            box = [nargs["BLOCK_N"], nargs["D_PAD"]]
+            desc.block_shape = [1, 1, *(box[::-1] if name == "DescV" and nargs["PRECISION"] == 2 else box)]
 
 
 def _device_family() -> str:
@@ -108,9 +110,9 @@ _FAMILY_SHAPES = {
 }
 
 
-_EIGHT_BIT_SHAPES = {(128, 128): {(128, 4, 3, False), (128, 8, 3, False)}}
-"""Hopper, 8-bit operands (plain loads): also timed, beside the family's shapes. A plain FP8 flash loop on an H200
-ran fastest with BLOCK_N 128, 4 warps, 3 stages."""
+_EIGHT_BIT_SHAPES = {(128, 128): _both({(128, 4, 3), (128, 8, 3)})}
+"""Hopper, 8-bit operands: also timed, beside the family's shapes. A plain FP8 flash loop on an H200 ran fastest
+with BLOCK_N 128, 4 warps, 3 stages."""
 
 
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs) -> list[triton.Config]:
@@ -326,7 +328,9 @@ def _segment(
                 hit = tl.maximum(tl.max(above.to(tl.int32), 0), (started == 0).to(tl.int32))
                 flag = tl.where(new_slot, hit, tl.maximum(flag, hit))
                 tl.store(Kept + t // SUB, flag.to(tl.int8))
-            if TMA:
+            if TMA and rows.v.dtype.element_ty == tl.float8e4nv:  # V^T: [D_PAD, TILE] boxes
+                v = tl.trans(rows.desc_v.load([b, h, 0, rows.row0 + first]).reshape(q.shape[1], TILE))
+            elif TMA:
                 v = rows.desc_v.load([b, h, rows.row0 + first, 0]).reshape(TILE, q.shape[1])
             elif rows.v.dtype.element_ty == tl.float8e4nv:  # V^T: [D_PAD, TILE] tiles, tokens contiguous
                 v = tl.trans(_load_rows(rows.v, offs_d, rows.v_stride_d, rows.row0 + offs_n, rows.v_stride_n, d_ok,
@@ -493,18 +497,24 @@ _TMA_FAILURE: list[str] = []
 
 
 def _tma_ok(k: torch.Tensor, v: torch.Tensor, head_dim: int, d_pad: int) -> bool:
-    """Level-1 K/V may be read through TMA: Hopper (or the interpreter), unpadded head_dim, 16-byte strides."""
+    """Level-1 K/V may be read through TMA: Hopper (or the interpreter), unpadded head_dim, 16-byte strides (FP8 V
+    is checked as the `[B, H, D, tokens]` tensor it is a transposed view of)."""
     if _TMA_FAILURE or _device_family() not in ("hopper", "interpreter") or head_dim != d_pad:
         return False
-    for t in (k, v):
+    for t in (k, _stored(v)):
         if t.stride(-1) != 1 or t.data_ptr() % 16 or any(st * t.element_size() % 16 for st in t.stride()[:-1]):
             return False
     return True
 
 
-def _descriptor(t: torch.Tensor, d_pad: int) -> TensorDescriptor:
-    """A 4-D descriptor over [B, H, S, D]; its block shape is set per config by `_size_descriptors`."""
-    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, 16, d_pad])
+def _stored(v: torch.Tensor) -> torch.Tensor:
+    """V as laid out in memory: FP8 V is a `[B, H, tokens, D]` view of a `[B, H, D, tokens]` tensor."""
+    return v.transpose(-1, -2) if v.dtype == torch.float8_e4m3fn else v
+
+
+def _descriptor(t: torch.Tensor) -> TensorDescriptor:
+    """A 4-D descriptor over `t` as stored; its block shape is set per config by `_size_descriptors`."""
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, 16, 16])
 
 
 def _launch(
@@ -544,7 +554,7 @@ def _launch(
     thresholds = (given(pv_threshold, dummy_f32), given(skip_threshold, dummy_f32))
 
     def launch(tma_ok: bool) -> None:
-        desc_k, desc_v = (_descriptor(k, d_pad), _descriptor(v, d_pad)) if tma_ok else (k, v)
+        desc_k, desc_v = (_descriptor(k), _descriptor(_stored(v))) if tma_ok else (k, v)
         _block_sparse_attn_fwd[(num_q_blocks, batch * heads)](
             q, k, v, out, lse, kept, desc_k, desc_v, q.stride(), k.stride(), v.stride(), out.stride(),
             pooled, plan, box, thresholds, scales,
@@ -554,7 +564,7 @@ def _launch(
             SPLIT_FULL=box_full_counts is not None, TMA_OK=tma_ok, PRECISION=PRECISION_CODES[precision],
         )
 
-    tma_ok = precision == "bf16" and _tma_ok(k, v, head_dim, d_pad)  # 8-bit operands: plain loads (for now)
+    tma_ok = _tma_ok(k, v, head_dim, d_pad)
     try:
         launch(tma_ok)
     except Exception as exc:
