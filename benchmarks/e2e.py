@@ -92,7 +92,7 @@ def common_settings(tiny: bool) -> dict[str, Any]:
 
 
 def methods(tiny: bool) -> dict[str, tuple[BlockSparseConfig, ...] | tuple]:
-    """Method variants: published defaults (sparse phase) and about 90% sparsity."""
+    """Method variants: published defaults (sparse phase), about 90% sparsity, and 8-bit attention (dense and sparse)."""
     common = common_settings(tiny)
     return {
         "sparge (top-k 0.5)": (diffattn.SpargeConfig(**common),),
@@ -105,6 +105,10 @@ def methods(tiny: bool) -> dict[str, tuple[BlockSparseConfig, ...] | tuple]:
         "lite (threshold -10)": (diffattn.LiteAttentionConfig(**common),),
         "lite (threshold -10, final-max marks)": (diffattn.LiteAttentionConfig(mark_criterion="final", **common),),
         "sparge 90% + lite": (diffattn.SpargeConfig(topk=0.1, **common), diffattn.LiteAttentionConfig(**common)),
+        "quantized int8": (diffattn.QuantizedConfig(precision="int8", **common),),
+        "quantized int8-fp8": (diffattn.QuantizedConfig(**common),),
+        "sparge 90% int8-fp8": (diffattn.SpargeConfig(topk=0.1, precision="int8-fp8", **common),),
+        "radial int8-fp8": (diffattn.RadialConfig(precision="int8-fp8", **common),),
     }
 
 

@@ -39,6 +39,7 @@ stage 2's latents and on the frames. JSON to `$OUT/freeswim_e2e.json` (`_14b` fo
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import time
@@ -68,6 +69,10 @@ TINY = {**WAN_1_3B, "num_attention_heads": 2, "attention_head_dim": 16, "text_di
         "rope_max_seq_len": 32}
 FULL_SHAPE = {"latent": (21, 136, 240), "text_len": 512, "base": (480, 832)}  # 1088x1920 px, 81 frames
 TINY_SHAPE = {"latent": (5, 32, 48), "text_len": 16, "base": (112, 176)}  # grid 5x16x24, 7x11-token window
+EIGHT_BIT = ("int8", "int8-fp8")
+WINDOW_CASES = ("window_tiles", "window_tiles_with_permutation", "window_tiles_no_token_test", "window_tiles_2x8x8",
+                "window_raster", *(f"window_tiles_{precision}" for precision in EIGHT_BIT), "window_tiles_flex")
+"""The attention-alone cases timed against dense SDPA."""
 
 
 # ------------------------------------------------------------------------------------------------ timing
@@ -174,6 +179,9 @@ def attention_alone(grid: Grid, heads: int, head_dim: int, radius: tuple[int, in
         "window_tiles_2x8x8": lambda: block_sparse_attention(qs, ks, vs, square_plan, scale=scale, backend=backend),
         "window_raster": lambda: block_sparse_attention(q, k, v, raster_plan, scale=scale, backend=backend),
     }
+    for precision in EIGHT_BIT:
+        cases[f"window_tiles_{precision}"] = functools.partial(block_sparse_attention, qt, kt, vt, plan, scale=scale,
+                                                               backend=backend, precision=precision)
     if flex:
         cases["window_tiles_flex"] = lambda: block_sparse_attention(qt, kt, vt, plan, scale=scale, backend="flex")
     with dense_backend(device):
@@ -186,10 +194,13 @@ def attention_alone(grid: Grid, heads: int, head_dim: int, radius: tuple[int, in
             except Exception as exc:  # noqa: BLE001 - a baseline that cannot run here is reported, not fatal
                 results[f"{name}_ms"] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
     dense = results["dense_sdpa_ms"]
-    for name in ("window_tiles", "window_tiles_with_permutation", "window_tiles_no_token_test", "window_tiles_2x8x8",
-                 "window_raster", "window_tiles_flex"):
+    for name in WINDOW_CASES:
         if isinstance(results.get(f"{name}_ms"), float):
             results[f"speedup_{name}_vs_dense"] = dense / results[f"{name}_ms"]
+    window = window_tiled().float()
+    for precision in EIGHT_BIT:  # the 8-bit window against the 16-bit one, same plan
+        out = block_sparse_attention(qt, kt, vt, plan, scale=scale, backend=backend, precision=precision).float()
+        results[f"window_tiles_{precision}_rel_l1"] = float((out - window).abs().sum() / window.abs().sum())
 
     rows = torch.randperm(grid.tokens, generator=torch.Generator().manual_seed(1))[:256].to(device)
     box = window_box_mask(grid, radius).to(device)
@@ -241,7 +252,7 @@ def forward_modes(model, inputs: dict[str, torch.Tensor], base: tuple[int, int],
         with context, torch.no_grad():
             return model(**kwargs, return_dict=False)[0]
 
-    steps = tqdm(total=13, desc="forwards", leave=False)
+    steps = tqdm(total=15, desc="forwards", leave=False)
 
     def step(*args, **kwargs):
         measure(*args, **kwargs)
@@ -263,6 +274,10 @@ def forward_modes(model, inputs: dict[str, torch.Tensor], base: tuple[int, int],
                 step("freeswim_reuse", lambda t=t1: run("cond", t), handle.stats, track_alloc=scan)
                 step("freeswim_uncond", lambda t=t1: run("uncond", t), handle.stats)
             results["freeswim_counts"] = dict(handle.methods[0].controller.counts)
+        eight_bit = FreeSwimConfig(base_height=base[0], base_width=base[1], backend=backend, precision="int8-fp8")
+        with diffattn.apply(model, eight_bit) as handle:  # window-only calls: the first warms up, the second is timed
+            step("freeswim_uncond_int8-fp8", lambda: run("uncond", 999.0), handle.stats)
+            step("freeswim_uncond_int8-fp8", lambda: run("uncond", 998.0), handle.stats)
         with diffattn.apply(model, FreeSwimConfig(base_height=base[0], base_width=base[1], backend=backend, cache_steps=None)) as handle:
             step("freeswim_nocache_dual", lambda: run("cond", 999.0), handle.stats, track_alloc=True)
             step("freeswim_nocache_dual", lambda: run("cond", 998.0), handle.stats)
@@ -272,6 +287,7 @@ def forward_modes(model, inputs: dict[str, torch.Tensor], base: tuple[int, int],
     window_self = results["freeswim_reuse"]["self_attention_ms"]
     results["summary"] = {
         "self_attention_speedup_window_vs_dense": observe / window_self,
+        "self_attention_speedup_window_int8-fp8_vs_dense": observe / results["freeswim_uncond_int8-fp8"]["self_attention_ms"],
         "forward_speedup_reuse_vs_dense": dense / results["freeswim_reuse"]["ms"],
         "forward_speedup_uncond_vs_dense": dense / results["freeswim_uncond"]["ms"],
         "refresh_cost_vs_dense": results["freeswim_refresh"]["ms"] / dense,
@@ -694,13 +710,13 @@ def markdown_rows(report: dict[str, Any]) -> str:
         "| attention alone (one layer) | ms | vs dense |",
         "|---|---|---|",
     ]
-    for name in ("dense_sdpa", "window_tiles", "window_tiles_with_permutation", "window_tiles_no_token_test",
-                 "window_tiles_2x8x8", "window_raster", "window_tiles_flex"):
+    for name in ("dense_sdpa", *WINDOW_CASES):
         speed = attention.get(f"speedup_{name}_vs_dense")
         relative = f"{speed:.2f}x" if speed else "1.00x" if name == "dense_sdpa" else "n/a"
         lines.append(f"| {name} | {ms(attention.get(f'{name}_ms'))} | {relative} |")
     lines += ["", "| forward | ms | self-attention ms | peak GiB |", "|---|---|---|---|"]
-    for name in ("dense", "dense_observe", "freeswim_refresh", "freeswim_reuse", "freeswim_uncond", "freeswim_nocache_dual"):
+    for name in ("dense", "dense_observe", "freeswim_refresh", "freeswim_reuse", "freeswim_uncond", "freeswim_uncond_int8-fp8",
+                 "freeswim_nocache_dual"):
         entry = forward[name]
         lines.append(f"| {name} | {ms(entry['ms'])} | {ms(entry.get('self_attention_ms'))} | {gib(entry)} |")
     lines += ["", "summary: " + ", ".join(f"{k}={v:.2f}" for k, v in forward["summary"].items())]

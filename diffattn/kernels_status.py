@@ -1,5 +1,6 @@
 """Which attention backends work on this machine: the kernel backends as `diffattn.kernels.available_backends`
-reports them (the same checks that pick a backend for each call), xformers by running it (importing is not enough)."""
+reports them (the same checks that pick a backend for each call), xformers by running it (importing is not enough),
+and what each attention precision runs as here."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import importlib.util
 
 import torch
 
-__all__ = ["backend_status", "xformers_works"]
+__all__ = ["backend_status", "precision_status", "xformers_works"]
 
 
 @functools.cache
@@ -43,4 +44,16 @@ def backend_status() -> dict[str, str]:
     except ImportError as exc:
         status["kernels"] = f"unavailable: {exc}"
     status["xformers"] = xformers_works()
+    return status
+
+
+def precision_status() -> dict[str, str]:
+    """Precision name -> how it runs on this machine's default device (the rule every attention call follows)."""
+    from .precision import PRECISIONS, precision_support
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    status = {}
+    for precision in PRECISIONS:
+        runnable, note = precision_support(precision, device)
+        status[precision] = note if note is not None else f"ok ({device.type})"
     return status

@@ -63,7 +63,7 @@ __all__ = ["CATEGORIES", "Target", "Installer", "Part", "Method", "load", "imple
 
 CATEGORIES: dict[str, str] = {
     "observe": "looks at attention without changing it",
-    "sparsity": "skips attention work (sparse, cached or reused attention)",
+    "sparsity": "skips or cheapens attention work (sparse, cached, reused or 8-bit attention)",
     "windows": "restricts attention to windows, e.g. for resolutions beyond training",
     "editing": "edits an existing video through attention",
     "noise": "chooses or refines the initial noise",

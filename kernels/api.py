@@ -157,7 +157,7 @@ def block_sparse_attention(
         mark_criterion (`str`): what `skip_threshold` compares with: `"running"` (the running max before each
             slot, within the attention pass) or `"final"` (each row's final max; a second Q.K pass in Triton).
         return_lse (`bool`): also return the natural-log log-sum-exp `[B, H, q_len]` (float32).
-        precision (`str`): `"bf16"` (the inputs' dtype), `"int8"` (INT8 Q.K, K smoothed, per-block scales) or
+        precision (`str`): `"bf16"` (the inputs' dtype), `"int8"` (INT8 Q.K, K smoothed, one scale per token) or
             `"int8-fp8"` (also FP8 P.V, V scaled per channel); 8 bits take float16/bfloat16/float32 inputs
             (float32: reference backend only), and the Triton backend needs compute capability 8.9+ for FP8 (else
             "auto" falls back to the reference, with a warning).

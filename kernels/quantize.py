@@ -1,10 +1,7 @@
 """8-bit attention inputs: the quantisation both the Triton kernel and the torch reference use.
 
-Precisions (`PRECISIONS`):
-
-- `"bf16"`: no quantisation; q/k/v are used in their own 16-bit dtype (bfloat16 or float16).
-- `"int8"`: Q.K in INT8, P.V in the inputs' 16-bit dtype (SageAttention 1 style).
-- `"int8-fp8"`: Q.K in INT8, P.V in FP8 e4m3 (SageAttention 2 style; needs FP8 tensor cores, sm_89+).
+Precisions (`PRECISIONS`, defined in `diffattn.precision`): `"bf16"` (no quantisation), `"int8"` (INT8 Q.K,
+16-bit P.V, SageAttention 1 style) and `"int8-fp8"` (INT8 Q.K, FP8 e4m3 P.V, SageAttention 2 style; sm_89+).
 
 The recipe, all on the device and without host synchronisation:
 
@@ -32,11 +29,10 @@ from typing import NamedTuple
 
 import torch
 
+from diffattn.precision import PRECISIONS
+
 __all__ = ["FP8_MAX", "INT8_MAX", "PRECISIONS", "QuantizedInputs", "dequantize_rows", "quantize_inputs",
            "quantize_rows", "quantize_values", "round_e4m3", "value_scales"]
-
-PRECISIONS = ("bf16", "int8", "int8-fp8")
-"""Attention precisions, from the most accurate to the fastest (see the module docstring)."""
 
 INT8_MAX = 127.0
 FP8_MAX = 448.0

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +33,7 @@ from diffattn.errors import BackendUnavailableError, ConfigError
 from diffattn.geometry import Grid
 from diffattn.method import Method, Target
 from diffattn.plan import BlockPlan
+from diffattn.precision import lowest_precision, runnable_precision
 from diffattn.stats import AttentionStats, Timer
 
 __all__ = [
@@ -45,6 +46,9 @@ __all__ = [
     "describe_layers",
     "token_layout",
     "account",
+    "kernel_options",
+    "merge_kernel_options",
+    "chain_for",
 ]
 
 Proceed = Callable[["AttentionCall"], torch.Tensor]
@@ -125,7 +129,8 @@ class AttentionCall:
     plan: BlockPlan | None = None
     """Set by a sparsity method: the call then runs through the block-sparse kernels."""
     kernel_options: dict[str, Any] = field(default_factory=dict)
-    """Extra `block_sparse_attention` keywords (pv_threshold, skip_threshold, backend)."""
+    """Extra `block_sparse_attention` keywords (pv_threshold, skip_threshold, backend, precision); methods add theirs
+    with `merge_kernel_options`."""
     on_kernel_result: list[Callable[[Any], None]] = field(default_factory=list)
     """Callbacks given the kernel's `SparseAttentionOutput` (e.g. LiteAttention's skip marks)."""
     dense_reasons: dict[str, str] = field(default_factory=dict)
@@ -153,18 +158,40 @@ class AttentionCall:
         self.stats.record(self.layer.name, self.context.step_index, **fields)
 
 
+def kernel_options(config: Any) -> dict[str, Any]:
+    """The `block_sparse_attention` keywords an attention config sets: its backend when one is named, its precision
+    when it asks for 8 bits."""
+    options: dict[str, Any] = {} if config.backend == "auto" else {"backend": config.backend}
+    if config.precision != "bf16":
+        options["precision"] = config.precision
+    return options
+
+
+def merge_kernel_options(current: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`current` updated with `extra`, except the precision, which is the lowest either asks for: methods composed in
+    one chain run at the lowest precision any of them asks for, whatever their order."""
+    merged = {**current, **extra}
+    if "precision" in current and "precision" in extra:
+        merged["precision"] = lowest_precision(current["precision"], extra["precision"])
+    return merged
+
+
 def execute(call: AttentionCall) -> torch.Tensor:
     """End of every chain: dense through the model's own call, or block-sparse when a plan is attached."""
     if call.plan is None:
         return call.dense()
     from diffattn.kernels import block_sparse_attention
 
+    options = call.kernel_options
+    if "precision" in options:
+        options = {**options, "precision": runnable_precision(options["precision"], call.query.device)}
+
     if call.attn_mask is not None or call.is_causal or call.dropout_p:
         raise BackendUnavailableError(
             f"layer {call.layer.name}: a block plan cannot be combined with an attention mask, causal masking or "
             "dropout; the method must fold them into its plan or leave this call dense"
         )
-    result = block_sparse_attention(call.query, call.key, call.value, call.plan, scale=call.scale, **call.kernel_options)
+    result = block_sparse_attention(call.query, call.key, call.value, call.plan, scale=call.scale, **options)
     if isinstance(result, torch.Tensor):
         return result
     _notify(call.on_kernel_result, result)
@@ -359,6 +386,11 @@ def _check_selectors(config: MethodConfig, joined: list[LayerInfo], layers: list
     )
 
 
+def chain_for(methods: Sequence[AttentionMethod], layer: LayerInfo) -> tuple[AttentionMethod, ...]:
+    """The methods of `layer` in the order given, except that `chain_last` methods come after all others."""
+    return tuple(sorted((m for m in methods if m.applies_to(layer)), key=lambda m: m.chain_last))
+
+
 class AttentionInstaller:
     """Installer of attention parts (`AttentionMethod`): wraps the processor of every attention module that some
     part applies to, chaining the parts in the order given; `remove` restores the processors exactly."""
@@ -373,7 +405,7 @@ class AttentionInstaller:
         modules = find_attention_modules(self.target.model)
         joint = self.target.family.image or self.target.family.name in _JOINT_FAMILIES
         layers = describe_layers(modules, joint, self.target.prefix)
-        chains = [tuple(m for m in self.methods if m.applies_to(layer)) for layer in layers]
+        chains = [chain_for(self.methods, layer) for layer in layers]
         joined = {id(m): [layer for layer, chain in zip(layers, chains) if m in chain] for m in self.methods}
         for method in self.methods:  # before anything is wrapped: a refused selector leaves the model untouched
             _check_selectors(method.config, joined[id(method)], layers, self.target.model)
@@ -407,6 +439,9 @@ class AttentionMethod(Method):
     """
 
     installer = AttentionInstaller
+    chain_last: ClassVar[bool] = False
+    """Joins the end of each layer's chain whatever the order the methods were given in (a method that only changes
+    how the others' plan is computed, such as its precision, then sees the view any of them built)."""
 
     def applies_to(self, layer: LayerInfo) -> bool:
         """Whether this method joins the chain of `layer` (by default: the config's block selectors)."""

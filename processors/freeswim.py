@@ -38,7 +38,7 @@ from diffattn.method import Target
 from diffattn.patterns.windows import attention_temperature, window_plan, window_radius_from_base, window_tile_order
 from diffattn.plan import BlockPlan
 
-from .base import AttentionCall, AttentionMethod, Proceed
+from .base import AttentionCall, AttentionMethod, Proceed, kernel_options, merge_kernel_options
 from .sparse.common import SparseLayout
 
 __all__ = [
@@ -425,7 +425,7 @@ class FreeSwimMethod(AttentionMethod):
             self.temperature = config.scale_factor if config.scale_factor is not None else attention_temperature(base_tokens)
         self.memory = config.memory_plan
         self.controller = FreeSwimController(config.cache_steps, self.memory.offload_cache, self.memory.sequential_branches)
-        self._kernel_options = {} if config.backend == "auto" else {"backend": config.backend}
+        self._kernel_options = kernel_options(config)
         self._orders: dict[tuple[Grid, torch.device], TileOrder] = {}
         self._plans: dict[tuple, tuple[BlockPlan, float]] = {}
         self._hooked: list[tuple[torch.nn.Module, str]] = []
@@ -498,7 +498,7 @@ class FreeSwimMethod(AttentionMethod):
     def _window_attention(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
         """The window branch; joins a block-sparse view built before FreeSwim, or builds one for later methods."""
         device = call.query.device
-        options = {**self._kernel_options, **call.kernel_options}
+        options = merge_kernel_options(self._kernel_options, call.kernel_options)
         self.controller.counts["window_attention"] += 1
         layout = call.layout
         if isinstance(layout, SparseLayout):  # a block-sparse method ran first: its token order, its block sizes

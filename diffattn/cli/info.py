@@ -1,4 +1,5 @@
-"""`diffattn info`: versions, device, which attention backends really work here, methods, model families."""
+"""`diffattn info`: versions, device, which attention backends really work here, what each precision runs as,
+methods, model families."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def collect() -> dict[str, Any]:
     from .. import __version__
     from ..environment import dependency_versions
     from ..geometry import supported_families
+    from ..kernels_status import precision_status
     from ..registry import methods
 
     return {
@@ -42,6 +44,7 @@ def collect() -> dict[str, Any]:
         "packages": dependency_versions(),
         "device": _device(),
         "backends": _backends(),
+        "precisions": precision_status(),
         "methods": {name: cls.description for name, cls in methods().items()},
         "families": {name: list(classes) for name, classes in supported_families().items()},
     }
@@ -58,6 +61,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"device:    {device['type']} ({device['name']})")
     print("backends:")
     for name, state in info["backends"].items():
+        print(f"  {name:<10} {state}")
+    print("precisions:")
+    for name, state in info["precisions"].items():
         print(f"  {name:<10} {state}")
     print("methods:")
     for name, description in info["methods"].items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from ..config import AttentionConfig, check, check_range
+from ..precision import Precision
 from ..registry import register_method
 
 __all__ = ["MEMORY_PRESETS", "FreeSwimConfig", "FreeSwimMemory"]
@@ -107,6 +108,10 @@ class FreeSwimConfig(AttentionConfig):
             Kernel block size (64 or 128); tokens are grouped into spatio-temporal tiles of this many tokens.
         backend (`str`, defaults to `"auto"`):
             Kernel backend of the window branch: `"auto"`, `"triton"`, `"flex"` or `"reference"`.
+        precision (`str`, defaults to `"bf16"`):
+            Arithmetic of the window branch's tiles: `"bf16"`, `"int8"` (INT8 Q.K, 16-bit P.V) or `"int8-fp8"`
+            (also FP8 P.V; `"int8"` on GPUs without FP8). The full branch and cross-attention stay in the model's
+            dtype.
         strength (`float`, defaults to `0.7`):
             SDEdit strength of the high-resolution stage (two-stage runs only): the last 70% of the steps run.
         flow_shift (`float`, defaults to `9.0`):
@@ -139,6 +144,7 @@ class FreeSwimConfig(AttentionConfig):
     offload_text_encoder: bool | None = None
     block_size: int = 128
     backend: str = "auto"
+    precision: Precision = "bf16"
     strength: float = 0.7
     flow_shift: float = 9.0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from ..config import AttentionConfig, FileSetting, check, check_range
+from ..precision import Precision
 from ..registry import register_method
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "RadialConfig",
     "PSAConfig",
     "LiteAttentionConfig",
+    "QuantizedConfig",
     "PABConfig",
     "RADIAL_PRESETS",
     "SPARSE_FAMILIES",
@@ -60,12 +62,17 @@ class BlockSparseConfig(AttentionConfig):
             the first active one in the chain picks the order and block sizes; the others adopt them.
         query_block (`int`, *optional*):
             Query tokens per plan block, 64 or 128 (the kernels' sizes); the method's own default when `None`.
+        precision (`str`, defaults to `"bf16"`):
+            Arithmetic of each computed tile: `"bf16"` (the model's 16-bit dtype), `"int8"` (INT8 Q.K with K
+            smoothing, 16-bit P.V) or `"int8-fp8"` (also FP8 P.V; GPUs without FP8 run `"int8"`, with one log line).
+            Composed methods run at the lowest precision any of them asks for.
     """
 
     backend: str = "auto"
     min_tokens: int = 512
     token_order: str = "tiles"
     query_block: int | None = None
+    precision: Precision = "bf16"
 
     default_block_q: ClassVar[int] = 128
     """The method's query tokens per plan block."""
@@ -277,6 +284,44 @@ class PSAConfig(BlockSparseConfig):
             f"cutoffs must be ascending values in [0, 1]; got {self.cutoffs!r}",
         )
         check_range("min_full", self.min_full, 0.0, 1.0)
+
+
+@register_method
+@dataclass(frozen=True)
+class QuantizedConfig(BlockSparseConfig):
+    """Dense attention in 8 bits, SageAttention style, on every video self- and joint-attention call.
+
+    Each call runs the full plan through the block-sparse kernel at `precision`: INT8 Q.K after subtracting K's
+    per-head token mean (exact under softmax), one scale per query and key token; under `"int8-fp8"` also FP8 e4m3
+    P.V with V scaled per channel and each tile's P.V summed in float32 before it joins the output.
+    `diffattn.kernels.quantize` defines the arithmetic exactly. Composed with a sparse method (Sparge, Radial, PSA,
+    Lite) or FreeSwim, it computes their plan in 8 bits instead (it always joins the end of the chain, so the order
+    given does not matter); the chain runs at the lowest precision any method asks for.
+
+    Partly faithful to SageAttention 2: one scale per token rather than per thread group, no Q smoothing, no
+    two-level accumulation inside a tile (each 128-key tile's FP8 P.V is accumulated in float32), and our own Triton
+    kernel rather than SageAttention's CUDA kernels. As for the sparse methods, text query rows of joint attention
+    run the model's own attention, and cross-attention stays in the model's dtype.
+
+    Args:
+        precision (`str`, defaults to `"int8-fp8"`):
+            `"int8"` (INT8 Q.K, 16-bit P.V, the more accurate) or `"int8-fp8"` (also FP8 P.V; GPUs without FP8
+            tensor cores run `"int8"`, with one log line; the CPU runs the PyTorch reference of the same arithmetic).
+        token_order (`str`, defaults to `"raster"`):
+            Token order of the view this method builds when it runs alone; dense attention gains nothing from
+            tiles, so the model's own order saves the permutation.
+    """
+
+    name = "quantized"
+    description = "dense attention in 8 bits (INT8 Q.K with K smoothing, FP8 P.V), SageAttention style; composes with the others"
+    implementation = "diffattn.processors.sparse.quantized:QuantizedMethod"
+
+    precision: Precision = "int8-fp8"
+    token_order: str = "raster"
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.precision != "bf16", "quantized computes attention in 8 bits: choose precision 'int8' or 'int8-fp8'")
 
 
 @register_method

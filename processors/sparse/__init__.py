@@ -2,7 +2,8 @@
 
 - `common`: the sparse view of a call (token order, joint text handling, key padding), plan algebra, stats.
 - `sparge`: SpargeAttn and its calibration; `radial`: Radial attention; `psa`: pyramid sparse attention;
-  `lite`: LiteAttention; `pab`: Pyramid Attention Broadcast; `probe`: methods on raw q/k/v, outside a model.
+  `lite`: LiteAttention; `pab`: Pyramid Attention Broadcast; `quantized`: 8-bit dense attention (or 8-bit plans of
+  the others); `probe`: methods on raw q/k/v, outside a model.
 """
 
 from .common import BlockSparseMethod, SparseLayout, attach_plan, joint_plan, sparse_attend
@@ -10,6 +11,7 @@ from .lite import LiteAttentionMethod
 from .pab import PABMethod
 from .probe import AttentionProbe
 from .psa import PSAMethod
+from .quantized import QuantizedMethod
 from .radial import RadialMethod
 from .sparge import SpargeCalibration, SpargeMethod
 
@@ -25,5 +27,6 @@ __all__ = [
     "PSAMethod",
     "LiteAttentionMethod",
     "PABMethod",
+    "QuantizedMethod",
     "AttentionProbe",
 ]

@@ -37,7 +37,7 @@ from diffattn.geometry import Grid, TileOrder
 from diffattn.method import Target
 from diffattn.plan import BlockPlan
 
-from ..base import AttentionCall, AttentionMethod, Proceed, TokenLayout
+from ..base import AttentionCall, AttentionMethod, Proceed, TokenLayout, kernel_options, merge_kernel_options
 
 __all__ = [
     "SparseLayout",
@@ -141,12 +141,22 @@ def dense_plan(q_blocks: int, kv_blocks: int, block_q: int, block_k: int, device
     return _DENSE_PLANS[key]
 
 
+def _is_dense_plan(plan: BlockPlan, device: torch.device) -> bool:
+    """Whether `plan` is the cached plan of every block (`dense_plan`)."""
+    key = (plan.num_q_blocks, plan.num_kv_blocks, plan.block_q, plan.block_k, device)
+    return _DENSE_PLANS.get(key) is plan
+
+
 def attach_plan(call: AttentionCall, plan: BlockPlan, **kernel_options: Any) -> AttentionCall:
-    """The call with `plan` attached (intersected with a plan already there) and extra kernel keywords."""
-    if call.plan is not None:
+    """The call with `plan` attached (intersected with a plan already there) and extra kernel keywords.
+
+    A plan already there that lists every block (`dense_plan`, e.g. the "quantized" method's) is replaced rather
+    than intersected: the intersection would be `plan` itself, at the cost of rebuilding it.
+    """
+    if call.plan is not None and not _is_dense_plan(call.plan, call.query.device):
         plan = call.plan & plan
     call.layout.plans.append(plan)
-    return call.replace(plan=plan, kernel_options={**call.kernel_options, **kernel_options})
+    return call.replace(plan=plan, kernel_options=merge_kernel_options(call.kernel_options, kernel_options))
 
 
 # -------------------------------------------------------------------------------------------------- view
@@ -333,5 +343,5 @@ class BlockSparseMethod(AttentionMethod):
         raise NotImplementedError
 
     def kernel_options(self) -> dict[str, Any]:
-        """Keywords for `block_sparse_attention` common to every call (the backend when one is named)."""
-        return {} if self.config.backend == "auto" else {"backend": self.config.backend}
+        """Keywords for `block_sparse_attention` common to every call (backend when named, 8-bit precision)."""
+        return kernel_options(self.config)

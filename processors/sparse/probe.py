@@ -22,7 +22,7 @@ from diffattn.geometry import FAMILIES, Grid
 from diffattn.method import Target, implementation_of
 from diffattn.stats import AttentionStats
 
-from ..base import AttentionCall, AttentionMethod, account, run_chain, token_layout
+from ..base import AttentionCall, AttentionMethod, account, chain_for, run_chain, token_layout
 
 __all__ = ["AttentionProbe"]
 
@@ -31,13 +31,14 @@ class AttentionProbe:
     """A chain of block-sparse methods applied to raw attention inputs laid out like one family's calls.
 
     Args:
-        configs (`Sequence[BlockSparseConfig]`): the methods, in chain order (e.g. Radial then LiteAttention).
+        configs (`Sequence[BlockSparseConfig]`): the methods, in chain order (e.g. Radial then LiteAttention;
+            `quantized` always last).
         family (`str`, defaults to `"wan"`): whose conventions apply (text before video, per-model mask rules).
     """
 
     def __init__(self, configs: Sequence[BlockSparseConfig], family: str = "wan") -> None:
         if not configs or not all(isinstance(c, BlockSparseConfig) for c in configs):
-            raise ConfigError("AttentionProbe takes one or more block-sparse method configs (sparge, radial, psa, lite)")
+            raise ConfigError("AttentionProbe takes one or more block-sparse method configs (sparge, radial, psa, lite, quantized)")
         self.configs = tuple(configs)
         self.family = next((f for f in FAMILIES if f.name == family), None)
         if self.family is None:
@@ -87,7 +88,7 @@ class AttentionProbe:
         call = AttentionCall(
             query, key, value, attn_mask, 0.0, False, scale, False, layer, self.context, layout, self.stats
         )
-        chain = tuple(m for m in self.methods if m.applies_to(layer))
+        chain = chain_for(self.methods, layer)
         out = run_chain(chain, call)
         if self.stats.enabled:
             account(chain, self.context, call.dense_reasons, self.stats)

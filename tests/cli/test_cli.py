@@ -17,8 +17,12 @@ def test_info_reports_backends_methods_and_families(capsys):
     assert "observe" in info["methods"]
     assert "wan" in info["families"] and "unet-motion" in info["families"]
     assert info["backends"]["xformers"]  # a reason or "ok", never empty
+    assert set(info["precisions"]) == {"bf16", "int8", "int8-fp8"}
+    if info["device"]["type"] == "cpu":  # 8 bits on the CPU: the reference arithmetic, said so
+        assert all("PyTorch reference" in info["precisions"][p] for p in ("int8", "int8-fp8"))
     assert main(["info"]) == 0
-    assert "methods:" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "methods:" in text and "precisions:" in text
 
 
 def test_demo_writes_videos_and_a_report(tmp_path, capsys):

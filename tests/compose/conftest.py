@@ -29,6 +29,7 @@ METHODS = {
     "psa": lambda: diffattn.PSAConfig(dense_steps=0, mode="topk", cutoffs=(0.25, 0.5, 0.5, 0.75), **COMMON),
     # random latents leave no tile negligible in a few steps; a must-skip key block makes Lite's plan visible
     "lite": lambda: diffattn.LiteAttentionConfig(threshold=0.0, must_skip=(0, 128), **COMMON),
+    "quantized": lambda: diffattn.QuantizedConfig(precision="int8", **COMMON),
     "pab": lambda: diffattn.PABConfig(preset="none", spatial_skip_range=3, spatial_timestep_range=(0.0, 1000.0)),
 }
 """Each method at settings where it visibly acts on the tiny denoiser's 8x8x8 token grid."""

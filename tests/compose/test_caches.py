@@ -31,9 +31,11 @@ def apply_both(model, method: str, cache: str, order: str):
 
 
 def acted(handle, method: str) -> bool:
-    """The method's own evidence of acting: density below 1 (sparse methods) or reused outputs (PAB)."""
-    if method == "pab":
-        return any(r.get("reused") for steps in handle.stats.to_dict().values() for r in steps.values())
+    """The method's own evidence of acting: density below 1 (sparse methods), reused outputs (PAB) or calls set in
+    8 bits (quantized)."""
+    extra = {"pab": "reused", "quantized": "quantized_calls"}.get(method)
+    if extra is not None:
+        return any(r.get(extra) for steps in handle.stats.to_dict().values() for r in steps.values())
     summary = handle.stats.summary()
     return summary["mean_density"] is not None and summary["mean_density"] < 1.0
 

@@ -279,3 +279,35 @@ def test_window_and_temperature_come_from_the_base_size(model):
         assert method.temperature == pytest.approx(attention_temperature(60))
     finally:
         handle.remove()
+
+
+class SpyKernelCalls:
+    """Records the calls that reach the block-sparse kernels with a plan (at the end of a method chain)."""
+
+    def __init__(self, monkeypatch):
+        import diffattn.processors.base as base
+
+        self.calls, real = [], base.execute
+        monkeypatch.setattr(base, "execute", lambda call: (call.plan is not None and self.calls.append(call), real(call))[1])
+
+    def precisions(self) -> set[str]:
+        return {call.kernel_options.get("precision", "bf16") for call in self.calls}
+
+
+@pytest.mark.parametrize("configs", [
+    [FreeSwimConfig(**SETTINGS, precision="int8")],
+    [diffattn.QuantizedConfig(precision="int8", backend="reference"), FreeSwimConfig(**SETTINGS)],
+], ids=["precision-field", "with-quantized"])
+def test_window_branch_runs_at_8_bits_on_the_same_plan(model, configs, monkeypatch):
+    x = inputs()
+    spy = SpyKernelCalls(monkeypatch)
+    with diffattn.apply(model, FreeSwimConfig(**SETTINGS)):
+        bf16 = forward(model, x, "uncond")
+    plans = [call.plan.to_block_mask() for call in spy.calls]
+    spy.calls.clear()
+    with diffattn.apply(model, *configs):
+        out = forward(model, x, "uncond")
+    assert spy.precisions() == {"int8"}
+    assert len(plans) == len(spy.calls) and all(torch.equal(call.plan.to_block_mask(), plan) for call, plan in zip(spy.calls, plans))
+    error = float((out - bf16).abs().mean() / bf16.abs().mean())
+    assert 0 < error < 0.015

@@ -55,5 +55,8 @@ def test_the_benchmark_runs_on_the_cpu(tmp_path):
     assert forward["sparge (top-k 0.5)"]["rel_l1"] < 0.05 and forward["sparge 90% (top-k 0.1)"]["density"] < 0.5
     assert len(data["models"]["tiny-wan"]["lite_schedule"]["skipped_fraction_per_step"]) == 6
     assert set(data["quality_proxy"]) == {"sparge (top-k 0.5)", "radial (decay 0.2)", "psa (Wan 14B thresholds)", "lite (threshold -10)",
-                                          "lite (threshold -10, final-max marks)"}
+                                          "lite (threshold -10, final-max marks)", "quantized int8", "quantized int8-fp8",
+                                          "radial int8-fp8"}
+    for label in ("quantized int8", "quantized int8-fp8", "sparge 90% int8-fp8"):  # 8 bits: close to dense, not equal
+        assert 0 < forward[label]["rel_l1"] < 0.05
     assert (tmp_path / "e2e_tiny.md").read_text().startswith("### tiny-wan")
