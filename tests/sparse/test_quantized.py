@@ -7,6 +7,7 @@ precision of another method's plan without changing the plan; a chain runs at th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -78,6 +79,22 @@ def test_quantized_with_sparge_is_sparges_plan_at_8_bits_in_either_order(precisi
         assert torch.equal(seen[0].plan.to_block_mask(), seen_alone[0].plan.to_block_mask())
         assert seen[0].plan.density() < 0.5  # Sparge's plan, not the dense one
         assert seen[0].kernel_options["precision"] == precision
+
+
+@pytest.mark.parametrize("config", [
+    diffattn.RadialConfig(dense_steps=0, dense_layers=(), **REF),
+    diffattn.PSAConfig(dense_steps=0, mode="topk", cutoffs=(0.25, 0.5, 0.5, 0.75), **REF),
+    diffattn.LiteAttentionConfig(threshold=0.0, must_skip=(0, 128), **REF),
+], ids=lambda config: config.name)
+def test_every_sparse_methods_precision_field_runs_its_own_plan_in_8_bits(config):
+    bf16, seen_bf16 = _probe(config)
+    field, seen_field = _probe(dataclasses.replace(config, precision="int8"))
+    composed, _ = _probe(config, diffattn.QuantizedConfig(precision="int8", **REF))
+    assert torch.equal(field, composed)
+    assert torch.equal(seen_field[0].plan.to_level_map(), seen_bf16[0].plan.to_level_map())
+    assert seen_field[0].kernel_options["precision"] == "int8"
+    error = float((field.float() - bf16.float()).abs().mean() / bf16.float().abs().mean())
+    assert 1e-4 < error < 0.015
 
 
 def test_a_chain_runs_at_the_lowest_precision_any_method_asks_for():
