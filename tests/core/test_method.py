@@ -140,7 +140,7 @@ def test_a_registered_method_is_exported_listed_and_demoed_without_listing_it_an
 def test_hand_written_demo_entries_name_the_methods_they_show():
     entries = load_entries()
     assert not any(name.startswith("method-") for name in entries)  # every built-in method has its own entry
-    assert entries["sparse-tiny-wan"].methods == ("radial", "lite", "sparge", "psa", "pab")
+    assert entries["sparse-tiny-wan"].methods == ("radial", "lite", "sparge", "psa", "pab", "quantized")
 
 
 def test_a_field_annotated_as_a_file_is_a_file_setting():

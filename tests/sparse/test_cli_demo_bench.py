@@ -41,6 +41,10 @@ def test_the_demo_entry_runs_and_checks_its_equivalence(tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "sparse-tiny-wan | yes" in report
     assert (tmp_path / "sparse_radial+lite.mp4").stat().st_size > 0
+    methods = json.loads((tmp_path / "report.json").read_text())["sparse-tiny-wan"]["methods"]
+    # 8 bits move the (random-weight) video, but less than Sparge dropping half of the blocks does
+    assert methods["quantized"]["quantized_calls"] > 0
+    assert 0 < methods["quantized"]["max_abs_diff_vs_dense"] < methods["sparge"]["max_abs_diff_vs_dense"]
 
 
 def test_the_benchmark_runs_on_the_cpu(tmp_path):

@@ -3,7 +3,8 @@
 The video has 8x8x8 = 512 tokens, so the methods really skip blocks; the entry reports, per method, the plans'
 mean density and skipped-tile fraction from `handle.stats` (PAB: how many attention calls reused an earlier
 output), the time, and how far the video moved from the dense one. Its `ok` checks the equivalence the methods
-rest on: Sparge keeping every block (top-k 1) reproduces the dense video.
+rest on: Sparge keeping every block (top-k 1) reproduces the dense video. `quantized` runs every block in 8 bits
+(on the CPU: the PyTorch reference of the 8-bit arithmetic).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ SIZE, FRAMES, STEPS = 128, 29, 4  # latent 8 x 16 x 16 -> 8 x 8 x 8 tokens with 
 MIN_TOKENS = 256
 
 
-@demo_entry("sparse-tiny-wan", "sparse attention on tiny Wan (512 tokens): Radial+Lite, Sparge, PSA, PAB and their stats",
-            ("radial", "lite", "sparge", "psa", "pab"))
+@demo_entry("sparse-tiny-wan",
+            "sparse attention on tiny Wan (512 tokens): Radial+Lite, Sparge, PSA, PAB, 8-bit attention and their stats",
+            ("radial", "lite", "sparge", "psa", "pab", "quantized"))
 def sparse_tiny_wan(out_dir: Path) -> dict[str, Any]:
     with single_thread():
         return _run(out_dir)
@@ -49,6 +51,7 @@ def _run(out_dir: Path) -> dict[str, Any]:
         "sparge": (configs.SpargeConfig(**common),),
         "psa": (configs.PSAConfig(dense_steps=1, mode="topk", cutoffs=(0.25, 0.5, 0.5, 0.75), **common),),
         "pab": (configs.PABConfig(),),
+        "quantized": (configs.QuantizedConfig(**common),),
         "sparge-topk-1": (configs.SpargeConfig(topk=1.0, **common),),
     }
     report: dict[str, Any] = {"dense_seconds": round(dense_seconds, 2), "methods": {}}
@@ -64,6 +67,7 @@ def _run(out_dir: Path) -> dict[str, Any]:
             "mean_density": summary["mean_density"],
             "skipped_tile_fraction": summary["skipped_tile_fraction"],
             "reused_calls": int(sum(r.get("reused", 0) for r in records)),  # PAB broadcasts
+            "quantized_calls": int(sum(r.get("quantized_calls", 0) for r in records)),  # calls run in 8 bits
             "max_abs_diff_vs_dense": float((frames - dense).abs().max()),
         }
     report["ok"] = report["methods"]["sparge-topk-1"]["max_abs_diff_vs_dense"] <= 1e-4
