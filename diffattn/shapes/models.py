@@ -16,10 +16,13 @@ trained models are evaluated with.
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 from typing import Any
 
+import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, StableDiffusionPipeline, WanPipeline
 
+from diffattn.errors import UnsupportedModelError
 from diffattn.notices import quiet_library_notices
 from diffattn.shapes.world import VOCABULARY
 from diffattn.testing.recipe import build
@@ -27,7 +30,17 @@ from diffattn.testing.text import clip_text_encoder, t5_tokenizer, umt5_encoder,
 from diffattn.testing.unet import ddim, sd_unet, sd_vae
 from diffattn.testing.wan_family import wan_transformer, wan_vae
 
-__all__ = ["MODELS", "GEOMETRY", "TEXT_LENGTH", "FLOW_SHIFT", "build_pipeline", "sample_kwargs"]
+__all__ = [
+    "MODELS",
+    "GEOMETRY",
+    "TEXT_LENGTH",
+    "FLOW_SHIFT",
+    "WEIGHTS",
+    "build_pipeline",
+    "sample_kwargs",
+    "train_command",
+    "load_trained",
+]
 
 MODELS: tuple[str, ...] = ("shapes-wan", "shapes-sd")
 GEOMETRY: dict[str, dict[str, int]] = {
@@ -110,3 +123,33 @@ def sample_kwargs(name: str, **overrides: Any) -> dict[str, Any]:
         kwargs["max_sequence_length"] = TEXT_LENGTH
     return {**kwargs, **overrides}
 
+
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+"""The package folder holding the trained pipelines, one sub-folder per model name."""
+
+
+def train_command(name: str) -> str:
+    """The command that trains model ``name`` on one GPU into the package folder :func:`load_trained` reads."""
+    _check(name)
+    return f"python -m diffattn.shapes.train {name} --out {WEIGHTS / name} --preset gpu"
+
+
+@quiet_library_notices()
+def load_trained(name: str, *, dtype: torch.dtype = torch.float32) -> DiffusionPipeline:
+    """The trained pipeline ``name`` from :data:`WEIGHTS` (``from_pretrained``, offline, safetensors only), on the CPU.
+
+    Raises:
+        UnsupportedModelError: the weights are not there; the message gives the command that trains them.
+    """
+    _check(name)
+    folder = WEIGHTS / name
+    if not (folder / "model_index.json").is_file():
+        raise UnsupportedModelError(
+            f"the trained {name} weights are not installed (no {folder / 'model_index.json'}); train them with "
+            f"`{train_command(name)}` (about 4 minutes on one GPU; --preset cpu for a smaller CPU run)"
+        )
+    pipeline_class, _ = _BUILDERS[name]
+    pipe = pipeline_class.from_pretrained(folder, dtype=dtype, use_safetensors=True, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -330,9 +330,10 @@ def render(scene: Scene, *, frames: int, height: int, width: int) -> Clip:
 
 
 def dataset(
-    n: int, seed: int, *, frames: int, height: int, width: int, split: Split = "train", max_objects: int = 3
+    n: int, seed: int, *, frames: int, height: int, width: int, split: Split = "train", max_objects: int = 3, start: int = 0
 ) -> Iterator[Clip]:
-    """``n`` clips of scenes from ``split``; clip ``i`` depends only on ``(seed, i)``, so any slice is reproducible."""
-    for index in range(n):
+    """Clips ``start .. start + n - 1`` of scenes from ``split``; clip ``i`` depends only on ``(seed, i)``, so any
+    slice is reproducible (and can be rendered in parallel)."""
+    for index in range(start, start + n):
         scene = sample_scene(np.random.default_rng([seed, index]), max_objects=max_objects, split=split)
         yield render(scene, frames=frames, height=height, width=width)

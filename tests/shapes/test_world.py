@@ -115,3 +115,10 @@ def test_one_scene_renders_the_same_layout_at_any_size_and_frame_count():
     assert np.allclose(*coverage, atol=0.02)
     with pytest.raises(ValueError):
         render(scene, frames=0, height=32, width=32)
+
+
+def test_dataset_slices_agree_with_the_whole():
+    whole = list(dataset(6, 9, frames=3, height=16, width=16))
+    tail = list(dataset(2, 9, frames=3, height=16, width=16, start=4))
+    assert [c.scene for c in tail] == [c.scene for c in whole[4:]]
+    assert all(np.array_equal(a.video, b.video) for a, b in zip(tail, whole[4:]))
