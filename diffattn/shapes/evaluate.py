@@ -10,6 +10,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from diffattn.shapes.score import VideoScore, score_video
 from diffattn.shapes.world import sample_scene
 
-__all__ = ["Sample", "Evaluation", "heldout_captions", "generate", "accuracy", "main"]
+__all__ = ["Sample", "Evaluation", "heldout_captions", "generate", "accuracy", "save_grid", "main"]
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,17 @@ def accuracy(pipe: Any, captions: Sequence[str], seeds: Sequence[int], **sample_
     return Evaluation(float(np.mean([s.score.correct for s in samples])) if samples else 0.0, samples)
 
 
+def save_grid(samples: Sequence[Sample], path: str | Path) -> None:
+    """A PNG with one row per sample (its frames side by side), to look at what a model draws."""
+    from PIL import Image
+
+    rows = [torch.cat(list(sample.frames), dim=-1) for sample in samples]
+    width = max(row.shape[-1] for row in rows)
+    rows = [torch.nn.functional.pad(row, (0, width - row.shape[-1])) for row in rows]
+    grid = torch.cat(rows, dim=-2).permute(1, 2, 0).mul(255).round().to(torch.uint8).numpy()
+    Image.fromarray(grid).save(path)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: accuracy of a trained pipeline folder on held-out captions."""
     from diffusers import DiffusionPipeline
@@ -102,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--guidance", type=float, default=None, help="guidance scale (default: the model's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print the whole evaluation as JSON")
+    parser.add_argument("--grid", default=None, help="also write the samples as a PNG grid to this path")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
     pipe = DiffusionPipeline.from_pretrained(args.folder, torch_dtype=parse_dtype("auto", device)).to(device)
@@ -110,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {k: v for k, v in (("num_inference_steps", args.steps), ("guidance_scale", args.guidance)) if v is not None}
     captions = heldout_captions(args.n, args.seed, max_objects=args.max_objects, image=name == "shapes-sd")
     result = accuracy(pipe, captions, [args.seed + i for i in range(args.n)], **sample_kwargs(name, **overrides))
+    if args.grid:
+        save_grid(result.samples, args.grid)
     if args.json:
         print(json.dumps(result.to_dict(), indent=1))
     else:

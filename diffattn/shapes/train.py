@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import signal
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -45,7 +46,8 @@ __all__ = ["Preset", "PRESETS", "TrainLog", "train", "main"]
 _WAN_LENGTHS = (TEXT_LENGTH, 64, 128, 256, 512)
 _KL_WEIGHT = 1e-4
 _CAPTION_DROPOUT = 0.1
-_EVAL_SHARE = 0.1  # of --max-minutes kept for sampling at the end
+_VAE_SHARE = 0.3  # of the time left after rendering
+_EVAL_SHARE = 0.1  # of --max-minutes kept for saving and sampling at the end
 
 
 @dataclass(frozen=True)
@@ -76,9 +78,9 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "gpu": Preset(clips=40_000, vae_steps=3000, vae_batch=64, vae_lr=5e-4, steps=12_000, batch=128, lr=5e-4, ema=0.999,
+    "gpu": Preset(clips=40_000, vae_steps=3000, vae_batch=64, vae_lr=1e-3, steps=12_000, batch=128, lr=5e-4, ema=0.999,
                   log_every=100, eval_captions=32, max_minutes=4.0),
-    "cpu": Preset(clips=2_000, vae_steps=300, vae_batch=8, vae_lr=5e-4, steps=800, batch=16, lr=5e-4, ema=0.99,
+    "cpu": Preset(clips=2_000, vae_steps=300, vae_batch=8, vae_lr=1e-3, steps=800, batch=16, lr=5e-4, ema=0.99,
                   log_every=20, eval_captions=4, max_minutes=10.0),
     "smoke": Preset(clips=8, vae_steps=3, vae_batch=2, vae_lr=5e-4, steps=5, batch=2, lr=5e-4, ema=0.9,
                     log_every=1, eval_captions=0, max_minutes=None),
@@ -107,21 +109,22 @@ class TrainLog:
 
 
 class _Clock:
-    """A stage's share of the time bound: ``progress`` is the larger of steps done and time used, in [0, 1]."""
+    """A stage's steps and deadline (``time.monotonic()`` value, or ``None``): ``progress`` is the larger of the
+    fractions of steps done and of time used, in [0, 1]."""
 
-    def __init__(self, steps: int, seconds: float | None) -> None:
-        self.steps, self.seconds, self.start = steps, seconds, time.monotonic()
+    def __init__(self, steps: int, deadline: float | None) -> None:
+        self.steps, self.deadline, self.start = steps, deadline, time.monotonic()
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.start
 
     def progress(self, step: int) -> float:
-        used = self.elapsed / self.seconds if self.seconds else 0.0
+        used = self.elapsed / max(self.deadline - self.start, 1e-3) if self.deadline is not None else 0.0
         return min(1.0, max(step / self.steps, used))
 
     def out_of_time(self) -> bool:
-        return self.seconds is not None and self.elapsed >= self.seconds
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 def _learning_rate(base: float, progress: float, step: int, warmup: int) -> float:
@@ -182,14 +185,15 @@ def _autocast(device: torch.device) -> AbstractContextManager[Any]:
 
 
 def _run_steps(
-    name: str, steps: int, seconds: float | None, log: TrainLog, log_every: int, params: list[torch.nn.Parameter],
+    name: str, steps: int, deadline: float | None, log: TrainLog, log_every: int, params: list[torch.nn.Parameter],
     lr: float, loss_fn: Callable[[int], dict[str, torch.Tensor]], on_step: Callable[[], None] | None = None,
 ) -> None:
     """The shared optimisation loop: AdamW, gradient clipping at 1, schedule, loss records, progress bar, time bound.
     ``loss_fn(step)`` returns named losses whose ``"loss"`` entry is optimised."""
     optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    clock = _Clock(steps, seconds)
-    record = log.stage(name, planned_steps=steps, seconds_allowed=seconds)
+    clock = _Clock(steps, deadline)
+    allowed = None if deadline is None else round(deadline - clock.start, 2)
+    record = log.stage(name, planned_steps=steps, seconds_allowed=allowed)
     sums: dict[str, float] = {}
     bar = tqdm(range(steps), desc=name, dynamic_ncols=True)
     done = 0
@@ -222,7 +226,7 @@ def _run_steps(
     log.write()
 
 
-def _train_vae(pipe: Any, data: _Data, preset: Preset, seconds: float | None, log: TrainLog, seed: int) -> None:
+def _train_vae(pipe: Any, data: _Data, preset: Preset, deadline: float | None, log: TrainLog, seed: int) -> None:
     vae = pipe.vae.train().requires_grad_(True)
     generator = torch.Generator().manual_seed(seed)
     batches = data.batches(preset.vae_batch, generator)
@@ -239,7 +243,7 @@ def _train_vae(pipe: Any, data: _Data, preset: Preset, seconds: float | None, lo
         kl = 0.5 * (posterior.mean.float() ** 2 + posterior.var.float() - 1 - posterior.logvar.float()).mean()
         return {"loss": mse + _KL_WEIGHT * kl, "mse": mse, "kl": kl}
 
-    _run_steps("vae", preset.vae_steps, seconds, log, preset.log_every, list(vae.parameters()), preset.vae_lr, loss_fn)
+    _run_steps("vae", preset.vae_steps, deadline, log, preset.log_every, list(vae.parameters()), preset.vae_lr, loss_fn)
     vae.eval().requires_grad_(False)
 
 
@@ -270,7 +274,7 @@ def _normaliser(pipe: Any, video: bool, means: torch.Tensor, stds: torch.Tensor)
     return torch.zeros((), device=means.device), torch.full((), scale, device=means.device)
 
 
-def _train_denoiser(pipe: Any, data: _Data, preset: Preset, seconds: float | None, log: TrainLog, seed: int,
+def _train_denoiser(pipe: Any, data: _Data, preset: Preset, deadline: float | None, log: TrainLog, seed: int,
                     ema: list[torch.Tensor], trained: list[torch.nn.Parameter]) -> None:
     video = data.video
     denoiser = pipe.transformer if video else pipe.unet
@@ -322,7 +326,20 @@ def _train_denoiser(pipe: Any, data: _Data, preset: Preset, seconds: float | Non
         decay = min(preset.ema, (1 + step_count[0]) / (10 + step_count[0]))
         torch._foreach_lerp_(ema, [p.detach() for p in trained], 1 - decay)
 
-    _run_steps("denoiser", preset.steps, seconds, log, preset.log_every, trained, preset.lr, loss_fn, update_ema)
+    _run_steps("denoiser", preset.steps, deadline, log, preset.log_every, trained, preset.lr, loss_fn, update_ema)
+
+
+def _cast(pipe: Any, dtype: torch.dtype) -> None:
+    """Cast the VAE and denoiser to ``dtype`` without diffusers' "modules that should be kept in float32" notice: the
+    float16 copy is for storage only, and the float32 one is what the pipeline loads by default."""
+    notices = logging.getLogger("diffusers.models.modeling_utils")
+    level = notices.level
+    notices.setLevel(logging.ERROR)
+    try:
+        for module in (pipe.vae, pipe.transformer if hasattr(pipe, "transformer") else pipe.unet):
+            module.to(dtype)
+    finally:
+        notices.setLevel(level)
 
 
 def _save(pipe: Any, out: Path) -> int:
@@ -330,25 +347,22 @@ def _save(pipe: Any, out: Path) -> int:
     otherwise; the text encoder stays float32, which transformers would otherwise keep as stored). Returns the size in
     bytes of the weight files."""
     pipe.to("cpu")
-    cast = logging.getLogger("diffusers.models.modeling_utils")
-    level = cast.level
-    cast.setLevel(logging.ERROR)  # the "modules that should be kept in float32" notice: only storage is float16
-    try:
-        for module in (pipe.vae, pipe.transformer if hasattr(pipe, "transformer") else pipe.unet):
-            module.to(torch.float16)
-    finally:
-        cast.setLevel(level)
+    _cast(pipe, torch.float16)
     pipe.save_pretrained(out, safe_serialization=True)
     return sum(p.stat().st_size for p in out.rglob("*.safetensors"))
 
 
-def _evaluate(pipe: Any, name: str, count: int, seed: int, device: torch.device) -> dict[str, Any]:
-    """Accuracy on ``count`` single-object held-out captions, in float32 on ``device``."""
-    from diffattn.shapes.evaluate import accuracy, heldout_captions
+def _evaluate(pipe: Any, name: str, count: int, seed: int, device: torch.device, out: Path) -> dict[str, Any]:
+    """Accuracy on ``count`` single-object held-out captions, in float32 on ``device``; the samples go to
+    ``out/samples.png`` (not part of the package data)."""
+    from diffattn.shapes.evaluate import accuracy, heldout_captions, save_grid
 
-    pipe.to(device, torch.float32)
+    _cast(pipe, torch.float32)
+    pipe.to(device)
     captions = heldout_captions(count, seed, image=name == "shapes-sd")
-    return accuracy(pipe, captions, [seed + i for i in range(count)], **sample_kwargs(name)).to_dict()
+    result = accuracy(pipe, captions, [seed + i for i in range(count)], **sample_kwargs(name))
+    save_grid(result.samples, out / "samples.png")
+    return result.to_dict()
 
 
 def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: str | torch.device | None = None,
@@ -370,6 +384,10 @@ def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: 
     })
     budget = None if preset.max_minutes is None else 60 * preset.max_minutes
     started = time.monotonic()
+    geometry = GEOMETRY[name]
+    # rendered before the model touches the device: the worker processes fork from a process without CUDA state
+    clips, video_captions, image_captions = _render_all(preset.clips, seed, geometry.get("num_frames", 5),
+                                                        geometry["height"], workers)
     torch.manual_seed(seed)
     pipe = build_pipeline(name, seed=seed).to(device)
     pipe.set_progress_bar_config(disable=True)
@@ -378,17 +396,14 @@ def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: 
     ema = [p.detach().clone() for p in trained]
     failure: BaseException | None = None
     try:
-        geometry = GEOMETRY[name]
-        clips, video_captions, image_captions = _render_all(preset.clips, seed, geometry.get("num_frames", 5),
-                                                            geometry["height"], workers)
         data = _Data(video, clips, video_captions if video else image_captions, device)
         log.data["data"] = {"clips": len(clips), "samples": len(data), "render_seconds": round(time.monotonic() - started, 2)}
-        left = None if budget is None else budget - (time.monotonic() - started)
-        _train_vae(pipe, data, preset, None if left is None else 0.3 * left, log, seed)
-        left = None if budget is None else budget * (1 - _EVAL_SHARE) - (time.monotonic() - started)
+        now = time.monotonic()
+        _train_vae(pipe, data, preset, None if budget is None else now + _VAE_SHARE * (started + budget - now), log, seed)
         for module in (denoiser, pipe.text_encoder):
             module.train().requires_grad_(True)
-        _train_denoiser(pipe, data, preset, None if left is None else max(left, 1.0), log, seed, ema, trained)
+        deadline = None if budget is None else started + (1 - _EVAL_SHARE) * budget
+        _train_denoiser(pipe, data, preset, deadline, log, seed, ema, trained)
         log.data["status"] = "trained"
     except (Exception, KeyboardInterrupt) as exc:  # save what there is, then re-raise
         failure = exc
@@ -405,7 +420,7 @@ def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: 
     if failure is not None:
         raise failure
     if preset.eval_captions:
-        log.data["eval"] = _evaluate(pipe, name, preset.eval_captions, seed + 10_000, device)
+        log.data["eval"] = _evaluate(pipe, name, preset.eval_captions, seed + 10_000, device, out)
         log.data["seconds"] = round(time.monotonic() - started, 2)
         log.write()
     return log.data
@@ -416,6 +431,10 @@ def _library_versions() -> dict[str, str]:
     import transformers
 
     return {"diffusers": diffusers.__version__, "transformers": transformers.__version__}
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -430,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=None, help="time bound of the run (default: the preset's)")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # a job runner's stop still saves the folder and the log
     preset = PRESETS[args.preset]
     changes = {key: value for key, value in (("steps", args.steps), ("vae_steps", args.vae_steps),
                                              ("max_minutes", args.max_minutes)) if value is not None}

@@ -127,3 +127,20 @@ def test_accuracy_scores_each_sample_against_its_caption():
     assert wrong.accuracy == 0.0 and wrong.to_dict()["colour_ok"] == 0.0
     assert all(s.frames.shape == (9, 3, 32, 32) for s in wrong.samples)
     assert np.mean([s.score.background_ok for s in right.samples]) == 1.0
+
+
+def test_the_time_bound_and_failures_still_write_the_folder_and_log(tmp_path, monkeypatch):
+    bounded = train("shapes-sd", tmp_path / "bounded", replace(PRESETS["smoke"], steps=10**6, max_minutes=0.04), workers=1)
+    assert bounded["status"] == "trained" and bounded["stages"]["denoiser"]["stopped_early"]
+    assert 0 < bounded["stages"]["denoiser"]["steps_done"] < 10**6 and bounded["seconds"] < 10
+    assert StableDiffusionPipeline.from_pretrained(tmp_path / "bounded", local_files_only=True).unet is not None
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr("diffattn.shapes.train._train_denoiser", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train("shapes-sd", tmp_path / "failed", PRESETS["smoke"], workers=1)
+    log = json.loads((tmp_path / "failed" / "train_log.json").read_text())
+    assert log["status"].startswith("failed: RuntimeError") and log["stages"]["vae"]["steps_done"] == 3
+    assert (tmp_path / "failed" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
