@@ -62,6 +62,7 @@ class Preset:
         log_every: steps between loss records in ``train_log.json``.
         eval_captions: held-out captions sampled at the end (0: no evaluation).
         max_minutes: default time bound of the whole run (``None``: none); stage 1 may use 30% of it.
+        check_clips: held-out clips reconstructed by the trained VAE and scored (``vae_check`` in the log).
     """
 
     clips: int
@@ -75,15 +76,16 @@ class Preset:
     log_every: int
     eval_captions: int
     max_minutes: float | None
+    check_clips: int = 64
 
 
 PRESETS: dict[str, Preset] = {
     "gpu": Preset(clips=40_000, vae_steps=3000, vae_batch=64, vae_lr=1e-3, steps=12_000, batch=128, lr=5e-4, ema=0.999,
                   log_every=100, eval_captions=32, max_minutes=4.0),
     "cpu": Preset(clips=2_000, vae_steps=300, vae_batch=8, vae_lr=1e-3, steps=800, batch=16, lr=5e-4, ema=0.99,
-                  log_every=20, eval_captions=4, max_minutes=10.0),
+                  log_every=20, eval_captions=4, max_minutes=10.0, check_clips=16),
     "smoke": Preset(clips=8, vae_steps=3, vae_batch=2, vae_lr=5e-4, steps=5, batch=2, lr=5e-4, ema=0.9,
-                    log_every=1, eval_captions=0, max_minutes=None),
+                    log_every=1, eval_captions=0, max_minutes=None, check_clips=2),
 }
 """``gpu``: one H200 in about 4 minutes per model; ``cpu``: a smaller run of minutes on 2 cores; ``smoke``: seconds,
 for tests (the output is not a usable model)."""
@@ -248,6 +250,31 @@ def _train_vae(pipe: Any, data: _Data, preset: Preset, deadline: float | None, l
 
 
 @torch.no_grad()
+def _check_vae(pipe: Any, video: bool, geometry: dict[str, int], seed: int, device: torch.device, count: int) -> dict[str, float]:
+    """Reconstructions of ``count`` held-out clips through the trained VAE (posterior mean): mean PSNR and the fraction
+    the scorer still calls correct, which bounds what the whole model can reach."""
+    from diffattn.media.metrics import psnr
+    from diffattn.shapes.score import score_video
+
+    clips = list(dataset(count, seed, frames=geometry.get("num_frames", 5), height=geometry["height"],
+                         width=geometry["width"], split="heldout"))
+    data = _Data(video, np.stack([clip.video for clip in clips]), [], device)
+    pixels = data.pixels(torch.arange(len(data), device=device))
+    with _autocast(device):
+        decoded = pipe.vae.decode(pipe.vae.encode(pixels).latent_dist.mean).sample.float()
+    shape = (count, -1, *pixels.shape[1:])  # SD's frames back into clips
+    originals, decoded = (x.add(1).div(2).clamp(0, 1).cpu() for x in (pixels, decoded))
+    if video:  # [B, 3, F, H, W] -> [B, F, 3, H, W]
+        originals, decoded = originals.transpose(1, 2), decoded.transpose(1, 2)
+    else:
+        originals, decoded = originals.reshape(shape), decoded.reshape(shape)
+    psnrs = [psnr(a, b) for a, b in zip(decoded, originals)]
+    correct = [score_video(frames, clip.scene.caption if video else clip.scene.image_caption).correct
+               for frames, clip in zip(decoded, clips)]
+    return {"clips": count, "psnr": float(np.mean(psnrs)), "accuracy": float(np.mean(correct))}
+
+
+@torch.no_grad()
 def _encode_all(pipe: Any, data: _Data, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior mean and std of every training sample under the frozen VAE (float32, on the device)."""
     means, stds = [], []
@@ -400,6 +427,8 @@ def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: 
         log.data["data"] = {"clips": len(clips), "samples": len(data), "render_seconds": round(time.monotonic() - started, 2)}
         now = time.monotonic()
         _train_vae(pipe, data, preset, None if budget is None else now + _VAE_SHARE * (started + budget - now), log, seed)
+        log.data["vae_check"] = _check_vae(pipe, video, geometry, seed + 20_000, device, preset.check_clips)
+        log.write()
         for module in (denoiser, pipe.text_encoder):
             module.train().requires_grad_(True)
         deadline = None if budget is None else started + (1 - _EVAL_SHARE) * budget
@@ -457,6 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = {name: f"{stage['steps_done']}/{stage['planned_steps']} steps, last loss "
                     f"{stage['loss'][-1]['loss'] if stage['loss'] else float('nan'):.4f}" for name, stage in result["stages"].items()}
     print(f"{args.model}: {result['status']} in {result['seconds']:.0f} s; " + "; ".join(f"{k}: {v}" for k, v in stages.items()))
+    if "vae_check" in result:
+        check = result["vae_check"]
+        print(f"VAE reconstructions of held-out clips: {check['psnr']:.1f} dB, {check['accuracy']:.0%} scored correct")
     print(f"weights: {result['size_bytes'] / 2**20:.2f} MiB of safetensors in {args.out}")
     if "eval" in result:
         print(f"held-out accuracy (shape and colour): {result['eval']['accuracy']:.1%} of {len(result['eval']['samples'])} captions")

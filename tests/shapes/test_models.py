@@ -60,6 +60,7 @@ def test_smoke_training_writes_a_folder_that_loads_offline(smoke_runs, name, mon
     assert [stage["steps_done"] for stage in log["stages"].values()] == [3, 5]
     assert all(len(stage["loss"]) == stage["steps_done"] for stage in log["stages"].values())
     assert 0 < log["size_bytes"] < 4 * 2**20
+    assert log["vae_check"]["clips"] == 2 and 0 <= log["vae_check"]["accuracy"] <= 1 and log["vae_check"]["psnr"] > 0
     pipe_class = WanPipeline if name == "shapes-wan" else StableDiffusionPipeline
     pipe = pipe_class.from_pretrained(root / name, local_files_only=True)
     denoiser = pipe.transformer if name == "shapes-wan" else pipe.unet
