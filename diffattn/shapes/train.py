@@ -196,7 +196,7 @@ def _run_steps(
     clock = _Clock(steps, deadline)
     allowed = None if deadline is None else round(deadline - clock.start, 2)
     record = log.stage(name, planned_steps=steps, seconds_allowed=allowed)
-    sums: dict[str, float] = {}
+    sums: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per step
     bar = tqdm(range(steps), desc=name, dynamic_ncols=True)
     done = 0
     for step in bar:
@@ -213,10 +213,10 @@ def _run_steps(
             on_step()
         done = step + 1
         for key, value in losses.items():
-            sums[key] = sums.get(key, 0.0) + float(value.detach())
+            sums[key] = sums[key] + value.detach().float() if key in sums else value.detach().float()
         if done % log_every == 0 or done == steps:
             count = log_every if done % log_every == 0 else done % log_every
-            means = {key: value / count for key, value in sums.items()}
+            means = {key: float(value) / count for key, value in sums.items()}
             if not all(math.isfinite(v) for v in means.values()):
                 raise FloatingPointError(f"{name}: loss is not finite at step {done}: {means}")
             record["loss"].append({"step": done, **means, "seconds": round(clock.elapsed, 2)})
