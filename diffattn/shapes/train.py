@@ -80,9 +80,9 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    "gpu": Preset(clips=40_000, vae_steps=3000, vae_batch=64, vae_lr=1e-3, steps=12_000, batch=128, lr=5e-4, ema=0.999,
+    "gpu": Preset(clips=40_000, vae_steps=3000, vae_batch=64, vae_lr=2e-3, steps=12_000, batch=128, lr=5e-4, ema=0.999,
                   log_every=100, eval_captions=32, max_minutes=4.0),
-    "cpu": Preset(clips=2_000, vae_steps=300, vae_batch=8, vae_lr=1e-3, steps=800, batch=16, lr=5e-4, ema=0.99,
+    "cpu": Preset(clips=2_000, vae_steps=300, vae_batch=8, vae_lr=2e-3, steps=800, batch=16, lr=5e-4, ema=0.99,
                   log_every=20, eval_captions=4, max_minutes=10.0, check_clips=16),
     "smoke": Preset(clips=8, vae_steps=3, vae_batch=2, vae_lr=5e-4, steps=5, batch=2, lr=5e-4, ema=0.9,
                     log_every=1, eval_captions=0, max_minutes=None, check_clips=2),
