@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: accuracy of a trained pipeline folder on held-out captions."""
     from diffusers import DiffusionPipeline
 
-    from diffattn.loading import parse_dtype, pick_device
+    from diffattn.loading import pick_device
     from diffattn.shapes.models import sample_kwargs
 
     parser = argparse.ArgumentParser(prog="python -m diffattn.shapes.evaluate", description=__doc__.splitlines()[0])
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--grid", default=None, help="also write the samples as a PNG grid to this path")
     args = parser.parse_args(argv)
     device = pick_device(args.device)
-    pipe = DiffusionPipeline.from_pretrained(args.folder, torch_dtype=parse_dtype("auto", device)).to(device)
+    pipe = DiffusionPipeline.from_pretrained(args.folder, dtype=torch.float32).to(device)  # as the training run evaluates
     pipe.set_progress_bar_config(disable=True)
     name = "shapes-wan" if _is_video(pipe) else "shapes-sd"
     overrides = {k: v for k, v in (("num_inference_steps", args.steps), ("guidance_scale", args.guidance)) if v is not None}

@@ -145,3 +145,12 @@ def test_the_time_bound_and_failures_still_write_the_folder_and_log(tmp_path, mo
     log = json.loads((tmp_path / "failed" / "train_log.json").read_text())
     assert log["status"].startswith("failed: RuntimeError") and log["stages"]["vae"]["steps_done"] == 3
     assert (tmp_path / "failed" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_evaluate_cli_prints_the_heldout_accuracy(smoke_runs, capsys, tmp_path):
+    from diffattn.shapes.evaluate import main
+
+    root, _ = smoke_runs
+    assert main([str(root / "shapes-sd"), "--n", "2", "--steps", "1", "--grid", str(tmp_path / "grid.png")]) == 0
+    assert "shapes-sd: 0.0% of 2 held-out captions drawn correctly" in capsys.readouterr().out  # 5 smoke steps: noise
+    assert (tmp_path / "grid.png").stat().st_size > 0
