@@ -1,6 +1,7 @@
 """The shapes-world models: builders, a smoke training run that round-trips offline, learning, loading, evaluation."""
 
 import json
+import re
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -152,5 +153,5 @@ def test_evaluate_cli_prints_the_heldout_accuracy(smoke_runs, capsys, tmp_path):
 
     root, _ = smoke_runs
     assert main([str(root / "shapes-sd"), "--n", "2", "--steps", "1", "--grid", str(tmp_path / "grid.png")]) == 0
-    assert "shapes-sd: 0.0% of 2 held-out captions drawn correctly" in capsys.readouterr().out  # 5 smoke steps: noise
+    assert re.search(r"^shapes-sd: \d+\.\d% of 2 held-out captions drawn correctly", capsys.readouterr().out, re.M)
     assert (tmp_path / "grid.png").stat().st_size > 0
