@@ -1,6 +1,7 @@
 """Loading pipelines for the CLI and the app: built-in tiny models or real weights (hub id or local folder).
 
-`tiny:<family>` builds a random-weight pipeline in code (no download); anything else goes to
+`tiny:<family>` builds a random-weight pipeline in code (no download), except `tiny:shapes-wan` and `tiny:shapes-sd`:
+models trained on the shapes world (`diffattn.shapes`), loaded from the package folder. Anything else goes to
 `DiffusionPipeline.from_pretrained` with safetensors only and no remote code.
 """
 
@@ -55,14 +56,20 @@ def load_pipeline(spec: str, *, device: torch.device | str = "cpu", dtype: torch
     """A ready pipeline for `spec`: `tiny:<family>` or a hub id / local path of a diffusers pipeline."""
     device = torch.device(device)
     if is_tiny(spec):
+        from .shapes.models import MODELS as SHAPES_MODELS
+        from .shapes.models import load_trained
         from .testing import PROMPT_FAMILIES, tiny_pipeline
 
         family = spec[len(TINY_PREFIX):]
-        if family not in PROMPT_FAMILIES:
+        if family in SHAPES_MODELS:
+            pipe = load_trained(family, dtype=dtype)
+        elif family in PROMPT_FAMILIES:
+            pipe = tiny_pipeline(family, dtype=dtype)
+        else:
             raise UnsupportedModelError(
-                f"no built-in tiny model {family!r} that generates from a prompt; choose one of {', '.join(PROMPT_FAMILIES)}"
+                f"no built-in tiny model {family!r} that generates from a prompt; choose one of "
+                f"{', '.join(PROMPT_FAMILIES + SHAPES_MODELS)}"
             )
-        pipe = tiny_pipeline(family, dtype=dtype)
     else:
         from diffusers import DiffusionPipeline
 

@@ -1,4 +1,4 @@
-"""Video-editing metrics: warp error under the source's flow, PSNR outside the edit mask, CLIP-F and CLIP-T.
+"""Video-editing metrics: warp error under the source's flow, PSNR outside the edit mask, mask IoU, CLIP-F and CLIP-T.
 
 Videos are float tensors `[F, 3, H, W]` in [0, 1]. Warp error follows TokenFlow / Pix2Video: the edited frame
 `t` is warped to `t + 1` with the flow estimated on the *source* video and compared, outside occlusions, on a
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .flow import FlowEstimator, VideoFlow, video_flow, warp
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "PSNR_CAP_DB", "clip_scores", "psnr", "psnr_outside", "warp_error"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "PSNR_CAP_DB", "clip_scores", "mask_iou", "psnr", "psnr_outside", "warp_error"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -87,6 +87,16 @@ def psnr_outside(edited: torch.Tensor, source: torch.Tensor, edit_mask: torch.Te
         mask = mask.unsqueeze(1)
     mask = F.interpolate(mask, size=edited.shape[-2:], mode="nearest")[:, 0]
     return psnr(edited, source, 1 - mask)
+
+
+def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Intersection over union of two boolean (or 0/1) masks of equal shape, over all their elements (a video's
+    masks `[F, H, W]` give one IoU for the whole clip); `None` when both are empty (nothing to compare)."""
+    if a.shape != b.shape:
+        raise ConfigError(f"mask IoU needs equal shapes; got {tuple(a.shape)} and {tuple(b.shape)}")
+    a, b = torch.as_tensor(a).bool(), torch.as_tensor(b).bool()
+    union = int((a | b).sum())
+    return None if union == 0 else int((a & b).sum()) / union
 
 
 def _clip_pixels(video: torch.Tensor, size: int) -> torch.Tensor:

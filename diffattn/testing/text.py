@@ -1,6 +1,7 @@
 """Tokenizers and text encoders built in code, so tiny pipelines accept text prompts offline.
 
-Three tokenizers share one English word list (:data:`WORDS`):
+Three tokenizers share one English word list (:data:`WORDS`; the CLIP and T5 ones take another ``words`` list,
+such as the shapes world's vocabulary):
 
 * a real :class:`~transformers.CLIPTokenizer` whose ``vocab.json``/``merges.txt`` are written at run time;
   the merges are built so every listed word is a single token and any other text still tokenizes
@@ -120,9 +121,9 @@ def _bpe(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     return parts
 
 
-@lru_cache(maxsize=1)
-def _clip_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
-    """Byte-level base alphabet plus merges that turn every word of :data:`WORDS` into one token.
+@lru_cache(maxsize=4)
+def _clip_vocab_and_merges(words: tuple[str, ...]) -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
+    """Byte-level base alphabet plus merges that turn every one of ``words`` into one token.
 
     Merges are appended word by word with the lowest priority so far; a word already reduced to one
     token never sees a later merge, so each word stays a single token.
@@ -130,7 +131,7 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...
     alphabet = list(_bytes_to_unicode().values())
     tokens = alphabet + [c + "</w>" for c in alphabet]
     ranks: dict[tuple[str, str], int] = {}
-    for word in WORDS:
+    for word in words:
         while len(parts := _bpe(word, ranks)) > 1:
             ranks[(parts[0], parts[1])] = len(ranks)
             tokens.append(parts[0] + parts[1])
@@ -139,14 +140,14 @@ def _clip_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...
     return vocab, tuple(ranks)
 
 
-def write_clip_tokenizer(directory: str | Path) -> CLIPTokenizer:
+def write_clip_tokenizer(directory: str | Path, words: tuple[str, ...] = WORDS) -> CLIPTokenizer:
     """Write ``vocab.json`` and ``merges.txt`` of a small CLIP BPE vocabulary and load it offline.
 
-    Every word of :data:`WORDS` is a single token; other text falls back to byte-level pieces.
+    Every one of ``words`` (default :data:`WORDS`) is a single token; other text falls back to byte-level pieces.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    vocab, merges = _clip_vocab_and_merges()
+    vocab, merges = _clip_vocab_and_merges(tuple(words))
     (directory / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     lines = ["#version: 0.2"] + [f"{a} {b}" for a, b in merges]
     (directory / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -170,9 +171,9 @@ def clip_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
     return CLIPTextModel(config).eval()
 
 
-def _word_level(specials: tuple[str, ...], unk: str) -> Tokenizer:
-    """WordLevel tokenizer: lower-cased words, single punctuation marks and digits; ``specials`` first."""
-    vocab = {token: i for i, token in enumerate(specials + WORDS + _PUNCTUATION + _DIGITS)}
+def _word_level(specials: tuple[str, ...], unk: str, words: tuple[str, ...] = WORDS) -> Tokenizer:
+    """WordLevel tokenizer: lower-cased ``words``, single punctuation marks and digits; ``specials`` first."""
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(specials + tuple(words) + _PUNCTUATION + _DIGITS))}
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=unk))
     tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
@@ -182,9 +183,10 @@ def _word_level(specials: tuple[str, ...], unk: str) -> Tokenizer:
     return tokenizer
 
 
-def t5_tokenizer(model_max_length: int = 512) -> PreTrainedTokenizerFast:
-    """T5-style fast tokenizer: ids ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2; appends ``</s>`` like T5."""
-    tokenizer = _word_level(("<pad>", "</s>", "<unk>"), unk="<unk>")
+def t5_tokenizer(model_max_length: int = 512, words: tuple[str, ...] = WORDS) -> PreTrainedTokenizerFast:
+    """T5-style fast tokenizer over ``words`` (default :data:`WORDS`): ids ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2;
+    appends ``</s>`` like T5."""
+    tokenizer = _word_level(("<pad>", "</s>", "<unk>"), unk="<unk>", words=words)
     tokenizer.post_processor = processors.TemplateProcessing(
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
     )

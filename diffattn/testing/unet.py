@@ -30,7 +30,7 @@ from diffattn.testing.recipe import (
 from diffattn.testing.text import TEXT_DIM
 from diffattn.testing.video import sample_clip
 
-__all__ = ["SD", "SD_CONTROLNET", "ANIMATEDIFF"]
+__all__ = ["SD", "SD_CONTROLNET", "ANIMATEDIFF", "ddim", "sd_unet", "sd_vae"]
 
 
 # --- Stable Diffusion 1.x -------------------------------------------------------------------------
@@ -40,36 +40,40 @@ _SD_HEADS = (2, 4)  # UNet2DConditionModel's `attention_head_dim` is really the 
 _SD_SAMPLE = 8  # latent size of the call (64 px)
 
 
-def _sd_unet() -> UNet2DConditionModel:
-    """Two levels (32, 64 channels), cross-attention at full resolution and in the mid block, 16 per head."""
-    return UNet2DConditionModel(
-        block_out_channels=_SD_BLOCKS,
-        layers_per_block=1,
-        sample_size=_SD_SAMPLE,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=TEXT_DIM,
-        attention_head_dim=_SD_HEADS,
-        norm_num_groups=8,
-    )
+def sd_unet(**overrides: Any) -> UNet2DConditionModel:
+    """Two levels (32, 64 channels), cross-attention at full resolution and in the mid block, 16 per head;
+    ``overrides`` replace any of these settings (the shapes world's SD model is built this way)."""
+    settings = {
+        "block_out_channels": _SD_BLOCKS,
+        "layers_per_block": 1,
+        "sample_size": _SD_SAMPLE,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+        "cross_attention_dim": TEXT_DIM,
+        "attention_head_dim": _SD_HEADS,
+        "norm_num_groups": 8,
+    }
+    return UNet2DConditionModel(**{**settings, **overrides})
 
 
-def _sd_vae() -> AutoencoderKL:
-    """4-level KL VAE (8x spatial compression like SD's) with 8 channels per level."""
-    return AutoencoderKL(
-        block_out_channels=(8, 8, 8, 8),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=2,
-        sample_size=8 * _SD_SAMPLE,
-    )
+def sd_vae(levels: int = 4, **overrides: Any) -> AutoencoderKL:
+    """KL VAE of ``levels`` levels (2 ** (levels - 1) spatial compression: 8x like SD's by default) with 8 channels
+    per level; ``overrides`` replace any other setting."""
+    settings = {
+        "block_out_channels": (8,) * levels,
+        "down_block_types": ("DownEncoderBlock2D",) * levels,
+        "up_block_types": ("UpDecoderBlock2D",) * levels,
+        "latent_channels": 4,
+        "layers_per_block": 1,
+        "norm_num_groups": 2,
+        "sample_size": 8 * _SD_SAMPLE,
+    }
+    return AutoencoderKL(**{**settings, **overrides})
 
 
-def _ddim(beta_schedule: str) -> DDIMScheduler:
+def ddim(beta_schedule: str) -> DDIMScheduler:
     """DDIM with SD 1.x's betas (``scaled_linear``) or AnimateDiff's (``linear``)."""
     return DDIMScheduler(
         beta_start=0.00085,
@@ -85,9 +89,9 @@ def _sd_components(seed: int) -> dict[str, Any]:
     """CLIP text encoder, UNet, VAE and SD 1.x DDIM; no safety checker."""
     return {
         **clip_text(seed),
-        "unet": build(seed, _sd_unet),
-        "vae": build(seed, _sd_vae),
-        "scheduler": _ddim("scaled_linear"),
+        "unet": build(seed, sd_unet),
+        "vae": build(seed, sd_vae),
+        "scheduler": ddim("scaled_linear"),
         "safety_checker": None,
         "feature_extractor": None,
         "image_encoder": None,
@@ -122,7 +126,7 @@ def _sd_inputs(batch: int, frames: int, height: int, width: int, generator: torc
 SD = Family(
     pipeline_class=StableDiffusionPipeline,
     components=_sd_components,
-    denoiser=lambda seed: build(seed, _sd_unet),
+    denoiser=lambda seed: build(seed, sd_unet),
     call=_sd_call,
     inputs=_sd_inputs,
     latent_scale=(1, 8),
@@ -167,7 +171,7 @@ def _controlnet_call() -> dict[str, Any]:
 SD_CONTROLNET = Family(
     pipeline_class=StableDiffusionControlNetPipeline,
     components=_controlnet_components,
-    denoiser=lambda seed: build(seed, _sd_unet),
+    denoiser=lambda seed: build(seed, sd_unet),
     call=_controlnet_call,
     inputs=_sd_inputs,
     latent_scale=(1, 8),
@@ -191,17 +195,17 @@ def _motion_adapter() -> MotionAdapter:
 
 def _animatediff_denoiser(seed: int) -> UNetMotionModel:
     """The UNetMotionModel that ``AnimateDiffPipeline`` assembles from the 2D UNet and the adapter."""
-    return UNetMotionModel.from_unet2d(build(seed, _sd_unet), build(seed, _motion_adapter)).eval()
+    return UNetMotionModel.from_unet2d(build(seed, sd_unet), build(seed, _motion_adapter)).eval()
 
 
 def _animatediff_components(seed: int) -> dict[str, Any]:
     """SD's UNet, VAE and CLIP plus the motion adapter; DDIM with AnimateDiff's linear betas."""
     return {
         **clip_text(seed),
-        "unet": build(seed, _sd_unet),
+        "unet": build(seed, sd_unet),
         "motion_adapter": build(seed, _motion_adapter),
-        "vae": build(seed, _sd_vae),
-        "scheduler": _ddim("linear"),
+        "vae": build(seed, sd_vae),
+        "scheduler": ddim("linear"),
         "feature_extractor": None,
         "image_encoder": None,
     }

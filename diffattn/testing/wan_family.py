@@ -52,7 +52,7 @@ from diffattn.testing.recipe import (
 from diffattn.testing.text import TEXT_DIM, umt5_encoder
 from diffattn.testing.video import sample_clip
 
-__all__ = ["WAN22", "WAN_I2V", "WAN_VACE", "SKYREELS_V2"]
+__all__ = ["WAN22", "WAN_I2V", "WAN_VACE", "SKYREELS_V2", "wan_transformer", "wan_vae"]
 
 _WAN_BLOCKS = {
     "patch_size": (1, 2, 2),
@@ -69,7 +69,12 @@ _WAN_BLOCKS = {
 """Transformer settings every recipe here shares with the tiny Wan 2.1 (``diffattn.testing.dit``)."""
 
 
-def _wan_vae(**overrides: Any) -> AutoencoderKLWan:
+def wan_transformer(**overrides: Any) -> WanTransformer3DModel:
+    """The tiny Wan 2.1 transformer (16 latent channels) with ``overrides`` (the shapes world's model is built so)."""
+    return WanTransformer3DModel(**{**_WAN_BLOCKS, "in_channels": 16, "out_channels": 16, **overrides})
+
+
+def wan_vae(**overrides: Any) -> AutoencoderKLWan:
     """diffusers' test Wan VAE (8x spatial, 4x temporal, 16 channels) with ``overrides``."""
     settings = {"base_dim": 3, "z_dim": 16, "dim_mult": [1, 1, 1, 1], "num_res_blocks": 1,
                 "temperal_downsample": [False, True, True]}
@@ -105,12 +110,12 @@ def _image(size: int) -> PIL.Image.Image:
 
 
 def _wan22_transformer() -> WanTransformer3DModel:
-    return WanTransformer3DModel(**_WAN_BLOCKS, in_channels=48, out_channels=48)
+    return wan_transformer(in_channels=48, out_channels=48)
 
 
 def _wan22_components(seed: int) -> dict[str, Any]:
     """The TI2V-5B layout: a residual VAE with 2x2 pixel patches (16x spatial, 48 channels), ``expand_timesteps``."""
-    vae = build(seed, lambda: _wan_vae(
+    vae = build(seed, lambda: wan_vae(
         z_dim=48, in_channels=12, out_channels=12, is_residual=True, patch_size=2, scale_factor_spatial=16,
         latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
     ))
@@ -170,7 +175,7 @@ def _i2v_components(seed: int) -> dict[str, Any]:
         "image_processor": processor,
         "transformer": build(seed, _i2v_transformer),
         "transformer_2": None,
-        "vae": build(seed, _wan_vae),
+        "vae": build(seed, wan_vae),
         "scheduler": FlowMatchEulerDiscreteScheduler(shift=5.0),
     }
 
@@ -216,7 +221,7 @@ def _vace_components(seed: int) -> dict[str, Any]:
         **t5_text(seed, umt5_encoder),
         "transformer": build(seed, _vace_transformer),
         "transformer_2": None,
-        "vae": build(seed, _wan_vae),
+        "vae": build(seed, wan_vae),
         "scheduler": FlowMatchEulerDiscreteScheduler(shift=5.0),
     }
 
@@ -258,7 +263,7 @@ def _skyreels_components(seed: int) -> dict[str, Any]:
     return {
         **t5_text(seed, umt5_encoder),
         "transformer": build(seed, _skyreels_transformer),
-        "vae": build(seed, _wan_vae),
+        "vae": build(seed, wan_vae),
         "scheduler": UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=8.0),
     }
 

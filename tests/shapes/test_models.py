@@ -1,0 +1,157 @@
+"""The shapes-world models: builders, a smoke training run that round-trips offline, learning, loading, evaluation."""
+
+import json
+import re
+from dataclasses import replace
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderKLWan,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+    WanPipeline,
+    WanTransformer3DModel,
+)
+
+from diffattn.errors import UnsupportedModelError
+from diffattn.loading import load_pipeline
+from diffattn.shapes import VOCABULARY, Scene, ShapeSpec, parse_caption, render
+from diffattn.shapes import models as shapes_models
+from diffattn.shapes.evaluate import accuracy, heldout_captions
+from diffattn.shapes.models import build_pipeline, sample_kwargs
+from diffattn.shapes.train import PRESETS, train
+
+
+@pytest.mark.parametrize("name", ["shapes-wan", "shapes-sd"])
+def test_builders_make_the_real_diffusers_classes_over_the_world_vocabulary(name):
+    pipe = build_pipeline(name)
+    if name == "shapes-wan":
+        assert isinstance(pipe, WanPipeline) and isinstance(pipe.transformer, WanTransformer3DModel)
+        assert isinstance(pipe.vae, AutoencoderKLWan) and pipe.vae_scale_factor_spatial == 4
+    else:
+        assert isinstance(pipe, StableDiffusionPipeline) and isinstance(pipe.unet, UNet2DConditionModel)
+        assert isinstance(pipe.vae, AutoencoderKL) and pipe.vae_scale_factor == 4
+    for word in VOCABULARY:
+        assert len(pipe.tokenizer.tokenize(word)) == 1, word
+    caption = "a red circle moving left and a green square bouncing on a striped blue background"
+    assert len(pipe.tokenizer.tokenize(caption)) == len(caption.split())
+    assert pipe.tokenizer.unk_token not in pipe.tokenizer.tokenize(caption)
+    weights = sum(p.numel() for module in (pipe.vae, pipe.text_encoder, getattr(pipe, "transformer", None) or pipe.unet)
+                  for p in module.parameters())
+    assert weights < 2_000_000  # a few MB in float16
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory):
+    """One smoke training run of each model (seconds), written to a weights folder laid out like the package's."""
+    root = tmp_path_factory.mktemp("weights")
+    logs = {name: train(name, root / name, PRESETS["smoke"], seed=0, workers=1) for name in shapes_models.MODELS}
+    return root, logs
+
+
+@pytest.mark.parametrize("name", ["shapes-wan", "shapes-sd"])
+def test_smoke_training_writes_a_folder_that_loads_offline(smoke_runs, name, monkeypatch):
+    root, logs = smoke_runs
+    log = json.loads((root / name / "train_log.json").read_text())
+    assert log == json.loads(json.dumps(logs[name])) and log["status"] == "trained"
+    assert [stage["steps_done"] for stage in log["stages"].values()] == [3, 5]
+    assert all(len(stage["loss"]) == stage["steps_done"] for stage in log["stages"].values())
+    assert 0 < log["size_bytes"] < 4 * 2**20
+    assert log["vae_check"]["clips"] == 2 and 0 <= log["vae_check"]["accuracy"] <= 1 and log["vae_check"]["psnr"] > 0
+    pipe_class = WanPipeline if name == "shapes-wan" else StableDiffusionPipeline
+    pipe = pipe_class.from_pretrained(root / name, local_files_only=True)
+    denoiser = pipe.transformer if name == "shapes-wan" else pipe.unet
+    assert denoiser.dtype == torch.float32 and pipe.text_encoder.dtype == torch.float32
+    if name == "shapes-wan":
+        assert pipe.vae.config.latents_std != [1.0] * 16  # the trained latent statistics were saved
+    else:
+        assert pipe.vae.config.scaling_factor != 0.18215
+    monkeypatch.setattr(shapes_models, "WEIGHTS", root)
+    loaded = load_pipeline(f"tiny:{name}")
+    assert type(loaded) is pipe_class
+    assert torch.equal(next(iter(loaded.vae.parameters())), next(iter(pipe.vae.parameters())))
+    out = loaded(prompt="a red circle moving left on a blue background", generator=torch.Generator().manual_seed(0),
+                 **sample_kwargs(name, num_inference_steps=2))
+    frames = out.frames if name == "shapes-wan" else out.images
+    assert frames.shape == ((1, 9, 3, 32, 32) if name == "shapes-wan" else (1, 3, 64, 64)) and torch.isfinite(frames).all()
+
+
+def test_missing_weights_name_the_command_that_trains_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(shapes_models, "WEIGHTS", tmp_path)
+    with pytest.raises(UnsupportedModelError, match="python -m diffattn.shapes.train shapes-sd --out .* --preset gpu"):
+        load_pipeline("tiny:shapes-sd")
+    with pytest.raises(UnsupportedModelError, match="shapes-wan"):
+        load_pipeline("tiny:nope")
+    assert type(load_pipeline("tiny:sd")).__name__ == "StableDiffusionPipeline"  # the random tiny models are unchanged
+
+
+@pytest.mark.slow
+def test_training_reduces_the_loss_on_a_fixed_batch(tmp_path):
+    """Two clips, batch 2: every step sees the same clips, so both stages must fit them (30 steps each; the denoiser's
+    loss is noisier, its timesteps and text lengths being drawn anew each step)."""
+    preset = replace(PRESETS["smoke"], clips=2, vae_steps=30, vae_lr=2e-3, steps=30, lr=2e-3, log_every=5)
+    log = train("shapes-wan", tmp_path / "wan", preset, seed=0, workers=1)
+    for stage in ("vae", "denoiser"):
+        losses = [record["loss"] for record in log["stages"][stage]["loss"]]
+        assert len(losses) == 6 and np.mean(losses[-2:]) < 0.85 * losses[0], (stage, losses)
+
+
+class _Painter:
+    """A stand-in pipeline that renders each prompt's scene, with ``colour`` replacing every object's colour if given."""
+
+    transformer = None
+    _execution_device = torch.device("cpu")
+
+    def __init__(self, colour=None):
+        self.colour = colour
+
+    def __call__(self, prompt, generator, num_frames, height, width, **_):
+        videos = []
+        for caption in prompt:
+            described = parse_caption(caption)
+            objects = tuple(ShapeSpec(o.shape, self.colour or o.colour, o.motion, 0.35, (0.5, 0.5), 0.3)
+                            for o in described.objects)
+            clip = render(Scene(objects, described.background, described.texture), frames=num_frames, height=height, width=width)
+            videos.append(torch.from_numpy(clip.video).permute(0, 3, 1, 2).float() / 255)
+        return SimpleNamespace(frames=torch.stack(videos))
+
+
+def test_accuracy_scores_each_sample_against_its_caption():
+    captions = [c for c in heldout_captions(12, 0) if "white" not in c]
+    seeds = list(range(len(captions)))
+    right = accuracy(_Painter(), captions, seeds, **sample_kwargs("shapes-wan"))
+    assert right.accuracy == 1.0 and [s.caption for s in right.samples] == captions
+    wrong = accuracy(_Painter(colour="white"), captions, seeds, **sample_kwargs("shapes-wan"))
+    assert wrong.accuracy == 0.0 and wrong.to_dict()["colour_ok"] == 0.0
+    assert all(s.frames.shape == (9, 3, 32, 32) for s in wrong.samples)
+    assert np.mean([s.score.background_ok for s in right.samples]) == 1.0
+
+
+def test_the_time_bound_and_failures_still_write_the_folder_and_log(tmp_path, monkeypatch):
+    bounded = train("shapes-sd", tmp_path / "bounded", replace(PRESETS["smoke"], steps=10**6, max_minutes=0.04), workers=1)
+    assert bounded["status"] == "trained" and bounded["stages"]["denoiser"]["stopped_early"]
+    assert 0 < bounded["stages"]["denoiser"]["steps_done"] < 10**6 and bounded["seconds"] < 10
+    assert StableDiffusionPipeline.from_pretrained(tmp_path / "bounded", local_files_only=True).unet is not None
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory (simulated)")
+
+    monkeypatch.setattr("diffattn.shapes.train._train_denoiser", broken)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train("shapes-sd", tmp_path / "failed", PRESETS["smoke"], workers=1)
+    log = json.loads((tmp_path / "failed" / "train_log.json").read_text())
+    assert log["status"].startswith("failed: RuntimeError") and log["stages"]["vae"]["steps_done"] == 3
+    assert (tmp_path / "failed" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_evaluate_cli_prints_the_heldout_accuracy(smoke_runs, capsys, tmp_path):
+    from diffattn.shapes.evaluate import main
+
+    root, _ = smoke_runs
+    assert main([str(root / "shapes-sd"), "--n", "2", "--steps", "1", "--grid", str(tmp_path / "grid.png")]) == 0
+    assert re.search(r"^shapes-sd: \d+\.\d% of 2 held-out captions drawn correctly", capsys.readouterr().out, re.M)
+    assert (tmp_path / "grid.png").stat().st_size > 0
