@@ -7,7 +7,8 @@ exactly in two parts merged by their log-sum-exps:
 
 - image keys: `block_sparse_attention` with the window plan (`diffattn.patterns.windows`, exact token edges) through
   the rest of the layer's chain, so block-sparse methods applied with the window intersect their plans with it;
-- text keys (a few hundred): every block, in one more kernel call (same backend and precision);
+- text keys (a few hundred): every block, in one more kernel call (same backend; always in the model's dtype, as
+  text query rows are: an 8-bit `precision` applies to the image-key tiles);
 - softmax over the union = `out_i * exp(lse_i - lse) + out_t * exp(lse_t - lse)`, `lse = logaddexp(lse_i, lse_t)`.
 
 Both parts use the same logit scale, the model's times FreeSwim's temperature.
@@ -125,9 +126,10 @@ class WindowMethod(BlockSparseMethod):
             return image_out
         text_blocks = -(-layout.text_keys // layout.block_k)
         text_plan = dense_plan(layout.q_blocks, text_blocks, layout.block_q, layout.block_k, call.query.device)
+        text_options = {name: value for name, value in options.items() if name != "precision"}  # the model's dtype
         text_out, text_lse = _with_lse(execute, call.replace(
             key=call.key[:, :, tokens:], value=call.value[:, :, tokens:], scale=scale, plan=text_plan,
-            kernel_options=options, on_kernel_result=[],
+            kernel_options=text_options, on_kernel_result=[],
         ))
         return merge_by_lse(image_out, image_lse, text_out, text_lse)
 

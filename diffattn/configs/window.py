@@ -54,7 +54,7 @@ class WindowConfig(BlockSparseConfig):
             Clamp the window centre inside the image (FreeSwim); `False` truncates border windows.
         scale_factor (`float`, *optional*):
             Multiplier of the softmax scale of image queries (over image and text keys); by default FreeSwim's
-            temperature of the base size (~1.041 for 64x64 tokens, ~1.039 for 83x83).
+            temperature of the base size (~1.041 for 64x64 tokens, ~1.038 for 83x83).
     """
 
     name = "window"
