@@ -249,3 +249,9 @@ def test_one_frame_grids_choose_among_two_dimensional_tiles(block):
         counts[tile] = int(plan.block_counts().sum())
     chosen = window_tile_order(grid, radius, block)
     assert chosen.tile[0] == 1 and counts[chosen.tile] == min(counts.values())
+
+
+def test_the_demo_entry_runs_and_checks_its_equivalence(tmp_path):
+    from diffattn.cli import main
+
+    assert main(["demo", "--out", str(tmp_path), "--only", "window-tiny-flux"]) == 0
