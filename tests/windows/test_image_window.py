@@ -255,3 +255,22 @@ def test_the_demo_entry_runs_and_checks_its_equivalence(tmp_path):
     from diffattn.cli import main
 
     assert main(["demo", "--out", str(tmp_path), "--only", "window-tiny-flux"]) == 0
+
+
+@pytest.mark.parametrize("other", [
+    diffattn.PSAConfig(mode="topk", cutoffs=(0.1, 0.1, 0.1, 0.1), dense_steps=0, **COMMON),
+    diffattn.LiteAttentionConfig(threshold=-3.0, **COMMON),
+    diffattn.QuantizedConfig(precision="int8", backend="reference"),
+], ids=lambda config: config.name)
+def test_other_block_sparse_methods_run_inside_the_window(other):
+    model, x = tiny_denoiser("flux"), inputs("flux", Grid(1, 16, 20), seed=8)
+    stock = forward(model, x)
+    window = WindowConfig(**BASE, **COMMON)
+    with diffattn.apply(model, window) as handle:
+        forward(model, x)
+        alone = handle.stats.summary()["mean_density"]
+    with diffattn.apply(model, other, window) as handle:
+        out = forward(model, x)
+        assert handle.stats.summary()["mean_density"] <= alone
+    assert out.isfinite().all() and (out - stock).abs().max() > 1e-4
+    assert torch.equal(forward(model, x), stock)
