@@ -45,9 +45,10 @@ class WindowConfig(BlockSparseConfig):
     Args:
         base_height (`int`, *optional*):
             Training height in pixels that sets the window (radius = base_height / pixels per token / 2) and the
-            temperature; by default the family's (see above). Give it with `base_width`.
+            temperature; by default the family's: 1024 (Flux, Flux 2, SD3) or 1328 (QwenImage). Give it with
+            `base_width`.
         base_width (`int`, *optional*):
-            Training width in pixels; by default the family's.
+            Training width in pixels; by default the family's, as `base_height`.
         window_radius (`tuple[int, int]`, *optional*):
             Window radii `(rows, columns)` in tokens (each at least 1), overriding the ones from the base size.
         inward (`bool`, defaults to `True`):
@@ -55,6 +56,18 @@ class WindowConfig(BlockSparseConfig):
         scale_factor (`float`, *optional*):
             Multiplier of the softmax scale of image queries (over image and text keys); by default FreeSwim's
             temperature of the base size (~1.041 for 64x64 tokens, ~1.038 for 83x83).
+        min_tokens (`int`, defaults to `512`):
+            Calls with fewer image tokens run the model's own attention (noted in the stats).
+        token_order (`str`, defaults to `"tiles"`):
+            `"tiles"`: image tokens in the 2-D tiles of one kernel block (8x16, 16x8, 4x32 or 32x4 for 128 tokens)
+            under which the window touches the fewest key blocks; `"raster"`: the model's row-by-row order.
+            Methods composed with the window adopt its order and block sizes.
+        query_block (`int`, *optional*):
+            Tokens per plan block and tile, 64 or 128 (default).
+        precision (`str`, defaults to `"bf16"`):
+            Arithmetic of the image-key tiles: `"bf16"` (the model's dtype), `"int8"` (INT8 Q.K, 16-bit P.V) or
+            `"int8-fp8"` (also FP8 P.V; `"int8"` on GPUs without FP8). The text keys and text query rows stay in
+            the model's dtype.
     """
 
     name = "window"
