@@ -24,7 +24,7 @@ from diffattn.patterns.windows import (
     window_tile_order,
 )
 from diffattn.processors.window import merge_by_lse
-from diffattn.testing import tiny_denoiser, tiny_denoiser_inputs
+from diffattn.testing import tiny_denoiser, tiny_denoiser_inputs, tiny_pipeline
 
 FAMILIES = ("flux", "flux2", "qwenimage", "sd3")
 TEXT_FIRST = {"flux": True, "flux2": True, "qwenimage": True, "sd3": False}
@@ -154,6 +154,17 @@ def test_merge_by_lse_is_softmax_over_the_union():
         logits = q @ k[:, :, keys].transpose(-1, -2)
         parts += [logits.softmax(-1) @ v[:, :, keys], logits.logsumexp(-1)]
     torch.testing.assert_close(merge_by_lse(*parts), F.scaled_dot_product_attention(q, k, v, scale=1.0))
+
+
+@pytest.mark.parametrize("family, side", [("flux", 64), ("flux2", 64), ("sd3", 64), ("qwenimage", 83)])
+def test_defaults_come_from_the_family_training_size(family, side):
+    """On the tiny pipelines (VAE x8, 2x2 patches or packing: 16 px per token, as the real ones): 1024 px is 64
+    tokens a side, QwenImage's 1328 px 83."""
+    pipe = tiny_pipeline(family)
+    with diffattn.apply(pipe, WindowConfig()) as handle:
+        method = handle.methods[0]
+        assert method.base_grid == (side, side) and method.radius == (side // 2, side // 2)
+        assert method.temperature == pytest.approx(attention_temperature(side * side))
 
 
 # --------------------------------------------------------------------------------------- dense and remove
