@@ -3,7 +3,10 @@
 Random weights (bf16, batch 1, one conditional call) in the published sizes as set below, built directly from the
 diffusers classes; dense attention (the stock processors, cuDNN SDPA first) against Sparge at top-k 0.5 and at about
 90% sparsity (top-k 0.1), and PSA at about 90% (full blocks for the top 10%), all in their sparse phase
-(`dense_steps=0`). Radial does not apply to images (it refuses them). Time, density, error against dense and the
+(`dense_steps=0`). Radial does not apply to images (it refuses them). `--scale 2` runs every model at twice its
+published side (4x the image tokens), where the `window` variants (FreeSwim-style inward windows, alone and with
+Sparge inside the window) act; at scale 1 an image is no larger than the window's training size, so they are left
+out. Time, density, error against dense and the
 attention kernels that ran come from `benchmarks/e2e.py`'s forward section; `--compile` repeats it with the blocks
 compiled (inductor, regional). Random weights give diffuse attention, so the errors say nothing about image quality.
 
@@ -15,9 +18,11 @@ compiled (inductor, regional). Random weights give diffuse attention, so the err
 | sd3.5-large | 1024 x 1024 | 4,096 (64 x 64) | 333 (77 CLIP + 256 T5) | 38 joint, 38 heads x 64 |
 
     pip install --no-deps -e . && python benchmarks/image_dits.py --compile     # one H200
+    python benchmarks/image_dits.py --scale 2                                   # twice the side: window variants
     python benchmarks/image_dits.py --tiny                                      # CPU check of this script
 
-Writes `image_dits.json` and `.md` under `$OUT` when it is set (else `benchmarks/results/`), and prints the table.
+Writes `image_dits.json` (`image_dits_x2.json` at scale 2) and `.md` under `$OUT` when it is set (else
+`benchmarks/results/`), and prints the table.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from diffattn.environment import environment
 
 from e2e import bench_forward, compile_blocks, cudnn_attention, default_out, forward, markdown, write_report
 
-Inputs = Callable[[torch.device, torch.dtype], dict[str, Any]]
+Inputs = Callable[[torch.device, torch.dtype, int], dict[str, Any]]
 
 TEXT = 512
 
@@ -54,10 +59,11 @@ def _flux_ids(side: int, text: int, axes: int, device: torch.device) -> tuple[to
     return img.to(device), txt.to(device)
 
 
-def _flux1(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    img_ids, txt_ids = _flux_ids(64, TEXT, 3, device)
+def _flux1(device: torch.device, dtype: torch.dtype, scale: int) -> dict[str, Any]:
+    side = 64 * scale
+    img_ids, txt_ids = _flux_ids(side, TEXT, 3, device)
     return {
-        "hidden_states": _randn(1, 4096, 64, device=device, dtype=dtype),
+        "hidden_states": _randn(1, side * side, 64, device=device, dtype=dtype),
         "encoder_hidden_states": _randn(1, TEXT, 4096, device=device, dtype=dtype),
         "pooled_projections": _randn(1, 768, device=device, dtype=dtype),
         "timestep": torch.tensor([0.9], device=device),
@@ -66,10 +72,11 @@ def _flux1(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     }
 
 
-def _flux2(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    img_ids, txt_ids = _flux_ids(64, TEXT, 4, device)
+def _flux2(device: torch.device, dtype: torch.dtype, scale: int) -> dict[str, Any]:
+    side = 64 * scale
+    img_ids, txt_ids = _flux_ids(side, TEXT, 4, device)
     return {
-        "hidden_states": _randn(1, 4096, 128, device=device, dtype=dtype),
+        "hidden_states": _randn(1, side * side, 128, device=device, dtype=dtype),
         "encoder_hidden_states": _randn(1, TEXT, 15360, device=device, dtype=dtype),
         "timestep": torch.tensor([0.9], device=device),
         "img_ids": img_ids, "txt_ids": txt_ids,
@@ -77,25 +84,27 @@ def _flux2(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     }
 
 
-def _qwenimage(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+def _qwenimage(device: torch.device, dtype: torch.dtype, scale: int) -> dict[str, Any]:
+    side = 83 * scale
     return {
-        "hidden_states": _randn(1, 83 * 83, 64, device=device, dtype=dtype),
+        "hidden_states": _randn(1, side * side, 64, device=device, dtype=dtype),
         "encoder_hidden_states": _randn(1, 256, 3584, device=device, dtype=dtype),
         "timestep": torch.tensor([0.9], device=device),
-        "img_shapes": [[(1, 83, 83)]],
+        "img_shapes": [[(1, side, side)]],
     }
 
 
-def _sd35(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+def _sd35(device: torch.device, dtype: torch.dtype, scale: int) -> dict[str, Any]:
     return {
-        "hidden_states": _randn(1, 16, 128, 128, device=device, dtype=dtype),
+        "hidden_states": _randn(1, 16, 128 * scale, 128 * scale, device=device, dtype=dtype),
         "encoder_hidden_states": _randn(1, 77 + 256, 4096, device=device, dtype=dtype),
         "pooled_projections": _randn(1, 2048, device=device, dtype=dtype),
         "timestep": torch.tensor([900.0], device=device),
     }
 
 
-# name -> (diffusers class, config (the rest: the class defaults, which are these models' sizes), inputs)
+# name -> (diffusers class, config (the rest: the class defaults, which are these models' sizes), inputs at a side
+# multiple); names carry the published side, `--scale` multiplies it
 MODELS: dict[str, tuple[str, dict[str, Any], Inputs]] = {
     "flux1-dev-1024": ("FluxTransformer2DModel", {"guidance_embeds": True}, _flux1),
     "flux2-dev-1024": ("Flux2Transformer2DModel", {}, _flux2),
@@ -106,15 +115,24 @@ MODELS: dict[str, tuple[str, dict[str, Any], Inputs]] = {
     }, _sd35),
 }
 TINY_FAMILIES = ("flux", "flux2", "qwenimage", "sd3")
+TINY_LATENT = (32, 64)
+"""Latent height x width of the tiny runs, whatever `--scale` (a 16 x 32 token grid)."""
+TINY_WINDOW_BASE = {"base_height": 128, "base_width": 256}
+"""A training size for the tiny models half their side (8 x 16 tokens), so the window acts on them."""
 
 
-def variants(tiny: bool) -> dict[str, tuple]:
+def variants(tiny: bool, scale: int) -> dict[str, tuple]:
     common = {"backend": "reference", "dense_steps": 0, "min_tokens": 256} if tiny else {"backend": "auto", "dense_steps": 0}
-    return {
+    chosen = {
         "sparge (top-k 0.5)": (diffattn.SpargeConfig(**common),),
         "sparge 90% (top-k 0.1)": (diffattn.SpargeConfig(topk=0.1, **common),),
         "psa 90% (top-k, full blocks 10%)": (diffattn.PSAConfig(mode="topk", cutoffs=(0.1, 0.1, 0.1, 0.1), **common),),
     }
+    if tiny or scale > 1:  # the window acts only beyond the training size (the published size of each model)
+        window = diffattn.WindowConfig(**common, **(TINY_WINDOW_BASE if tiny else {}))
+        chosen["window (training-size inward window)"] = (window,)
+        chosen["window + sparge top-k 0.5 inside"] = (window, diffattn.SpargeConfig(**common))
+    return chosen
 
 
 def build(class_name: str, config: dict[str, Any], device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -143,15 +161,17 @@ def compile_model(model: torch.nn.Module, device: torch.device) -> None:
     compile_blocks(model, device)
 
 
-def catalogue(tiny: bool, wanted: list[str] | None) -> dict[str, Callable[[torch.device, torch.dtype], tuple]]:
-    """name -> `(device, dtype) -> (model, inputs)`."""
+def catalogue(tiny: bool, wanted: list[str] | None, scale: int = 1) -> dict[str, Callable[[torch.device, torch.dtype], tuple]]:
+    """name (`x<scale>` appended beyond scale 1) -> `(device, dtype) -> (model, inputs)`."""
+    suffix = f" x{scale}" if scale > 1 else ""
     if tiny:
         from diffattn.testing import tiny_denoiser, tiny_denoiser_inputs
 
-        return {f"tiny-{family}": lambda device, dtype, family=family: (
-            tiny_denoiser(family), tiny_denoiser_inputs(family, height=32, width=64)) for family in TINY_FAMILIES}
+        return {f"tiny-{family}{suffix}": lambda device, dtype, family=family: (  # one size: SD3's tiny positions stop at 32
+            tiny_denoiser(family), tiny_denoiser_inputs(family, height=TINY_LATENT[0], width=TINY_LATENT[1]))
+            for family in TINY_FAMILIES}
     return {
-        name: lambda device, dtype, spec=spec: (build(spec[0], spec[1], device, dtype), spec[2](device, dtype))
+        f"{name}{suffix}": lambda device, dtype, spec=spec: (build(spec[0], spec[1], device, dtype), spec[2](device, dtype, scale))
         for name, spec in MODELS.items() if not wanted or name in wanted
     }
 
@@ -162,15 +182,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--models", nargs="*", default=None, help=f"subset of {list(MODELS)}")
     parser.add_argument("--repeats", type=int, default=3, help="timed forwards per variant (median)")
     parser.add_argument("--compile", action="store_true", help="repeat the forwards with compiled blocks (inductor)")
+    parser.add_argument("--scale", type=int, default=1, choices=(1, 2),
+                        help="image side as a multiple of the published one; at 2 the window variants run too")
     args = parser.parse_args(argv)
     device = torch.device("cpu" if args.tiny else "cuda")
     dtype = torch.float32 if args.tiny else torch.bfloat16
-    chosen = variants(args.tiny)
-    report: dict[str, Any] = {"meta": {**environment(device), "dtype": str(dtype), "tiny": args.tiny, "compiled": args.compile},
+    chosen = variants(args.tiny, args.scale)
+    report: dict[str, Any] = {"meta": {**environment(device), "dtype": str(dtype), "tiny": args.tiny, "compiled": args.compile,
+                                       "scale": args.scale},
                               "models": {}}
     start = time.perf_counter()
     with cudnn_attention(device):
-        for name, make in catalogue(args.tiny, args.models).items():
+        for name, make in catalogue(args.tiny, args.models, args.scale).items():
             model, inputs = make(device, dtype)
             with diffattn.apply(model, "observe") as handle:  # the grid diffattn recovers from this call
                 forward(model, inputs)
@@ -190,7 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     report["meta"]["seconds"] = time.perf_counter() - start
-    write_report(report, default_out("image_dits", args.tiny), markdown(report))
+    write_report(report, default_out("image_dits" if args.scale == 1 else f"image_dits_x{args.scale}", args.tiny), markdown(report))
     return report
 
 

@@ -387,8 +387,9 @@ def _check_selectors(config: MethodConfig, joined: list[LayerInfo], layers: list
 
 
 def chain_for(methods: Sequence[AttentionMethod], layer: LayerInfo) -> tuple[AttentionMethod, ...]:
-    """The methods of `layer` in the order given, except that `chain_last` methods come after all others."""
-    return tuple(sorted((m for m in methods if m.applies_to(layer)), key=lambda m: m.chain_last))
+    """The methods of `layer` in the order given, except that `chain_first` methods come before all others and
+    `chain_last` methods after all others."""
+    return tuple(sorted((m for m in methods if m.applies_to(layer)), key=lambda m: (not m.chain_first, m.chain_last)))
 
 
 class AttentionInstaller:
@@ -439,6 +440,9 @@ class AttentionMethod(Method):
     """
 
     installer = AttentionInstaller
+    chain_first: ClassVar[bool] = False
+    """Joins the start of each layer's chain whatever the order the methods were given in (a method that builds the
+    view the others then refine, such as the image window, whose plan they intersect inside the window)."""
     chain_last: ClassVar[bool] = False
     """Joins the end of each layer's chain whatever the order the methods were given in (a method that only changes
     how the others' plan is computed, such as its precision, then sees the view any of them built)."""

@@ -29,6 +29,7 @@ from ..geometry import Grid, TileOrder
 from ..plan import BlockPlan, BoxMask
 
 __all__ = [
+    "IMAGE_TILE_CANDIDATES",
     "TILE_CANDIDATES",
     "attention_temperature",
     "box_block_mask",
@@ -47,6 +48,13 @@ TILE_CANDIDATES: dict[int, tuple[tuple[int, int, int], ...]] = {
 """Spatio-temporal tiles (frames, rows, columns) of one kernel block, per supported block size. A window spans
 every frame, so tall, narrow tiles often touch fewer kv blocks than square ones (0.24 instead of 0.30 of the
 blocks at 1088x1920); `window_tile_order` keeps the best one for the grid."""
+
+IMAGE_TILE_CANDIDATES: dict[int, tuple[tuple[int, int, int], ...]] = {
+    128: ((1, 8, 16), (1, 16, 8), (1, 4, 32), (1, 32, 4)),
+    64: ((1, 8, 8), (1, 4, 16), (1, 16, 4)),
+}
+"""One-frame tiles of one kernel block, the candidates on grids of a single frame (images), where the tiles above
+would be cut in half by the frame axis (every one of them ragged)."""
 
 _CHUNK_ELEMENTS = 1 << 24  # coverage cells held at once while building a block mask
 
@@ -180,11 +188,13 @@ def window_tile_order(
     grid: Grid, radius: tuple[int, int], block_size: int = 128, *, inward: bool = True, device: torch.device | str = "cpu"
 ) -> TileOrder:
     """The tile permutation (full tiles are exactly one block of `block_size` tokens) under which the window
-    lists the fewest kv blocks, among `TILE_CANDIDATES` (the first on ties)."""
+    lists the fewest kv blocks, among `TILE_CANDIDATES`, or `IMAGE_TILE_CANDIDATES` on a one-frame grid (the first
+    on ties)."""
     if block_size not in TILE_CANDIDATES:
         raise ConfigError(f"block_size must be one of {sorted(TILE_CANDIDATES)}; got {block_size}")
+    candidates = IMAGE_TILE_CANDIDATES if grid.frames == 1 else TILE_CANDIDATES
     best: tuple[int, TileOrder] | None = None
-    for tile in TILE_CANDIDATES[block_size]:
+    for tile in candidates[block_size]:
         order = TileOrder(grid, tile, device=device)
         blocks = int(box_block_mask(window_box_mask(grid, radius, inward=inward, order=order), block_size, block_size).sum())
         if best is None or blocks < best[0]:

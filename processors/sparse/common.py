@@ -49,6 +49,8 @@ __all__ = [
     "force_text_columns",
     "dense_plan",
     "tile_order",
+    "config_token_order",
+    "OrderFn",
 ]
 
 _VIDEO_KINDS = ("self", "joint")
@@ -221,12 +223,23 @@ def _split_samples(call: AttentionCall, valid: torch.Tensor) -> list[AttentionCa
     ]
 
 
-def _build_view(call: AttentionCall, config: BlockSparseConfig, valid: torch.Tensor | None, part: int | None) -> _View:
-    """The sparse view of `call`; `valid` marks its valid keys (key padding mask) or is `None`."""
+def config_token_order(config: BlockSparseConfig, grid: Grid, device: torch.device) -> TileOrder | None:
+    """The token order a config asks for: raster (`None`) or tiles as large as its query block."""
+    return None if config.token_order == "raster" else tile_order(grid, _tile_shape(config.block_q), device)
+
+
+OrderFn = Callable[[Grid, torch.device], TileOrder | None]
+"""`(grid, device) -> token order of a view` (`None`: raster)."""
+
+
+def _build_view(call: AttentionCall, config: BlockSparseConfig, valid: torch.Tensor | None, part: int | None,
+                order_of: OrderFn | None) -> _View:
+    """The sparse view of `call`; `valid` marks its valid keys (key padding mask) or is `None`; `order_of` picks the
+    token order (by default the config's, `config_token_order`)."""
     layout = call.layout
     grid, video, text = layout.grid, layout.video, layout.text
     device = call.query.device
-    order = None if config.token_order == "raster" else tile_order(grid, _tile_shape(config.block_q), device)
+    order = order_of(grid, device) if order_of is not None else config_token_order(config, grid, device)
 
     def video_part(x: torch.Tensor) -> torch.Tensor:
         x = x[:, :, video]
@@ -276,9 +289,10 @@ def _record(call: AttentionCall) -> None:
     call.record(density=computed / tiles, tiles=tiles, skipped_tiles=tiles - computed)
 
 
-def sparse_views(call: AttentionCall, config: BlockSparseConfig) -> list[_View] | str:
+def sparse_views(call: AttentionCall, config: BlockSparseConfig, order_of: OrderFn | None = None) -> list[_View] | str:
     """The sparse views of a call (one per sample when samples pad their text differently), or the reason it
-    stays dense (`""` when that is by design, e.g. cross-attention)."""
+    stays dense (`""` when that is by design, e.g. cross-attention); `order_of` picks their token order (by default
+    the config's)."""
     reason = _dense_reason(call, config)
     if reason is not None:
         return reason
@@ -287,15 +301,15 @@ def sparse_views(call: AttentionCall, config: BlockSparseConfig) -> list[_View] 
         return valid
     samples = _split_samples(call, valid) if valid is not None else None
     if samples is None:
-        return [_build_view(call, config, valid, None)]
-    return [_build_view(sample, config, valid[b : b + 1], b) for b, sample in enumerate(samples)]
+        return [_build_view(call, config, valid, None, order_of)]
+    return [_build_view(sample, config, valid[b : b + 1], b, order_of) for b, sample in enumerate(samples)]
 
 
 def sparse_attend(method: BlockSparseMethod, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
     """Run `call` through `method` on its sparse view (see the module docstring), or dense when it cannot be sparse."""
     if isinstance(call.layout, SparseLayout):
         return proceed(method.refine(call))
-    views = sparse_views(call, method.config)
+    views = sparse_views(call, method.config, method.view_order)
     if isinstance(views, str):
         call.dense_reasons[method.name] = views
         return proceed(call)
@@ -309,7 +323,7 @@ def sparse_attend(method: BlockSparseMethod, call: AttentionCall, proceed: Proce
 
 
 def _attend_view(method: BlockSparseMethod, view: _View, record: bool, proceed: Proceed) -> torch.Tensor:
-    out = proceed(method.refine(view.call))
+    out = method.attend_view(view.call, proceed)
     if record:
         _record(view.call)
     return view.restore(out)
@@ -341,6 +355,15 @@ class BlockSparseMethod(AttentionMethod):
     def refine(self, call: AttentionCall) -> AttentionCall:
         """Attach this method's plan to a call on the sparse view."""
         raise NotImplementedError
+
+    def view_order(self, grid: Grid, device: torch.device) -> TileOrder | None:
+        """The token order of the views this method builds (`None`: raster); by default the config's."""
+        return config_token_order(self.config, grid, device)
+
+    def attend_view(self, call: AttentionCall, proceed: Proceed) -> torch.Tensor:
+        """The attention output of a view this method built (video queries in the view's order): by default the rest
+        of the chain on the call with this method's plan attached."""
+        return proceed(self.refine(call))
 
     def kernel_options(self) -> dict[str, Any]:
         """Keywords for `block_sparse_attention` common to every call (backend when named, 8-bit precision)."""
