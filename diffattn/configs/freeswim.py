@@ -2,16 +2,37 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from ..config import AttentionConfig, check, check_range
 from ..precision import Precision
 from ..registry import register_method
 
-__all__ = ["MEMORY_PRESETS", "FreeSwimConfig", "FreeSwimMemory"]
+__all__ = ["MEMORY_PRESETS", "FreeSwimConfig", "FreeSwimMemory", "check_window_settings"]
 
 _BACKENDS = ("auto", "triton", "flex", "reference")
 
+
+
+def check_window_settings(config: Any, base_ok: Callable[[int], bool], base_rule: str) -> None:
+    """The window fields FreeSwim and the image `window` share: `base_height`/`base_width` both or neither, each
+    passing `base_ok` (`base_rule` says what that means), a radius of at least one token, a positive scale factor."""
+    check(
+        (config.base_height is None) == (config.base_width is None),
+        f"give both base_height and base_width or neither; got {config.base_height} and {config.base_width}",
+    )
+    for name in ("base_height", "base_width"):
+        value = getattr(config, name)
+        check(value is None or base_ok(value), f"{name} must be {base_rule}; got {value!r}")
+    check(
+        config.window_radius is None or min(config.window_radius) >= 1,
+        f"window_radius must be two token counts >= 1 (rows, columns): radius 0 is a one-token-wide window; "
+        f"got {config.window_radius!r}",
+    )
+    if config.scale_factor is not None:
+        check(config.scale_factor > 0, f"scale_factor must be positive; got {config.scale_factor}")
 
 @dataclass(frozen=True)
 class FreeSwimMemory:
@@ -150,24 +171,11 @@ class FreeSwimConfig(AttentionConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(
-            (self.base_height is None) == (self.base_width is None),
-            f"give both base_height and base_width or neither; got {self.base_height} and {self.base_width}",
+        check_window_settings(
+            self, lambda value: value >= 32 and value % 16 == 0,
+            "a multiple of 16 pixels (Wan's VAE x8 and patch x2) of at least 32, so the window radius (base / 32 "
+            "tokens) is at least 1",
         )
-        for name in ("base_height", "base_width"):
-            value = getattr(self, name)
-            check(
-                value is None or (value >= 32 and value % 16 == 0),
-                f"{name} must be a multiple of 16 pixels (Wan's VAE x8 and patch x2) of at least 32, so the window "
-                f"radius (base / 32 tokens) is at least 1; got {value!r}",
-            )
-        check(
-            self.window_radius is None or min(self.window_radius) >= 1,
-            f"window_radius must be two token counts >= 1 (rows, columns): radius 0 is a one-token-wide window; "
-            f"got {self.window_radius!r}",
-        )
-        if self.scale_factor is not None:
-            check(self.scale_factor > 0, f"scale_factor must be positive; got {self.scale_factor}")
         if self.cache_steps is not None:
             check(self.cache_steps >= 1,
                   f"cache_steps must be a whole number >= 1, or None for no cache; got {self.cache_steps!r}")

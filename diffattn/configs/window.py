@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import check
 from ..registry import register_method
+from .freeswim import check_window_settings
 from .sparse import BlockSparseConfig
 
 __all__ = ["WindowConfig", "IMAGE_BASE_SIZES"]
@@ -86,17 +86,4 @@ class WindowConfig(BlockSparseConfig):
 
     def validate(self) -> None:
         super().validate()
-        check(
-            (self.base_height is None) == (self.base_width is None),
-            f"give both base_height and base_width or neither; got {self.base_height} and {self.base_width}",
-        )
-        for name in ("base_height", "base_width"):
-            value = getattr(self, name)
-            check(value is None or value >= 1, f"{name} must be a positive number of pixels; got {value!r}")
-        check(
-            self.window_radius is None or min(self.window_radius) >= 1,
-            f"window_radius must be two token counts >= 1 (rows, columns): radius 0 is a one-token-wide window; "
-            f"got {self.window_radius!r}",
-        )
-        if self.scale_factor is not None:
-            check(self.scale_factor > 0, f"scale_factor must be positive; got {self.scale_factor}")
+        check_window_settings(self, lambda value: value >= 1, "a positive number of pixels")
