@@ -1,4 +1,5 @@
-"""Video-editing metrics: warp error under the source's flow, PSNR outside the edit mask, mask IoU, CLIP-F and CLIP-T.
+"""Video metrics: warp error under the source's flow, PSNR (whole or outside the edit mask), SSIM, mask IoU, CLIP-F and
+CLIP-T.
 
 Videos are float tensors `[F, 3, H, W]` in [0, 1]. Warp error follows TokenFlow / Pix2Video: the edited frame
 `t` is warped to `t + 1` with the flow estimated on the *source* video and compared, outside occlusions, on a
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError
 from .flow import FlowEstimator, VideoFlow, video_flow, warp
 
-__all__ = ["CLIP_MEAN", "CLIP_STD", "PSNR_CAP_DB", "clip_scores", "mask_iou", "psnr", "psnr_outside", "warp_error"]
+__all__ = ["CLIP_MEAN", "CLIP_STD", "PSNR_CAP_DB", "clip_scores", "mask_iou", "psnr", "psnr_outside", "ssim", "warp_error"]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -87,6 +88,25 @@ def psnr_outside(edited: torch.Tensor, source: torch.Tensor, edit_mask: torch.Te
         mask = mask.unsqueeze(1)
     mask = F.interpolate(mask, size=edited.shape[-2:], mode="nearest")[:, 0]
     return psnr(edited, source, 1 - mask)
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 7, sigma: float = 1.5) -> float:
+    """Mean structural similarity of two images/videos `[..., 3, H, W]` in [0, 1] (Wang et al. 2004: a Gaussian window
+    of `sigma`, `window` pixels wide, per channel, constants for a data range of 1; valid positions only, so the
+    window must fit the frame). 1 means identical."""
+    if a.shape != b.shape:
+        raise ConfigError(f"SSIM needs equal shapes; got {tuple(a.shape)} and {tuple(b.shape)}")
+    if min(a.shape[-2:]) < window:
+        raise ConfigError(f"SSIM's {window}-pixel window does not fit {tuple(a.shape[-2:])} frames")
+    x, y = (t.detach().float().reshape(-1, 1, *t.shape[-2:]) for t in (a, b))
+    taps = torch.exp(-((torch.arange(window, dtype=torch.float32) - (window - 1) / 2) ** 2) / (2 * sigma**2))
+    kernel = torch.outer(taps, taps).div(taps.sum() ** 2)[None, None]
+    blur = lambda t: F.conv2d(t, kernel)  # noqa: E731
+    mu_x, mu_y = blur(x), blur(y)
+    var_x, var_y, cov = blur(x * x) - mu_x**2, blur(y * y) - mu_y**2, blur(x * y) - mu_x * mu_y
+    c1, c2 = 0.01**2, 0.03**2
+    index = (2 * mu_x * mu_y + c1) * (2 * cov + c2) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return float(index.mean())
 
 
 def mask_iou(a: torch.Tensor, b: torch.Tensor) -> float | None:

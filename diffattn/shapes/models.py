@@ -136,14 +136,15 @@ def train_command(name: str) -> str:
 
 
 @quiet_library_notices()
-def load_trained(name: str, *, dtype: torch.dtype = torch.float32) -> DiffusionPipeline:
-    """The trained pipeline ``name`` from :data:`WEIGHTS` (``from_pretrained``, offline, safetensors only), on the CPU.
+def load_trained(name: str, *, dtype: torch.dtype = torch.float32, folder: str | Path | None = None) -> DiffusionPipeline:
+    """The trained pipeline ``name`` from :data:`WEIGHTS` (or from ``folder``, a ``diffattn.shapes.train`` output),
+    with ``from_pretrained`` (offline, safetensors only), on the CPU.
 
     Raises:
         UnsupportedModelError: the weights are not there; the message gives the command that trains them.
     """
     _check(name)
-    folder = WEIGHTS / name
+    folder = WEIGHTS / name if folder is None else Path(folder)
     if not (folder / "model_index.json").is_file():
         raise UnsupportedModelError(
             f"the trained {name} weights are not installed (no {folder / 'model_index.json'}); train them with "
