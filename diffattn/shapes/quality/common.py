@@ -48,7 +48,8 @@ class QualitySettings:
         steps: sampling steps; ``None``: 10 on ``cpu``, the model's 20 on ``gpu``.
         seed: seed of the captions and of every sample's noise.
         device: where the pipelines run (``"cpu"``, ``"cuda"``).
-        weights: a folder holding ``shapes-wan`` / ``shapes-sd`` training outputs to use instead of the shipped ones.
+        weights: a folder holding ``shapes-wan`` / ``shapes-sd`` training outputs to use instead of the shipped ones,
+            or ``"untrained"`` for the models' random initialisation (structural tests: the numbers mean nothing).
     """
 
     scale: Scale = "cpu"
@@ -69,8 +70,10 @@ class QualitySettings:
 
 def load_model(name: str, settings: QualitySettings) -> Any:
     """The trained pipeline ``name`` on ``settings.device`` (float32), from ``settings.weights`` when given."""
-    from diffattn.shapes.models import load_trained
+    from diffattn.shapes.models import build_pipeline, load_trained
 
+    if settings.weights == "untrained":
+        return build_pipeline(name).to(settings.device)
     folder = Path(settings.weights) / name if settings.weights else None
     return load_trained(name, folder=folder).to(settings.device)
 
