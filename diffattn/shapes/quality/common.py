@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +20,8 @@ class QualityRow:
     ``metrics`` holds the measured values (name -> number, the method's and the baseline's side by side where both
     exist); ``verdict`` says whether the method matched or beat its baseline on the row's ``criterion`` (``None``
     where the row has no baseline to beat); ``note`` is what the table says beside it (e.g. the setting that would
-    help where the method loses).
+    help where the method loses); ``series`` holds per-step or per-frame values (e.g. LiteAttention's skipped
+    fraction per step).
     """
 
     group: str
@@ -32,6 +33,7 @@ class QualityRow:
     verdict: bool | None
     setting: str = "defaults"
     note: str = ""
+    series: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
