@@ -35,7 +35,7 @@ from diffattn.context import LayerInfo, RunContext
 from diffattn.errors import ConfigError, GridError, UnsupportedModelError
 from diffattn.geometry import Grid, TileOrder, bind_forward_args
 from diffattn.method import Target
-from diffattn.patterns.windows import attention_temperature, window_plan, window_radius_from_base, window_tile_order
+from diffattn.patterns.windows import WindowTileOrders, attention_temperature, window_plan, window_radius_from_base
 from diffattn.plan import BlockPlan
 
 from .base import AttentionCall, AttentionMethod, Proceed, kernel_options, merge_kernel_options
@@ -426,7 +426,7 @@ class FreeSwimMethod(AttentionMethod):
         self.memory = config.memory_plan
         self.controller = FreeSwimController(config.cache_steps, self.memory.offload_cache, self.memory.sequential_branches)
         self._kernel_options = kernel_options(config)
-        self._orders: dict[tuple[Grid, torch.device], TileOrder] = {}
+        self._orders = WindowTileOrders(self.radius, config.block_size, inward=config.inward)
         self._plans: dict[tuple, tuple[BlockPlan, float]] = {}
         self._hooked: list[tuple[torch.nn.Module, str]] = []
 
@@ -514,7 +514,7 @@ class FreeSwimMethod(AttentionMethod):
             call.record(density=density)
             return proceed(call.replace(plan=mine & call.plan, kernel_options=options))
         size = self.config.block_size
-        order = self._order(grid, device)
+        order = self._orders(grid, device)
         plan, density = self._plan(grid, device, size, size, order)
         view = SparseLayout("sparse", slice(0, grid.tokens), grid, order=order, block_q=size, block_k=size, plans=[plan])
         tiled = call.replace(
@@ -525,16 +525,6 @@ class FreeSwimMethod(AttentionMethod):
         if call.stats.enabled:  # a plan attached after FreeSwim's is dynamic: its density is read on the host
             call.record(density=density if view.plans[-1] is plan else view.plans[-1].density())
         return out
-
-    def _order(self, grid: Grid, device: torch.device) -> TileOrder:
-        key = (grid, device)
-        if key not in self._orders:
-            self._orders[key] = self._build_order(grid, device)
-        return self._orders[key]
-
-    @torch.compiler.disable  # once per grid: never part of a compiled graph
-    def _build_order(self, grid: Grid, device: torch.device) -> TileOrder:
-        return window_tile_order(grid, self.radius, self.config.block_size, inward=self.config.inward, device=device)
 
     def _plan(
         self, grid: Grid, device: torch.device, block_q: int, block_k: int, order: TileOrder | None

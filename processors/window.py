@@ -25,7 +25,7 @@ from diffattn.errors import ConfigError, GridError, UnsupportedModelError
 from diffattn.geometry import Grid, TileOrder
 from diffattn.kernels import SparseAttentionOutput
 from diffattn.method import Target
-from diffattn.patterns.windows import attention_temperature, window_plan, window_radius_from_base, window_tile_order
+from diffattn.patterns.windows import WindowTileOrders, attention_temperature, window_plan, window_radius_from_base
 from diffattn.plan import BlockPlan
 
 from .base import AttentionCall, Proceed, execute, merge_kernel_options
@@ -78,7 +78,7 @@ class WindowMethod(BlockSparseMethod):
         radius = config.window_radius or window_radius_from_base(base[0], base[1], (pixels, pixels))
         self.radius: tuple[int, int] = (radius[0], radius[1])
         self.temperature = config.scale_factor or attention_temperature(self.base_grid[0] * self.base_grid[1])
-        self._orders: dict[tuple[Grid, torch.device], TileOrder | None] = {}
+        self._orders = WindowTileOrders(self.radius, config.block_q, inward=config.inward)
         self._plans: dict[tuple, BlockPlan] = {}
 
     def on_remove(self) -> None:
@@ -136,16 +136,7 @@ class WindowMethod(BlockSparseMethod):
     # ------------------------------------------------------------------------------------ static parts
     def view_order(self, grid: Grid, device: torch.device) -> TileOrder | None:
         """The window's tile order (`window_tile_order`: 2-D tiles on images), or raster with `token_order="raster"`."""
-        if self.config.token_order == "raster":
-            return None
-        key = (grid, device)
-        if key not in self._orders:
-            self._orders[key] = self._build_order(grid, device)
-        return self._orders[key]
-
-    @torch.compiler.disable  # once per grid: never part of a compiled graph
-    def _build_order(self, grid: Grid, device: torch.device) -> TileOrder:
-        return window_tile_order(grid, self.radius, self.config.block_q, inward=self.config.inward, device=device)
+        return None if self.config.token_order == "raster" else self._orders(grid, device)
 
     def _plan(self, grid: Grid, device: torch.device, block_q: int, block_k: int, order: TileOrder | None) -> BlockPlan:
         key = (grid, device, block_q, block_k, None if order is None else order.tile)

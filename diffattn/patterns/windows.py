@@ -39,6 +39,7 @@ __all__ = [
     "window_plan",
     "window_radius_from_base",
     "window_tile_order",
+    "WindowTileOrders",
 ]
 
 TILE_CANDIDATES: dict[int, tuple[tuple[int, int, int], ...]] = {
@@ -200,6 +201,28 @@ def window_tile_order(
         if best is None or blocks < best[0]:
             best = (blocks, order)
     return best[1]
+
+
+class WindowTileOrders:
+    """`window_tile_order` of one window, built once per (grid, device), outside any compiled graph; `clear` drops
+    them (a processor's `on_remove`)."""
+
+    def __init__(self, radius: tuple[int, int], block_size: int, *, inward: bool = True) -> None:
+        self.radius, self.block_size, self.inward = radius, block_size, inward
+        self._orders: dict[tuple[Grid, torch.device], TileOrder] = {}
+
+    def __call__(self, grid: Grid, device: torch.device) -> TileOrder:
+        key = (grid, device)
+        if key not in self._orders:
+            self._orders[key] = self._build(grid, device)
+        return self._orders[key]
+
+    @torch.compiler.disable  # once per grid: never part of a compiled graph
+    def _build(self, grid: Grid, device: torch.device) -> TileOrder:
+        return window_tile_order(grid, self.radius, self.block_size, inward=self.inward, device=device)
+
+    def clear(self) -> None:
+        self._orders.clear()
 
 
 def window_plan(
