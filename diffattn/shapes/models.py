@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, StableDiffusionPipeline, WanPipeline
 
 from diffattn.errors import UnsupportedModelError
 from diffattn.notices import quiet_library_notices
+
+with quiet_library_notices():  # diffusers' pipeline modules import transformers' image processors: its torchvision notice
+    from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, StableDiffusionPipeline, WanPipeline
 from diffattn.shapes.world import VOCABULARY
 from diffattn.testing.recipe import build
 from diffattn.testing.text import clip_text_encoder, t5_tokenizer, umt5_encoder, write_clip_tokenizer
