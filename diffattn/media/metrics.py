@@ -98,8 +98,8 @@ def ssim(a: torch.Tensor, b: torch.Tensor, *, window: int = 7, sigma: float = 1.
         raise ConfigError(f"SSIM needs equal shapes; got {tuple(a.shape)} and {tuple(b.shape)}")
     if min(a.shape[-2:]) < window:
         raise ConfigError(f"SSIM's {window}-pixel window does not fit {tuple(a.shape[-2:])} frames")
-    x, y = (t.detach().float().reshape(-1, 1, *t.shape[-2:]) for t in (a, b))
-    taps = torch.exp(-((torch.arange(window, dtype=torch.float32) - (window - 1) / 2) ** 2) / (2 * sigma**2))
+    x, y = (t.detach().double().reshape(-1, 1, *t.shape[-2:]) for t in (a, b))  # float64: var = E[x²] - E[x]² cancels
+    taps = torch.exp(-((torch.arange(window, dtype=torch.float64) - (window - 1) / 2) ** 2) / (2 * sigma**2))
     kernel = torch.outer(taps, taps).div(taps.sum() ** 2)[None, None]
     blur = lambda t: F.conv2d(t, kernel)  # noqa: E731
     mu_x, mu_y = blur(x), blur(y)

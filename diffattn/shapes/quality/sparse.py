@@ -64,8 +64,8 @@ def _accuracy(videos: list[torch.Tensor], texts: list[str]) -> float:
     return float(np.mean([score_video(video, text).correct for video, text in zip(videos, texts)]))
 
 
-def rows(settings: QualitySettings) -> list[QualityRow]:
-    """One row per method of :data:`METHODS`: PSNR/SSIM of its clips against dense clips of the same captions and
+def rows(settings: QualitySettings, methods: tuple[str, ...] = tuple(METHODS)) -> list[QualityRow]:
+    """One row per method of ``methods`` (names in :data:`METHODS`): PSNR/SSIM of its clips against dense clips of the same captions and
     seeds, the density it reached, the scorer's accuracy of both, and per step the fraction of tiles skipped."""
     pipe = load_model("shapes-wan", settings)
     texts, seeds = captions(settings)
@@ -73,8 +73,8 @@ def rows(settings: QualitySettings) -> list[QualityRow]:
     dense = generate(pipe, texts, seeds, **call)
     dense_accuracy = _accuracy(dense, texts)
     out = []
-    for name, configure in METHODS.items():
-        config, setting = configure(settings.num_steps)
+    for name in methods:
+        config, setting = METHODS[name](settings.num_steps)
         with diffattn.apply(pipe, config) as handle:
             videos = generate(pipe, texts, seeds, **call)
         density, skipped = _tile_fractions(handle.stats)
