@@ -47,17 +47,19 @@ METHODS: dict[str, Callable[[int], tuple[diffattn.MethodConfig, str]]] = {
 """Method name -> its configuration for a run of ``steps`` steps and the setting as the table states it."""
 
 
-def _tile_fractions(stats: Any) -> tuple[float | None, list[float]]:
-    """Mean density over the calls that ran a sparse plan, and per step the fraction of tiles skipped."""
-    densities, skipped, tiles = [], {}, {}
+def _work_saved(stats: Any) -> tuple[float | None, list[float], float]:
+    """Mean density over the calls that ran a sparse plan, per step the fraction of tiles skipped, and the fraction
+    of calls that reused an earlier output (PAB)."""
+    densities, skipped, tiles, reused, calls = [], {}, {}, 0, 0
     for per_step in stats.to_dict().values():
         for step, record in per_step.items():
             if record.get("density") is not None:
                 densities.append(record["density"])
             skipped[step] = skipped.get(step, 0) + record.get("skipped_tiles", 0)
             tiles[step] = tiles.get(step, 0) + record.get("tiles", 0)
+            reused, calls = reused + record.get("reused", 0), calls + record.get("calls", 0)
     per_step = [skipped[step] / tiles[step] if tiles[step] else 0.0 for step in sorted(tiles)]
-    return (float(np.mean(densities)) if densities else None), per_step
+    return (float(np.mean(densities)) if densities else None), per_step, reused / max(calls, 1)
 
 
 def _accuracy(videos: list[torch.Tensor], texts: list[str]) -> float:
@@ -66,7 +68,8 @@ def _accuracy(videos: list[torch.Tensor], texts: list[str]) -> float:
 
 def rows(settings: QualitySettings, methods: tuple[str, ...] = tuple(METHODS)) -> list[QualityRow]:
     """One row per method of ``methods`` (names in :data:`METHODS`): PSNR/SSIM of its clips against dense clips of the same captions and
-    seeds, the density it reached, the scorer's accuracy of both, and per step the fraction of tiles skipped."""
+    seeds, the density it reached, the calls it reused, the scorer's accuracy of both, and per step the fraction of
+    tiles skipped."""
     pipe = load_model("shapes-wan", settings)
     texts, seeds = captions(settings)
     call = sample_kwargs("shapes-wan", num_frames=FRAMES, num_inference_steps=settings.num_steps)
@@ -77,7 +80,7 @@ def rows(settings: QualitySettings, methods: tuple[str, ...] = tuple(METHODS)) -
         config, setting = METHODS[name](settings.num_steps)
         with diffattn.apply(pipe, config) as handle:
             videos = generate(pipe, texts, seeds, **call)
-        density, skipped = _tile_fractions(handle.stats)
+        density, skipped, reused = _work_saved(handle.stats)
         accuracy = _accuracy(videos, texts)
         out.append(QualityRow(
             group="sparse", method=name, model="shapes-wan", baseline="dense (same captions and seeds)",
@@ -87,6 +90,7 @@ def rows(settings: QualitySettings, methods: tuple[str, ...] = tuple(METHODS)) -
                 "ssim_vs_dense": float(np.mean([ssim(v, d) for v, d in zip(videos, dense)])),
                 "density": density,
                 "skipped_tiles": float(np.mean(skipped)) if skipped else 0.0,
+                "reused_calls": reused,
                 "accuracy": accuracy,
                 "accuracy_dense": dense_accuracy,
                 "samples": len(texts),
