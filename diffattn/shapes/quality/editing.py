@@ -13,8 +13,8 @@ with ``image=True``, drawn on a plain background) and the edit changes the objec
 
 The baseline of FateZero and RealCraft is DDIM inversion with the source prompt followed by sampling with the target
 prompt and no attention control: ``FateZeroPipeline`` with cross- and self-attention fusion off and per-frame
-attention (:func:`regeneration_config`; RealCraft with its fusion off runs exactly the same computation, so the
-baseline is run once). FRESCO's baseline is SDEdit of each frame on its own (``FrescoPipeline`` on one frame at a
+attention (:func:`regeneration_config`; RealCraft with its fusion off computes the same, up to float rounding, so
+the baseline is run once). FRESCO's baseline is SDEdit of each frame on its own (``FrescoPipeline`` on one frame at a
 time, guided attention and feature optimisation off). The shapes world has no ControlNet, so FRESCO runs with
 ``control="none"`` and no ControlNet, and without the SD 1.5 prompt additions (words outside the vocabulary).
 """
@@ -198,7 +198,7 @@ def rows(settings: QualitySettings) -> list[QualityRow]:
         _row("fatezero", regeneration, f"{setting}, replace controller, blend_words=object", "",
              scores["fatezero"], scores["regeneration"], frames),
         _row("realcraft", regeneration, f"{setting}, defaults",
-             "baseline shared with fatezero: RealCraft with its fusion off runs the same computation",
+             "baseline shared with fatezero: RealCraft with its fusion off computes the same (equal up to float rounding)",
              scores["realcraft"], scores["regeneration"], frames),
         _row("fresco", "SDEdit of each frame alone (FrescoPipeline one frame per call, num_intraattn_steps=0, end_opt_step=0)",
              f"{setting}, strength 0.75, control='none'",
