@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from diffattn.errors import ConfigError
 from diffattn.media.metrics import PSNR_CAP_DB
 from diffattn.shapes.quality import GROUPS, QualitySettings, captions, run_groups
 from diffattn.shapes.quality.common import load_model
@@ -72,6 +73,11 @@ def test_the_regeneration_baseline_is_realcraft_with_its_control_off_too():
     ours = FateZeroPipeline.from_pipe(base)(frames, *prompts, off, output_type="latent").frames
     theirs = RealCraftPipeline.from_pipe(base)(frames, *prompts, realcraft_off, output_type="latent").frames
     torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)  # the attention code paths round differently
+
+
+def test_editing_refuses_steps_that_leave_fresco_no_step():
+    with pytest.raises(ConfigError, match="steps >= 2"):
+        run_groups(["editing"], dataclasses.replace(TINY, steps=1))
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ time, guided attention and feature optimisation off). The shapes world has no Co
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from diffattn.errors import ConfigError
 from diffattn.media.metrics import mask_iou, psnr_outside
 from diffattn.notices import quiet_library_notices
 from diffattn.shapes.models import GEOMETRY, sample_kwargs
@@ -166,10 +168,15 @@ def _row(method: str, baseline: str, setting: str, note: str, scores: list[dict[
 @torch.no_grad()
 def rows(settings: QualitySettings) -> list[QualityRow]:
     """One row per editor (FateZero, RealCraft, FRESCO) on :func:`edit_cases`, each against its baseline."""
+    from diffattn.configs.editing import FrescoConfig
     from diffattn.pipelines.fatezero import FateZeroPipeline
     from diffattn.pipelines.fresco import FrescoPipeline
     from diffattn.pipelines.realcraft import RealCraftPipeline
 
+    strength = FrescoConfig.strength
+    if int(settings.num_steps * strength) < 1:
+        raise ConfigError(f"the editing group needs at least one FRESCO step: steps x strength ({settings.num_steps} x "
+                          f"{strength}) rounds down to 0; use steps >= {math.ceil(1 / strength)}")
     base = load_model(MODEL, settings)
     with quiet_library_notices():  # from_pipe casts every model to the pipeline's dtype: an empty notice each
         pipes = {"fatezero": FateZeroPipeline.from_pipe(base), "realcraft": RealCraftPipeline.from_pipe(base),
