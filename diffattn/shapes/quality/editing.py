@@ -197,10 +197,10 @@ def rows(settings: QualitySettings) -> list[QualityRow]:
         regenerated = runs["fatezero"](case, regeneration_config(settings.num_steps))
         scores["regeneration"].append(edit_scores(regenerated, case))
         scores["sdedit"].append(edit_scores(_sdedit_per_frame(pipes["fresco"], case, configs["fresco"]), case))
-    setting = f"{FRAMES[settings.scale]} frames 64x64, {settings.num_steps} steps, guidance {_guidance():g}"
+    frames = FRAMES[settings.scale]
+    setting = f"{frames} frames 64x64, {settings.num_steps} steps, guidance {_guidance():g}"
     regeneration = ("DDIM inversion + target-prompt sampling without attention control (FateZeroPipeline, "
                     "cross_replace_steps=0, self_replace_steps=0, kv_frames=('self',))")
-    frames = FRAMES[settings.scale]
     return [
         _row("fatezero", regeneration, f"{setting}, replace controller, blend_words=object", "",
              scores["fatezero"], scores["regeneration"], frames),
@@ -208,7 +208,7 @@ def rows(settings: QualitySettings) -> list[QualityRow]:
              "baseline shared with fatezero: RealCraft with its fusion off computes the same (equal up to float rounding)",
              scores["realcraft"], scores["regeneration"], frames),
         _row("fresco", "SDEdit of each frame alone (FrescoPipeline one frame per call, num_intraattn_steps=0, end_opt_step=0)",
-             f"{setting}, strength 0.75, control='none'",
+             f"{setting}, strength {strength:g}, control='none'",
              "no ControlNet: the shapes world has none trained, so FRESCO runs without one (control='none'); "
              "its flow-guided attention and feature optimisation are what is measured",
              scores["fresco"], scores["sdedit"], frames),
