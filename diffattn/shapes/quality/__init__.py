@@ -11,6 +11,8 @@ __all__ = ["GROUPS", "QualityRow", "QualitySettings", "Scale", "captions", "load
 
 GROUPS: dict[str, str] = {
     "sparse": "diffattn.shapes.quality.sparse:rows",
+    "editing": "diffattn.shapes.quality.editing:rows",
+    "initno": "diffattn.shapes.quality.initno:rows",
 }
 """Group name -> ``module:function`` (imported when run, so one group's dependencies do not load the others')."""
 
