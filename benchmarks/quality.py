@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="folder with shapes-wan/ and shapes-sd/ training outputs")
     parser.add_argument("--out", default=None, help="JSON path (default: $OUT/quality_<scale>.json or benchmarks/results/)")
     args = parser.parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(1)  # the tiny models are per-op overhead: one thread is faster and steadier than several
     settings = QualitySettings(scale=args.scale, samples=args.samples, steps=args.steps, seed=args.seed,
                                device=args.device, weights=args.weights)
     report: dict[str, object] = {"benchmark": "quality", **environment(torch.device(args.device)), "settings": vars(args)}
