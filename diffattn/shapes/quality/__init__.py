@@ -9,7 +9,10 @@ from diffattn.shapes.quality.common import QualityRow, QualitySettings, Scale, c
 
 __all__ = ["GROUPS", "QualityRow", "QualitySettings", "Scale", "captions", "load_model", "run_groups"]
 
-GROUPS: dict[str, str] = {}
+GROUPS: dict[str, str] = {
+    "freeswim": "diffattn.shapes.quality.freeswim:rows",
+    "noise": "diffattn.shapes.quality.noise:rows",
+}
 """Group name -> ``module:function`` (imported when run, so one group's dependencies do not load the others')."""
 
 
