@@ -94,7 +94,7 @@ def test_freeswim_rows_compare_object_counts_with_both_baselines(untrained):
     assert "plain" in first[0].baseline and "without" in first[1].baseline
     for row in first:
         assert {f"{name}{suffix}" for name in freeswim_group.METRICS for suffix in ("", "_baseline", "_native")} <= set(row.metrics)
-        assert "64x64" in row.setting and row.metrics["objects_expected"] >= 1
+        assert "64x64" in row.setting and row.metrics["objects_expected"] >= 1 and "reference kernel" in row.note
         assert row.metrics["objects_per_frame"] >= 0 and row.metrics["count_error"] >= 0
     shared = [name for name in first[0].metrics if "baseline" not in name and name != "time_ratio"]
     assert [first[0].metrics[name] for name in shared] == [first[1].metrics[name] for name in shared]  # one FreeSwim run
@@ -113,7 +113,7 @@ def test_noise_rows_measure_consistency_against_plain_sampling(untrained):
     # FreeNoise's reference at the trained length is FreeInit's baseline: the same plain clips
     assert all(np.isclose(freenoise.metrics[f"{name}_trained_length"], freeinit.metrics[f"{name}_baseline"], equal_nan=True)
                for name in ("warp_error", "found_frames", "accuracy"))
-    assert f"{noise_group.LONG_FRAMES['cpu']} frames" in freenoise.setting
+    assert f"{noise_group.LONG_FRAMES['cpu']} frames" in freenoise.setting and "experimental" in freenoise.note
     assert _without_times(first) == _without_times(second)
 
 

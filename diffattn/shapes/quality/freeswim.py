@@ -79,6 +79,8 @@ def rows(settings: QualitySettings) -> list[QualityRow]:
     setting = (f"base {base['height']}x{base['width']}, strength {config.strength}, stage-2 flow shift "
                f"{config.flow_shift:g}, cache every {config.cache_steps} steps; {call['height']}x{call['width']}, "
                f"{call['num_frames']} frames, {settings.num_steps} steps, 1-{MAX_OBJECTS} objects per caption")
+    note = ("the window runs on the PyTorch reference kernel on the CPU: the time ratio says nothing about the GPU kernels"
+            if settings.device == "cpu" else "")
     out = []
     for baseline, clips, seconds in (
         ("plain sampling at 64x64 (same captions and seeds)", plain, plain_seconds),
@@ -99,5 +101,6 @@ def rows(settings: QualitySettings) -> list[QualityRow]:
             },
             verdict=scores["count_error"] <= reference["count_error"],
             setting=setting,
+            note=note,
         ))
     return out

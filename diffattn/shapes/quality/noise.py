@@ -48,14 +48,15 @@ def freenoise_config(trained_latent_frames: int) -> FreeNoiseConfig:
 
 
 def _row(method: str, metrics: dict[str, float | None], baseline: dict[str, float | None], seconds: float,
-         baseline_seconds: float, samples: int, *, baseline_name: str, setting: str, extra: dict[str, float | None]) -> QualityRow:
+         baseline_seconds: float, samples: int, *, baseline_name: str, setting: str, extra: dict[str, float | None],
+         note: str = "") -> QualityRow:
     """A row of this group: ``method``'s :data:`METRICS` beside ``baseline``'s, the times and ``extra`` values."""
     verdict = metrics["warp_error"] <= baseline["warp_error"] and metrics["found_frames"] >= baseline["found_frames"]
     return QualityRow(
         group="noise", method=method, model="shapes-wan", baseline=baseline_name, criterion=_CRITERION,
         metrics={**side_by_side(metrics, baseline, METRICS), **extra, "seconds": seconds,
                  "seconds_baseline": baseline_seconds, "time_ratio": seconds / baseline_seconds, "samples": samples},
-        verdict=verdict, setting=setting,
+        verdict=verdict, setting=setting, note=note,
     )
 
 
@@ -93,5 +94,6 @@ def rows(settings: QualitySettings) -> list[QualityRow]:
         setting=f"experimental frame windows of {noise.context_length} latent frames, stride {noise.context_stride}, "
                 f"{noise.weighting} weights, {noise.noise_type} noise; {long['num_frames']} frames, {steps}",
         extra={f"{name}_trained_length": plain_scores[name] for name in METRICS},
+        note="Wan's frame-window variant (experimental_dit): not the paper's method, which fuses factorised temporal attention",
     )
     return [freeinit_row, freenoise_row]
