@@ -60,7 +60,8 @@ class _NativeFramesKept(FreeSwimPipeline):
 
 
 def rows(settings: QualitySettings) -> list[QualityRow]:
-    """FreeSwim against plain 64x64 sampling, and against its two stages without the window (see the module)."""
+    """FreeSwim against plain sampling at the target size, and against its two stages without the window (see the
+    module)."""
     pipe = load_model("shapes-wan", settings)
     texts, seeds = captions(settings, max_objects=MAX_OBJECTS)
     base = GEOMETRY["shapes-wan"]
@@ -83,7 +84,7 @@ def rows(settings: QualitySettings) -> list[QualityRow]:
             if settings.device == "cpu" else "")
     out = []
     for baseline, clips, seconds in (
-        ("plain sampling at 64x64 (same captions and seeds)", plain, plain_seconds),
+        (f"plain sampling at {call['height']}x{call['width']} (same captions and seeds)", plain, plain_seconds),
         ("the same two stages without FreeSwim's attention (upscale + SDEdit)", without, without_seconds),
     ):
         reference = clip_metrics(clips, texts)
