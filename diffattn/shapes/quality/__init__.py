@@ -13,6 +13,8 @@ GROUPS: dict[str, str] = {
     "sparse": "diffattn.shapes.quality.sparse:rows",
     "editing": "diffattn.shapes.quality.editing:rows",
     "initno": "diffattn.shapes.quality.initno:rows",
+    "freeswim": "diffattn.shapes.quality.freeswim:rows",
+    "noise": "diffattn.shapes.quality.noise:rows",
 }
 """Group name -> ``module:function`` (imported when run, so one group's dependencies do not load the others')."""
 
