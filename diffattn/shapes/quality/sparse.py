@@ -2,7 +2,8 @@
 
 The trained clip (9 frames, 32x32) is 192 tokens, under every method's ``min_tokens`` (512): the methods would not
 run. The rows therefore sample :data:`FRAMES` frames at the trained width and height (576 tokens, 5 blocks of 128 in
-2x8x8 tiles), where the model still draws each frame in distribution. Steps given as absolute counts for a 50-step
+2x8x8 tiles): only the clip's length leaves the training distribution, each frame keeps the trained size. Dense
+sampling at the same length is the baseline, so the comparison stays like for like. Steps given as absolute counts for a 50-step
 schedule (Radial's and PSA's ``dense_steps``) are scaled to the run's step count, so each method keeps the share of
 dense steps it has at its defaults; the row's ``setting`` says so.
 """
