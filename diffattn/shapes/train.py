@@ -315,6 +315,7 @@ def _train_denoiser(pipe: Any, data: _Data, preset: Preset, deadline: float | No
         from diffusers import DDPMScheduler
 
         alphas = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod.to(data.device)
+        v_prediction = pipe.scheduler.config.prediction_type == "v_prediction"
 
     def noise_like(x: torch.Tensor) -> torch.Tensor:
         return torch.randn(x.shape, generator=device_generator, device=x.device)
@@ -343,7 +344,7 @@ def _train_denoiser(pipe: Any, data: _Data, preset: Preset, deadline: float | No
                 a = alphas[t].view(-1, 1, 1, 1)
                 prediction = denoiser(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, encoder_hidden_states=text,
                                       return_dict=False)[0]
-                target = noise
+                target = a.sqrt() * noise - (1 - a).sqrt() * x0 if v_prediction else noise
         return {"loss": F.mse_loss(prediction.float(), target)}
 
     step_count = [0]
