@@ -1,15 +1,15 @@
 """Training the shapes-world models: ``python -m diffattn.shapes.train {shapes-wan,shapes-sd} --out DIR --preset gpu``.
 
-Stage 1 trains the VAE to reconstruct world clips (Wan) or frames (SD): MSE plus a small KL term. The VAE is then
-frozen, the whole training set is encoded once, and the latent statistics are written into the VAE's config
-(``latents_mean``/``latents_std`` for Wan, ``scaling_factor`` for SD) so the pipeline decodes what the denoiser
-learnt. Stage 2 trains the denoiser together with the text encoder on normalised latents: flow matching for Wan in
-the convention of its ``FlowMatchEulerDiscreteScheduler`` (``x_t = (1 - s) x_0 + s e``, the model predicts
-``e - x_0`` at timestep ``1000 s``, ``s`` drawn with the scheduler's shift), the prediction type of SD's scheduler
-(v-prediction) under its betas (rescaled to zero terminal SNR: the last timestep is pure noise, as sampling starts).
-10% of captions are dropped (empty prompt) so classifier-free guidance works; Wan's captions are padded to a random
-length between 32 and 512 tokens, so any ``max_sequence_length`` works. The denoiser and text encoder weights saved
-are an exponential moving average.
+Stage 1 trains the VAE to reconstruct world clips (Wan) or frames (SD): MSE (on the decoder's output before Wan's
+clamp to [-1, 1]) plus a small KL term. The VAE is then frozen, the whole training set is encoded once, and the
+latent statistics are written into the VAE's config (``latents_mean``/``latents_std`` for Wan, ``scaling_factor``
+for SD) so the pipeline decodes what the denoiser learnt. Stage 2 trains the denoiser together with the text encoder
+on normalised latents: flow matching for Wan in the convention of its ``FlowMatchEulerDiscreteScheduler`` (``x_t =
+(1 - s) x_0 + s e``, the model predicts ``e - x_0`` at timestep ``1000 s``, ``s`` drawn with the scheduler's shift),
+the prediction type of SD's scheduler (v-prediction) under its betas (rescaled to zero terminal SNR: the last
+timestep is pure noise, as sampling starts). 10% of captions are dropped (empty prompt) so classifier-free guidance
+works; Wan's captions are padded to a random length between 32 and 512 tokens, so any ``max_sequence_length`` works.
+The denoiser and text encoder weights saved are an exponential moving average.
 
 Everything is seeded; ``--max-minutes`` bounds the run: each stage stops early when its share of the time is used
 (the learning-rate schedule follows whichever of steps or time runs out first), and the pipeline folder, with
@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKLWan
 from tqdm.auto import tqdm
 
 from diffattn.shapes.models import FLOW_SHIFT, GEOMETRY, MODELS, TEXT_LENGTH, build_pipeline, sample_kwargs
@@ -229,6 +230,21 @@ def _run_steps(
     log.write()
 
 
+def _unclamped_decode(vae: Any, z: torch.Tensor) -> torch.Tensor:
+    """The VAE's reconstruction of latents ``z`` before any final clamp to [-1, 1]: ``AutoencoderKLWan`` clamps its
+    output, which gives no gradient to a pixel that overshoots, so a pixel pushed past the range stays there (its
+    decoder output is gathered with a hook, one call per latent frame). ``AutoencoderKL`` does not clamp."""
+    if not isinstance(vae, AutoencoderKLWan):
+        return vae.decode(z).sample
+    chunks: list[torch.Tensor] = []
+    handle = vae.decoder.register_forward_hook(lambda module, args, output: chunks.append(output))
+    try:
+        vae.decode(z)
+    finally:
+        handle.remove()
+    return torch.cat(chunks, dim=2)
+
+
 def _train_vae(pipe: Any, data: _Data, preset: Preset, deadline: float | None, log: TrainLog, seed: int) -> None:
     vae = pipe.vae.train().requires_grad_(True)
     generator = torch.Generator().manual_seed(seed)
@@ -241,7 +257,7 @@ def _train_vae(pipe: Any, data: _Data, preset: Preset, deadline: float | None, l
             posterior = vae.encode(pixels).latent_dist
             z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=device_generator,
                                                               device=data.device, dtype=posterior.mean.dtype)
-            reconstruction = vae.decode(z).sample
+            reconstruction = _unclamped_decode(vae, z)
         mse = F.mse_loss(reconstruction.float(), pixels)
         kl = 0.5 * (posterior.mean.float() ** 2 + posterior.var.float() - 1 - posterior.logvar.float()).mean()
         return {"loss": mse + _KL_WEIGHT * kl, "mse": mse, "kl": kl}

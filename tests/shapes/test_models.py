@@ -24,7 +24,7 @@ from diffattn.shapes import COLOURS, VOCABULARY, Scene, ShapeSpec, parse_caption
 from diffattn.shapes import models as shapes_models
 from diffattn.shapes.evaluate import accuracy, heldout_captions
 from diffattn.shapes.models import FLOW_SHIFT, TEXT_LENGTH, build_pipeline, sample_kwargs
-from diffattn.shapes.train import PRESETS, _ddpm_noised, _flow_noised, train
+from diffattn.shapes.train import PRESETS, _ddpm_noised, _flow_noised, _unclamped_decode, train
 
 
 @pytest.mark.parametrize("name", ["shapes-wan", "shapes-sd"])
@@ -98,6 +98,18 @@ def test_wan_sampler_follows_the_training_path_from_pure_noise():
         assert torch.allclose(timestep, t.view(1)) and torch.allclose(latents, noised, atol=1e-5), float(t)
         latents = scheduler.step(target, t, latents).prev_sample
     assert float(scheduler.timesteps[0]) == 1000 and torch.allclose(latents, x0, atol=1e-4)
+
+
+def test_wan_vae_training_sees_the_reconstruction_before_the_clamp():
+    """AutoencoderKLWan clamps its output to [-1, 1], which gives no gradient to an overshooting pixel; training's
+    reconstruction is the same output unclamped, so such pixels are pulled back."""
+    vae = build_pipeline("shapes-wan").vae
+    z = 10 * torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(0))  # large enough to overshoot
+    raw = _unclamped_decode(vae, z)
+    assert raw.shape == (1, 3, 9, 32, 32) and (raw.abs() > 1).any()
+    assert torch.equal(raw.detach().clamp(-1, 1), vae.decode(z).sample.detach())
+    raw.abs().clamp_min(1).sum().backward()  # the overshoot alone
+    assert next(vae.decoder.parameters()).grad.abs().sum() > 0
 
 
 @pytest.fixture(scope="module")
