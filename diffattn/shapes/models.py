@@ -6,7 +6,8 @@ Two models, built from the same factories as the random tiny models of :mod:`dif
   to 16 channels (latent grid 3 x 8 x 8), Wan transformer of 4 blocks, 4 heads x 32, 1x1x1 patches (192 tokens),
   flow matching with shift :data:`FLOW_SHIFT`.
 - ``shapes-sd``: a ``StableDiffusionPipeline`` for 64 x 64 images; KL VAE with 4x spatial compression to 4 channels
-  (16 x 16 latents), UNet of two levels (32, 64 channels, heads of 32) with cross-attention at both, SD's DDIM.
+  (16 x 16 latents), UNet of two levels (32, 64 channels, heads of 32) with cross-attention at both, SD's DDIM with
+  its betas rescaled to zero terminal SNR and v-prediction (sampling starts from pure noise, as training ends).
 
 Text: Wan's UMT5 and SD's CLIP text encoders of :mod:`diffattn.testing.text` (2 layers, 32 wide) with tokenizers
 whose vocabulary is :data:`~diffattn.shapes.world.VOCABULARY`. :func:`sample_kwargs` gives the call that the
