@@ -6,7 +6,8 @@ Two models, built from the same factories as the random tiny models of :mod:`dif
   to 16 channels (latent grid 3 x 8 x 8), Wan transformer of 4 blocks, 4 heads x 32, 1x1x1 patches (192 tokens),
   flow matching with shift :data:`FLOW_SHIFT`.
 - ``shapes-sd``: a ``StableDiffusionPipeline`` for 64 x 64 images; KL VAE with 4x spatial compression to 4 channels
-  (16 x 16 latents), UNet of two levels (32, 64 channels, heads of 32) with cross-attention at both, SD's DDIM.
+  (16 x 16 latents), UNet of two levels (32, 64 channels, heads of 32) with cross-attention at both, SD's DDIM with
+  its betas rescaled to zero terminal SNR and v-prediction (sampling starts from pure noise, as training ends).
 
 Text: Wan's UMT5 and SD's CLIP text encoders of :mod:`diffattn.testing.text` (2 layers, 32 wide) with tokenizers
 whose vocabulary is :data:`~diffattn.shapes.world.VOCABULARY`. :func:`sample_kwargs` gives the call that the
@@ -25,7 +26,7 @@ from diffattn.errors import UnsupportedModelError
 from diffattn.notices import quiet_library_notices
 
 with quiet_library_notices():  # diffusers' pipeline modules import transformers' image processors: its torchvision notice
-    from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, StableDiffusionPipeline, WanPipeline
+    from diffusers import DDIMScheduler, DiffusionPipeline, FlowMatchEulerDiscreteScheduler, StableDiffusionPipeline, WanPipeline
 from diffattn.shapes.world import VOCABULARY
 from diffattn.testing.recipe import build
 from diffattn.testing.text import clip_text_encoder, t5_tokenizer, umt5_encoder, write_clip_tokenizer
@@ -78,6 +79,15 @@ def _wan_components(seed: int) -> dict[str, Any]:
     }
 
 
+def _sd_scheduler() -> DDIMScheduler:
+    """SD's DDIM with its betas rescaled to zero terminal SNR, v-prediction and trailing timesteps, so sampling starts
+    from pure noise exactly as training's last timestep: with SD's own betas the last training timestep keeps 7% of
+    the image, enough for the denoiser to read the flat background colour of the shapes world off the noise instead
+    of the caption (and then draw a colour picked by the sampler's noise)."""
+    return DDIMScheduler.from_config(ddim("scaled_linear").config, rescale_betas_zero_snr=True, prediction_type="v_prediction",
+                                     timestep_spacing="trailing")
+
+
 def _sd_components(seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         tokenizer = write_clip_tokenizer(directory, words=VOCABULARY)
@@ -90,7 +100,7 @@ def _sd_components(seed: int) -> dict[str, Any]:
             down_block_types=attention[0], up_block_types=attention[1],
         )),
         "vae": build(seed, lambda: sd_vae(levels=3, block_out_channels=(32, 32, 32), norm_num_groups=16, sample_size=64)),
-        "scheduler": ddim("scaled_linear"),
+        "scheduler": _sd_scheduler(),
         "safety_checker": None,
         "feature_extractor": None,
         "image_encoder": None,

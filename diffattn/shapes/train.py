@@ -1,14 +1,15 @@
 """Training the shapes-world models: ``python -m diffattn.shapes.train {shapes-wan,shapes-sd} --out DIR --preset gpu``.
 
-Stage 1 trains the VAE to reconstruct world clips (Wan) or frames (SD): MSE plus a small KL term. The VAE is then
-frozen, the whole training set is encoded once, and the latent statistics are written into the VAE's config
-(``latents_mean``/``latents_std`` for Wan, ``scaling_factor`` for SD) so the pipeline decodes what the denoiser
-learnt. Stage 2 trains the denoiser together with the text encoder on normalised latents: flow matching for Wan in
-the convention of its ``FlowMatchEulerDiscreteScheduler`` (``x_t = (1 - s) x_0 + s e``, the model predicts
-``e - x_0`` at timestep ``1000 s``, ``s`` drawn with the scheduler's shift), epsilon prediction for SD under its
-DDPM betas. 10% of captions are dropped (empty prompt) so classifier-free guidance works; Wan's captions are padded to
-a random length between 32 and 512 tokens, so any ``max_sequence_length`` works. The denoiser and text encoder
-weights saved are an exponential moving average.
+Stage 1 trains the VAE to reconstruct world clips (Wan) or frames (SD): MSE (on the decoder's output before Wan's
+clamp to [-1, 1]) plus a small KL term. The VAE is then frozen, the whole training set is encoded once, and the
+latent statistics are written into the VAE's config (``latents_mean``/``latents_std`` for Wan, ``scaling_factor``
+for SD) so the pipeline decodes what the denoiser learnt. Stage 2 trains the denoiser together with the text encoder
+on normalised latents: flow matching for Wan in the convention of its ``FlowMatchEulerDiscreteScheduler`` (``x_t =
+(1 - s) x_0 + s e``, the model predicts ``e - x_0`` at timestep ``1000 s``, ``s`` drawn with the scheduler's shift),
+the prediction type of SD's scheduler (v-prediction) under its betas (rescaled to zero terminal SNR: the last
+timestep is pure noise, as sampling starts). 10% of captions are dropped (empty prompt) so classifier-free guidance
+works; Wan's captions are padded to a random length between 32 and 512 tokens, so any ``max_sequence_length`` works.
+The denoiser and text encoder weights saved are an exponential moving average.
 
 Everything is seeded; ``--max-minutes`` bounds the run: each stage stops early when its share of the time is used
 (the learning-rate schedule follows whichever of steps or time runs out first), and the pipeline folder, with
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import AutoencoderKLWan
 from tqdm.auto import tqdm
 
 from diffattn.shapes.models import FLOW_SHIFT, GEOMETRY, MODELS, TEXT_LENGTH, build_pipeline, sample_kwargs
@@ -228,6 +230,21 @@ def _run_steps(
     log.write()
 
 
+def _unclamped_decode(vae: Any, z: torch.Tensor) -> torch.Tensor:
+    """The VAE's reconstruction of latents ``z`` before any final clamp to [-1, 1]: ``AutoencoderKLWan`` clamps its
+    output, which gives no gradient to a pixel that overshoots, so a pixel pushed past the range stays there (its
+    decoder output is gathered with a hook, one call per latent frame). ``AutoencoderKL`` does not clamp."""
+    if not isinstance(vae, AutoencoderKLWan):
+        return vae.decode(z).sample
+    chunks: list[torch.Tensor] = []
+    handle = vae.decoder.register_forward_hook(lambda module, args, output: chunks.append(output))
+    try:
+        vae.decode(z)
+    finally:
+        handle.remove()
+    return torch.cat(chunks, dim=2)
+
+
 def _train_vae(pipe: Any, data: _Data, preset: Preset, deadline: float | None, log: TrainLog, seed: int) -> None:
     vae = pipe.vae.train().requires_grad_(True)
     generator = torch.Generator().manual_seed(seed)
@@ -240,7 +257,7 @@ def _train_vae(pipe: Any, data: _Data, preset: Preset, deadline: float | None, l
             posterior = vae.encode(pixels).latent_dist
             z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=device_generator,
                                                               device=data.device, dtype=posterior.mean.dtype)
-            reconstruction = vae.decode(z).sample
+            reconstruction = _unclamped_decode(vae, z)
         mse = F.mse_loss(reconstruction.float(), pixels)
         kl = 0.5 * (posterior.mean.float() ** 2 + posterior.var.float() - 1 - posterior.logvar.float()).mean()
         return {"loss": mse + _KL_WEIGHT * kl, "mse": mse, "kl": kl}
@@ -301,6 +318,26 @@ def _normaliser(pipe: Any, video: bool, means: torch.Tensor, stds: torch.Tensor)
     return torch.zeros((), device=means.device), torch.full((), scale, device=means.device)
 
 
+def _flow_noised(x0: torch.Tensor, noise: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Wan's flow-matching training pair for uniform draws ``u`` in [0, 1]: the shifted noise level ``s`` gives the
+    input ``(1 - s) x0 + s e``, the timestep ``1000 s`` and the target ``e - x0`` (the velocity the Euler sampler
+    integrates from ``s = 1``, pure noise)."""
+    sigma = FLOW_SHIFT * u / (1 + (FLOW_SHIFT - 1) * u)
+    s = sigma.view(-1, *(1,) * (x0.ndim - 1))
+    return (1 - s) * x0 + s * noise, sigma * 1000, noise - x0
+
+
+def _ddpm_noised(alphas: torch.Tensor, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor,
+                 prediction_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """SD's training pair at timesteps ``t`` under the cumulative ``alphas``: the input ``sqrt(a) x0 + sqrt(1 - a) e``
+    and the target of ``prediction_type`` (``"epsilon"``: ``e``; ``"v_prediction"``: ``sqrt(a) e - sqrt(1 - a) x0``)."""
+    if prediction_type not in ("epsilon", "v_prediction"):
+        raise ValueError(f"unsupported prediction type {prediction_type!r}")
+    a = alphas[t].view(-1, *(1,) * (x0.ndim - 1))
+    target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise, target
+
+
 def _train_denoiser(pipe: Any, data: _Data, preset: Preset, deadline: float | None, log: TrainLog, seed: int,
                     ema: list[torch.Tensor], trained: list[torch.nn.Parameter]) -> None:
     video = data.video
@@ -315,6 +352,7 @@ def _train_denoiser(pipe: Any, data: _Data, preset: Preset, deadline: float | No
         from diffusers import DDPMScheduler
 
         alphas = DDPMScheduler.from_config(pipe.scheduler.config).alphas_cumprod.to(data.device)
+        prediction_type = pipe.scheduler.config.prediction_type
 
     def noise_like(x: torch.Tensor) -> torch.Tensor:
         return torch.randn(x.shape, generator=device_generator, device=x.device)
@@ -331,19 +369,13 @@ def _train_denoiser(pipe: Any, data: _Data, preset: Preset, deadline: float | No
                 length = _WAN_LENGTHS[int(torch.randint(len(_WAN_LENGTHS), (1,), generator=generator))]
                 text, _ = pipe.encode_prompt(captions, do_classifier_free_guidance=False, max_sequence_length=length,
                                              device=data.device)
-                u = torch.rand(len(index), generator=generator).to(data.device)
-                sigma = FLOW_SHIFT * u / (1 + (FLOW_SHIFT - 1) * u)
-                s = sigma.view(-1, 1, 1, 1, 1)
-                prediction = denoiser(hidden_states=(1 - s) * x0 + s * noise, timestep=sigma * 1000,
-                                      encoder_hidden_states=text, return_dict=False)[0]
-                target = noise - x0
+                noised, timestep, target = _flow_noised(x0, noise, torch.rand(len(index), generator=generator).to(data.device))
+                prediction = denoiser(hidden_states=noised, timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
             else:
                 text, _ = pipe.encode_prompt(captions, data.device, 1, False)
                 t = torch.randint(len(alphas), (len(index),), generator=generator).to(data.device)
-                a = alphas[t].view(-1, 1, 1, 1)
-                prediction = denoiser(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, encoder_hidden_states=text,
-                                      return_dict=False)[0]
-                target = noise
+                noised, target = _ddpm_noised(alphas, x0, noise, t, prediction_type)
+                prediction = denoiser(noised, t, encoder_hidden_states=text, return_dict=False)[0]
         return {"loss": F.mse_loss(prediction.float(), target)}
 
     step_count = [0]

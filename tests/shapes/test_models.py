@@ -11,6 +11,7 @@ import torch
 from diffusers import (
     AutoencoderKL,
     AutoencoderKLWan,
+    DDPMScheduler,
     StableDiffusionPipeline,
     UNet2DConditionModel,
     WanPipeline,
@@ -19,11 +20,11 @@ from diffusers import (
 
 from diffattn.errors import UnsupportedModelError
 from diffattn.loading import load_pipeline
-from diffattn.shapes import VOCABULARY, Scene, ShapeSpec, parse_caption, render
+from diffattn.shapes import COLOURS, VOCABULARY, Scene, ShapeSpec, parse_caption, render
 from diffattn.shapes import models as shapes_models
 from diffattn.shapes.evaluate import accuracy, heldout_captions
-from diffattn.shapes.models import build_pipeline, sample_kwargs
-from diffattn.shapes.train import PRESETS, train
+from diffattn.shapes.models import FLOW_SHIFT, TEXT_LENGTH, build_pipeline, sample_kwargs
+from diffattn.shapes.train import PRESETS, _ddpm_noised, _flow_noised, _unclamped_decode, train
 
 
 @pytest.mark.parametrize("name", ["shapes-wan", "shapes-sd"])
@@ -43,6 +44,72 @@ def test_builders_make_the_real_diffusers_classes_over_the_world_vocabulary(name
     weights = sum(p.numel() for module in (pipe.vae, pipe.text_encoder, getattr(pipe, "transformer", None) or pipe.unet)
                   for p in module.parameters())
     assert weights < 2_000_000  # a few MB in float16
+
+
+@pytest.mark.parametrize("name", ["shapes-wan", "shapes-sd"])
+def test_captions_differing_only_in_colour_give_different_conditioning(name):
+    """Each colour word is its own token (none is unknown), and the untrained text encoder already gives the colour
+    token a state that differs by at least 10% of its norm between any two colours, in the embeddings the denoiser
+    is trained on (the pipeline's own ``encode_prompt``)."""
+    pipe = build_pipeline(name)
+    captions = [f"a {colour} circle" for colour in COLOURS]
+    tokens = [tuple(pipe.tokenizer.tokenize(caption)) for caption in captions]
+    assert len(set(tokens)) == len(COLOURS) and all(len(row) == 3 and pipe.tokenizer.unk_token not in row for row in tokens)
+    with torch.no_grad():
+        if name == "shapes-wan":
+            states = pipe.encode_prompt(captions, do_classifier_free_guidance=False, max_sequence_length=TEXT_LENGTH)[0]
+        else:
+            states = pipe.encode_prompt(captions, "cpu", 1, False)[0]
+    position = 1 if name == "shapes-wan" else 2  # after "a" (and CLIP's start token)
+    colour = states[:, position]
+    distance = torch.cdist(colour, colour) / colour.norm(dim=-1, keepdim=True)
+    assert distance[~torch.eye(len(COLOURS), dtype=torch.bool)].min() > 0.1, distance
+
+
+def test_sd_sampling_starts_from_pure_noise_and_inverts_the_training_pairs():
+    """The first of the sampler's 20 timesteps is pure noise in training too (zero terminal SNR): with SD's own betas
+    it kept 9% of the latent, from which the denoiser read the background colour instead of from the caption, so
+    samples took their colours from the starting noise. At every sampled timestep, a denoiser that returns training's
+    target exactly makes the scheduler recover the clean latent."""
+    scheduler = build_pipeline("shapes-sd").scheduler
+    alphas = DDPMScheduler.from_config(scheduler.config).alphas_cumprod
+    scheduler.set_timesteps(20)
+    generator = torch.Generator().manual_seed(0)
+    x0, noise = (torch.randn(2, 4, 16, 16, generator=generator) for _ in range(2))
+    kind = scheduler.config.prediction_type
+    noised, _ = _ddpm_noised(alphas, x0, noise, scheduler.timesteps[:1].expand(2), kind)
+    assert torch.equal(noised, noise)
+    for t in scheduler.timesteps:
+        noised, target = _ddpm_noised(alphas, x0, noise, t.expand(2), kind)
+        assert torch.allclose(scheduler.step(target, t, noised).pred_original_sample, x0, atol=1e-4), int(t)
+
+
+def test_wan_sampler_follows_the_training_path_from_pure_noise():
+    """Euler steps of shapes-wan's scheduler driven by training's target (``e - x0``) start at pure noise, pass through
+    training's noised latents at the timesteps training gives them, and end at the clean latent."""
+    scheduler = build_pipeline("shapes-wan").scheduler
+    scheduler.set_timesteps(20)
+    generator = torch.Generator().manual_seed(0)
+    x0, noise = (torch.randn(1, 16, 3, 8, 8, generator=generator) for _ in range(2))
+    latents = noise
+    for t in scheduler.timesteps:
+        s = t / 1000
+        noised, timestep, target = _flow_noised(x0, noise, (s / (FLOW_SHIFT - (FLOW_SHIFT - 1) * s)).view(1))
+        assert torch.allclose(timestep, t.view(1)) and torch.allclose(latents, noised, atol=1e-5), float(t)
+        latents = scheduler.step(target, t, latents).prev_sample
+    assert float(scheduler.timesteps[0]) == 1000 and torch.allclose(latents, x0, atol=1e-4)
+
+
+def test_wan_vae_training_sees_the_reconstruction_before_the_clamp():
+    """AutoencoderKLWan clamps its output to [-1, 1], which gives no gradient to an overshooting pixel; training's
+    reconstruction is the same output unclamped, so such pixels are pulled back."""
+    vae = build_pipeline("shapes-wan").vae
+    z = 10 * torch.randn(1, 16, 3, 8, 8, generator=torch.Generator().manual_seed(0))  # large enough to overshoot
+    raw = _unclamped_decode(vae, z)
+    assert raw.shape == (1, 3, 9, 32, 32) and (raw.abs() > 1).any()
+    assert torch.equal(raw.detach().clamp(-1, 1), vae.decode(z).sample.detach())
+    raw.abs().clamp_min(1).sum().backward()  # the overshoot alone
+    assert next(vae.decoder.parameters()).grad.abs().sum() > 0
 
 
 @pytest.fixture(scope="module")
