@@ -44,7 +44,7 @@ from .limits import AppLimits
 from .runs import PipelineCache, RunFolders, run_generation
 from .settings import method_chooser, method_panel
 
-__all__ = ["build_demo", "startup_example", "STARTUP_STEPS"]
+__all__ = ["build_demo", "startup_example"]
 
 DEVICE_JOBS = "device"
 """Concurrency group of every job that uses the model device: one at a time."""
@@ -58,10 +58,6 @@ _TINY_NOTE = ("Built-in `tiny:` models need no download. `tiny:shapes-wan` and `
               "background\"). The other `tiny:` models have random weights: their videos are coloured noise that "
               "shows the pipeline and the methods run, not image quality.")
 
-STARTUP_STEPS = 10
-"""Denoising steps of the start-up example (the trained models sample with 20 by default; 10 keep the start-up to
-seconds on a CPU)."""
-
 
 def _built_in_models() -> tuple[str, ...]:
     """The tiny families offered for generation: the random ones and the trained shapes models that are installed."""
@@ -69,16 +65,21 @@ def _built_in_models() -> tuple[str, ...]:
 
 
 def startup_example(ctx: AppContext, model: str, folder: Path) -> tuple | None:
-    """If `model` is the trained `tiny:shapes-wan` and installed: generate `VIDEO_EXAMPLE` once (with the Generate
-    tab's default methods, in `folder`, which the run history does not prune) and return what the Generate tab
-    shows of it, captioned; otherwise None (the tab starts empty, as for the random models)."""
+    """If `model` is the trained `tiny:shapes-wan` and installed: generate `VIDEO_EXAMPLE` once with the Generate
+    tab's defaults (its default methods, the model's 20 steps at 9 x 32 x 32, seed 0), in `folder`, which the run
+    history does not prune, and return what the Generate tab shows of it, captioned; otherwise None (the tab starts
+    empty, as for the random models). On one CPU thread it takes about a second (threads only add contention at
+    this size)."""
+    from diffattn.cli.demos import single_thread
+
     if model != TRAINED_VIDEO_MODEL or not installed(model):
         return None
     observe = [get_method("observe")()] if "observe" in methods() else []
-    spec = GenerationSpec(model=model, prompt=VIDEO_EXAMPLE.prompt, methods=observe, steps=STARTUP_STEPS)
-    run = run_generation(spec, ctx.pipes, RunFolders(folder), kind="startup")
+    spec = GenerationSpec(model=model, prompt=VIDEO_EXAMPLE.prompt, methods=observe)
+    with single_thread():
+        run = run_generation(spec, ctx.pipes, RunFolders(folder), kind="startup")
     caption = (f"**Start-up example:** `{model}`, trained on the shapes world, generated *{VIDEO_EXAMPLE.prompt}* "
-               f"when the app started ({STARTUP_STEPS} steps; Generate samples with the model's default of 20).")
+               "when the app started; press Generate for a new run.")
     return generation_outputs(run, caption)
 
 
@@ -289,7 +290,7 @@ def build_demo(model: str | None = None, limits: AppLimits | None = None,
                work_dir: Path | str | None = None) -> gr.Blocks:
     """The diffattn app as a `gr.Blocks` (not launched); `model` is the Generate tab's starting model
     (`diffattn.defaults.default_model()` when None). Starting on the trained `tiny:shapes-wan`, it first generates
-    the start-up example (`startup_example`), so building takes a few seconds more on a CPU."""
+    the start-up example (`startup_example`, about a second on a CPU)."""
     import tempfile
 
     model = model or default_model()
