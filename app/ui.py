@@ -13,6 +13,7 @@ stops at its next denoising step or timed call (`app.jobs`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 import torch
@@ -64,7 +65,7 @@ def _built_in_models() -> tuple[str, ...]:
     return PROMPT_FAMILIES + tuple(name for name in SHAPES_MODELS if installed(f"tiny:{name}"))
 
 
-def startup_example(ctx: AppContext, model: str, folder: Path) -> tuple | None:
+def startup_example(ctx: AppContext, model: str, folder: Path) -> tuple[Any, ...] | None:
     """If `model` is the trained `tiny:shapes-wan` and installed: generate `VIDEO_EXAMPLE` once with the Generate
     tab's defaults (its default methods, the model's 20 steps at 9 x 32 x 32, seed 0), in `folder`, which the run
     history does not prune, and return what the Generate tab shows of it, captioned; otherwise None (the tab starts
@@ -102,7 +103,7 @@ def _stoppable(stop: gr.Button, job: gr.events.Dependency) -> None:
     stop.click(None, cancels=[job])
 
 
-def _results(tab: str, initial: tuple | None = None) -> tuple[gr.Video, gr.Markdown, gr.File, gr.Plot, gr.Plot]:
+def _results(tab: str, initial: tuple[Any, ...] | None = None) -> tuple[gr.Video, gr.Markdown, gr.File, gr.Plot, gr.Plot]:
     """Output column of a generation tab: video, summary, config download, then the stats figures; `initial` is
     what `generation_outputs` returns for a run to show from the start."""
     video_value, density_value, timing_value, summary_value, config_value = initial or (None,) * 5
@@ -116,7 +117,7 @@ def _results(tab: str, initial: tuple | None = None) -> tuple[gr.Video, gr.Markd
     return video, summary, config, density, timing
 
 
-def _generate_tab(ctx: AppContext, model: str, example: tuple | None) -> None:
+def _generate_tab(ctx: AppContext, model: str, example: tuple[Any, ...] | None) -> None:
     attention, noise = catalog.generation_methods()
     with gr.Row():
         with gr.Column(scale=5):
