@@ -34,6 +34,7 @@ from .limits import (
 )
 from .plots import density_heatmap, kernel_plot, timing_plot
 from .runs import (
+    GenerationRun,
     PipelineCache,
     RunFolders,
     edit_key,
@@ -45,7 +46,7 @@ from .runs import (
 )
 from .settings import MethodPanel, optional_uploads
 
-__all__ = ["AppContext", "shown_to_user", "generate_handler", "edit_handler", "high_resolution_handler",
+__all__ = ["AppContext", "shown_to_user", "generation_outputs", "generate_handler", "edit_handler", "high_resolution_handler",
            "kernels_handler"]
 
 
@@ -76,12 +77,18 @@ def shown_to_user(handler: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def generation_outputs(run: GenerationRun, caption: str = "") -> tuple[Any, ...]:
+    """What a generation tab shows of a finished run: video, density heatmap, timing plot, summary (after
+    `caption`, if any) and config file."""
+    stats = run.result.stats
+    summary = "\n\n".join(text for text in (caption, summary_markdown(run)) if text)
+    return str(run.video), density_heatmap(stats), timing_plot(stats), summary, str(run.config)
+
+
 def _run_outputs(ctx: AppContext, job: Job, spec: GenerationSpec, progress: gr.Progress, kind: str) -> tuple[Any, ...]:
     if not ctx.pipes.is_loaded(generation_key(spec)):
         progress(0, desc=f"loading {spec.model}")
-    run = run_generation(spec, ctx.pipes, ctx.folders, kind=kind, job=job)
-    stats = run.result.stats
-    return str(run.video), density_heatmap(stats), timing_plot(stats), summary_markdown(run), str(run.config)
+    return generation_outputs(run_generation(spec, ctx.pipes, ctx.folders, kind=kind, job=job))
 
 
 def generate_handler(ctx: AppContext, attention: MethodPanel, noise: MethodPanel) -> Callable[..., Any]:

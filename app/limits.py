@@ -117,6 +117,7 @@ def _looks_local(model: str) -> bool:
 
 def check_model(model: str, limits: AppLimits) -> str:
     """The cleaned model spec if the limits allow loading it, else `ConfigError` saying what is allowed."""
+    from diffattn.shapes.models import MODELS as SHAPES_MODELS
     from diffattn.testing import PROMPT_FAMILIES
 
     model = model.strip()
@@ -124,9 +125,9 @@ def check_model(model: str, limits: AppLimits) -> str:
         raise ConfigError("no model given: choose a built-in tiny model (tiny:wan, ...) or a hub id / local folder")
     if is_tiny(model):
         family = model[len(TINY_PREFIX):]
-        if family not in PROMPT_FAMILIES:
+        if family not in PROMPT_FAMILIES + SHAPES_MODELS:
             raise ConfigError(f"no built-in tiny model {family!r}; choose one of "
-                              f"{', '.join(TINY_PREFIX + name for name in PROMPT_FAMILIES)}")
+                              f"{', '.join(TINY_PREFIX + name for name in PROMPT_FAMILIES + SHAPES_MODELS)}")
         return model
     if _looks_local(model):
         folder = Path(model).expanduser().resolve()

@@ -32,12 +32,13 @@ def check_port(host: str, port: int) -> None:
                               "another with --port") from None
 
 
-def launch(model: str = "tiny:wan", *, host: str = "127.0.0.1", port: int | None = 7860,
+def launch(model: str | None = None, *, host: str = "127.0.0.1", port: int | None = 7860,
            limits: AppLimits | None = None, work_dir: Path | str | None = None, max_queue: int = 16,
            prevent_thread_lock: bool = False, quiet: bool = False) -> gr.Blocks:
     """Build and serve the app; returns the launched `gr.Blocks` (`.local_url`, `.close()`).
 
-    Blocks until the server stops unless `prevent_thread_lock`.
+    Blocks until the server stops unless `prevent_thread_lock`. `model` (the Generate tab's starting model)
+    defaults to `diffattn.defaults.default_model()`.
 
     Jobs that use the model device share one concurrency group of size 1 (one job at a time on the GPU) and at
     most `max_queue` requests wait. Uploads are capped by `limits.max_upload_mb`; the only extra folder the server

@@ -76,7 +76,8 @@ class GenerationSpec:
         methods: method configs applied with `diffattn.apply` (attention methods and noise initialisation).
         prompt / negative_prompt: text conditioning.
         frames / height / width / steps / guidance: sampling settings; `None` keeps the pipeline's default
-            (for tiny models, the small sizes of `diffattn.testing.tiny_call_kwargs`).
+            (for random tiny models, the small sizes of `diffattn.testing.tiny_call_kwargs`; for the trained
+            `tiny:shapes-*`, `diffattn.shapes.models.sample_kwargs`).
         seed: generator seed.
         device / dtype: `auto` picks CUDA + bfloat16 when available, else CPU + float32.
         cpu_offload: model CPU offload (CUDA only).
@@ -159,14 +160,18 @@ def pipeline_frames(output: Any) -> torch.Tensor:
 
 
 def call_kwargs(pipe: Any, spec: GenerationSpec) -> dict[str, Any]:
-    """Keyword arguments for `pipe(...)`: tiny-model defaults, then the spec's explicit settings."""
+    """Keyword arguments for `pipe(...)`: tiny-model defaults (for the trained shapes models their `sample_kwargs`:
+    trained size, 20 steps), then the spec's explicit settings."""
     from .loading import is_tiny
 
     kwargs: dict[str, Any] = {}
     if is_tiny(spec.model):
+        from .shapes.models import MODELS as SHAPES_MODELS
+        from .shapes.models import sample_kwargs
         from .testing import tiny_call_kwargs
 
-        kwargs.update(tiny_call_kwargs(spec.model.split(":", 1)[1]))
+        family = spec.model.split(":", 1)[1]
+        kwargs.update(sample_kwargs(family) if family in SHAPES_MODELS else tiny_call_kwargs(family))
     kwargs["prompt"] = spec.prompt
     if spec.negative_prompt is not None:
         kwargs["negative_prompt"] = spec.negative_prompt

@@ -1,7 +1,9 @@
 """`diffattn demo --out DIR`: run every demo entry on the built-in tiny models; write videos and a report.
 
-This is the main job on the embedded default: no download, a CPU is enough. `report.md` and `report.json` in
-DIR say what each entry measured; the exit status is non-zero if any entry failed.
+This is the main job on the embedded default: no download, a CPU is enough. The entries on the trained shapes-world
+models (`shapes-*`) come first when their weights are installed; without them they are skipped, and the report
+says how to train them. `report.md` and `report.json` in DIR say what each entry measured; the exit status is
+non-zero if any entry failed (a skipped entry did not fail).
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ def run_demo(out_dir: Path, only: list[str] | None = None) -> dict[str, dict[str
     for entry in tqdm(entries, desc="demo", unit="entry"):
         start = time.perf_counter()
         try:
-            report = entry.run(out_dir)
+            missing = entry.missing()
+            report = {"ok": False, "skipped": missing} if missing else entry.run(out_dir)
         except Exception as exc:  # one failing entry must not hide the others' results
             report = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
         report["seconds"] = round(time.perf_counter() - start, 2)
@@ -68,7 +71,8 @@ def _write_report(out_dir: Path, reports: dict[str, dict[str, Any]]) -> None:
         details = ", ".join(
             f"{k}={v}" for k, v in report.items() if k not in ("ok", "seconds", "description", "traceback")
         )
-        lines.append(f"| {name} | {'yes' if report.get('ok') else 'NO'} | {report['seconds']} | {details} |")
+        status = "yes" if report.get("ok") else "skipped" if "skipped" in report else "NO"
+        lines.append(f"| {name} | {status} | {report['seconds']} | {details} |")
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
 
 
@@ -77,12 +81,17 @@ def run(args: argparse.Namespace) -> int:
         from .demos import load_entries
 
         for entry in load_entries().values():
-            print(f"{entry.name:<28} {entry.description}")
+            missing = " (skipped here: weights not installed)" if entry.missing() else ""
+            print(f"{entry.name:<28} {entry.description}{missing}")
         return 0
     out_dir = output_folder(args.out, "--out")
     reports = run_demo(out_dir, args.only)
-    failed = [name for name, report in reports.items() if not report.get("ok")]
-    print(f"{len(reports) - len(failed)}/{len(reports)} demo entries ok; report: {out_dir / 'report.md'}")
+    skipped = [name for name, report in reports.items() if "skipped" in report]
+    failed = [name for name, report in reports.items() if not report.get("ok") and name not in skipped]
+    ok = len(reports) - len(failed) - len(skipped)
+    print(f"{ok}/{len(reports)} demo entries ok, {len(skipped)} skipped; report: {out_dir / 'report.md'}")
+    for name in skipped:
+        print(f"  skipped {name}: {reports[name]['skipped']}")
     for name in failed:
         print(f"  FAILED {name}: {reports[name].get('error', 'check failed')}")
     return 1 if failed else 0

@@ -6,10 +6,13 @@ Skips (saying why) only when Playwright or Chromium is missing or Chromium canno
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,9 +23,9 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 RUN_TIMEOUT_MS = 120_000
 
 
-@pytest.fixture(scope="module")
-def page(app_server):
-    """A page of the app in headless Chromium (a fresh profile), or a skip with the reason it cannot run."""
+@contextlib.contextmanager
+def _browser_page(url: str) -> Iterator[Any]:
+    """A page of the app at `url` in headless Chromium (a fresh profile), or a skip with the reason it cannot run."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as exc:
@@ -30,7 +33,6 @@ def page(app_server):
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     if not Path(chromium).exists():
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium); .ci/run installs it")
-    url, _ = app_server
     with sync_playwright() as playwright, tempfile.TemporaryDirectory() as profile:
         try:
             context = playwright.chromium.launch_persistent_context(
@@ -43,6 +45,13 @@ def page(app_server):
         page.get_by_role("heading", name="diffattn").wait_for()
         yield page
         context.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_server):
+    """A page of the shared app (random tiny models)."""
+    with _browser_page(app_server[0]) as page:
+        yield page
 
 
 def _assert_plays(page, selector: str) -> None:
@@ -69,3 +78,4 @@ def test_generation_and_edit_play_in_the_browser(page, clip_file, tmp_path):
     _assert_plays(page, "#edit-result video")
     page.get_by_text(re.compile(r"4 frames at 64×64.* edited with FateZero")).wait_for()
     page.screenshot(path=tmp_path / "edit.png", full_page=True)
+

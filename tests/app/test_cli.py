@@ -13,7 +13,7 @@ from diffattn.cli import build_parser, main
 def test_app_command_parses_its_limits(tmp_path):
     args = build_parser().parse_args(["app", "--port", "7999", "--model-dir", str(tmp_path), "--model-dir", "/srv/m",
                                       "--no-hub", "--max-upload-mb", "5", "--max-video-seconds", "3"])
-    assert (args.host, args.port, args.model) == ("127.0.0.1", 7999, "tiny:wan")
+    assert (args.host, args.port, args.model) == ("127.0.0.1", 7999, None)  # None: `default_model()` decides
     assert args.model_dir == [str(tmp_path), "/srv/m"] and args.no_hub
     assert (args.max_upload_mb, args.max_video_seconds) == (5.0, 3.0)
 
@@ -68,7 +68,7 @@ def test_app_command_refuses_an_unknown_model(no_server, capsys, model, message)
     assert message in _one_line_error(capsys)
 
 
-def test_app_command_passes_its_job_time_limit(monkeypatch):
+def test_app_command_passes_its_job_time_limit(monkeypatch, without_trained_weights):
     from diffattn.app import server
 
     launched = {}
