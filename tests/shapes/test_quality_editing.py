@@ -72,7 +72,7 @@ def test_the_regeneration_baseline_is_realcraft_with_its_control_off_too():
     prompts = (case.source_prompt, case.target_prompt)
     ours = FateZeroPipeline.from_pipe(base)(frames, *prompts, off, output_type="latent").frames
     theirs = RealCraftPipeline.from_pipe(base)(frames, *prompts, realcraft_off, output_type="latent").frames
-    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)  # the attention code paths round differently
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)  # the attention code paths round differently
 
 
 def test_editing_refuses_steps_that_leave_fresco_no_step():
