@@ -171,14 +171,12 @@ def _tiny_model_for(editor: str, model: str, tiny_models: dict[str, str] = catal
 def _sample_clip(folder: Path, shapes: bool) -> Path:
     """The Edit tab's example clip as an MP4: with `shapes` the rendered source scene of `EDIT_EXAMPLE`, else the
     built-in synthetic clip (a disc crossing stripes); 8 frames of 64 x 64."""
-    import torch
 
     from diffattn.media.video import write_video
     from diffattn.testing import sample_clip
 
     if shapes:
-        frames = torch.from_numpy(EDIT_EXAMPLE.source_clip(8, 64, 64).video).permute(0, 3, 1, 2).float() / 255
-        return write_video(folder / "shapes_clip.mp4", frames, fps=8)
+        return write_video(folder / "shapes_clip.mp4", EDIT_EXAMPLE.source_clip(8, 64, 64).frames, fps=8)
     return write_video(folder / "sample_clip.mp4", sample_clip(8, 64, 64), fps=8)
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 
 __all__ = [
     "SHAPES",
@@ -197,6 +198,11 @@ class Clip:
     masks: np.ndarray
     centres: np.ndarray
     scene: Scene
+
+    @property
+    def frames(self) -> torch.Tensor:
+        """``video`` as the pipelines take and return frames: float ``[F, 3, H, W]`` in [0, 1]."""
+        return torch.from_numpy(self.video).permute(0, 3, 1, 2).float().div(255)
 
 
 def split_of(scene: Scene | Description) -> Split:

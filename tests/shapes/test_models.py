@@ -183,7 +183,7 @@ class _Painter:
             objects = tuple(ShapeSpec(o.shape, self.colour or o.colour, o.motion, 0.35, (0.5, 0.5), 0.3)
                             for o in described.objects)
             clip = render(Scene(objects, described.background, described.texture), frames=num_frames, height=height, width=width)
-            videos.append(torch.from_numpy(clip.video).permute(0, 3, 1, 2).float() / 255)
+            videos.append(clip.frames)
         return SimpleNamespace(frames=torch.stack(videos))
 
 

@@ -50,7 +50,7 @@ def test_edit_scores_of_a_perfect_edit_of_no_edit_and_of_a_changed_background():
     case = edit_cases(QualitySettings(samples=1, seed=2))[0]
     scene = case.clip.scene
     recoloured = dataclasses.replace(scene, objects=(dataclasses.replace(scene.objects[0], colour=case.target_colour),))
-    perfect = torch.from_numpy(render(recoloured, frames=FRAMES["cpu"], height=64, width=64).video).permute(0, 3, 1, 2) / 255
+    perfect = render(recoloured, frames=FRAMES["cpu"], height=64, width=64).frames
     assert edit_scores(perfect, case) == {"hue_changed": 1.0, "mask_iou": 1.0, "psnr_outside": PSNR_CAP_DB}
     assert edit_scores(case.frames, case) == {"hue_changed": 0.0, "mask_iou": 0.0, "psnr_outside": PSNR_CAP_DB}
     moved = perfect.roll(8, dims=-1)  # right colour and shape, wrong place

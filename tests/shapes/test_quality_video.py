@@ -23,7 +23,7 @@ CAPTION = "a red square moving right on a blue background"
 
 
 def _clip(scene: Scene, frames: int = 9, size: int = 32) -> torch.Tensor:
-    return torch.from_numpy(render(scene, frames=frames, height=size, width=size).video).permute(0, 3, 1, 2).float() / 255
+    return render(scene, frames=frames, height=size, width=size).frames
 
 
 def test_a_rendered_clip_of_its_caption_scores_perfectly():

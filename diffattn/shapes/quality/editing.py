@@ -75,7 +75,7 @@ class EditCase:
     @property
     def frames(self) -> torch.Tensor:
         """The source frames ``[F, 3, H, W]`` in [0, 1]."""
-        return torch.from_numpy(self.clip.video).permute(0, 3, 1, 2).float().div(255)
+        return self.clip.frames
 
     @property
     def mask(self) -> torch.Tensor:
