@@ -23,15 +23,18 @@ One kernel, specialised by constexpr switches, covers every method:
   `skip_threshold` of the row's final max (independent of traversal order);
 - `HAS_LSE`: natural-log log-sum-exp per row;
 - `PRECISION` (see `quantize.py`): 0 the inputs' dtype; 1 INT8 Q.K (int8 q/k with per-token scales, the exact
-  int32 dot dequantised by `q_scale[row] * k_scale[key]` as it leaves `_tile_scores`, so the rest of the walk is
-  unchanged); 2 also FP8 P.V (V per-channel scaled and stored transposed, so tiles load as [D, TILE] and enter
-  the dot transposed: K-major for Hopper's FP8 MMA; P times 448 rounded to e4m3; each tile's product in a fresh
-  float32 tile added to the accumulator; the channel scales applied once at the end). TMA loads serve every
+  int32 dot turned into float32 by integer addition, not a conversion, and dequantised by
+  `q_scale[row] * scale * log2(e) * k_scale[key]` as it leaves `_tile_scores`, so the rest of the walk sees log2
+  units and multiplies by 1); 2 also FP8 P.V (V per-channel scaled and stored transposed, so tiles load as
+  [D, TILE] and enter the dot transposed: K-major for Hopper's FP8 MMA; P times 448, by way of the exponent,
+  rounded to e4m3; each tile's product in a fresh float32 tile added to the accumulator; the channel scales applied
+  once at the end). TMA loads serve every
   precision (FP8 V in `[D, TILE]` boxes of its transposed storage). One walk: its branches test the operand dtypes.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import NamedTuple
 
@@ -54,7 +57,11 @@ SUPPORTED_BLOCKS = (64, 128)
 MAX_HEAD_DIM = 128
 LOG2E = 1.4426950408889634
 LN2 = tl.constexpr(0.6931471805599453)
-_P_SCALE = tl.constexpr(FP8_MAX)
+_LOG2_P_SCALE = tl.constexpr(math.log2(FP8_MAX))
+_INT_BITS = tl.constexpr(0x4B400000)
+_INT_BIAS = tl.constexpr(12582912.0)
+"""`_INT_BITS` is the bit pattern of the float32 `_INT_BIAS` = 1.5 * 2**23, whose ulp is 1: an int32 `x` with
+`|x| < 2**22` added to those bits is the float `_INT_BIAS + x`, exactly (see `_tile_scores`)."""
 PRECISION_CODES = {"bf16": 0, "int8": 1, "int8-fp8": 2}
 """The kernel's PRECISION constexpr for each `precision` of `block_sparse_attention`."""
 
@@ -183,15 +190,19 @@ def _to_e4m3(x):
 @triton.jit
 def _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale):
     """Fold one tile into the running (acc, l, m); `qk` is raw Q.K (masked to -inf), m in log2 units. FP8 `v`:
-    P (in [0, 1]) times P_SCALE goes in as e4m3, its product lands in a fresh float32 tile (two-level accumulation)."""
+    P comes out of exp2 already times 448 (log2(448) taken off the max, no multiply), goes in as e4m3, and its product
+    lands in a fresh float32 tile (two-level accumulation); l then sums the scaled P too, which acc / l cancels."""
     m_new = tl.maximum(m_i, m_loc)
     m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+    if v.dtype == tl.float8e4nv:
+        p = tl.math.exp2(qk * qk_scale - (m_use - _LOG2_P_SCALE)[:, None])
+    else:
+        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
     if v.dtype == tl.float8e4nv:
-        acc += _dot(_to_e4m3(p * _P_SCALE), v, tl.zeros_like(acc))
+        acc += _dot(_to_e4m3(p), v, tl.zeros_like(acc))
     else:
         acc = _dot(p.to(v.dtype), v, acc)
     return acc, l_i, m_new
@@ -247,8 +258,13 @@ def _tile_scores(
         k = _load_rows(rows.k, rows.row0 + offs_n, rows.k_stride_n, offs_d, rows.k_stride_d, n_ok, d_ok, MASK_N,
                        MASK_D)
     if q.dtype == tl.int8:  # exact int32 dot, dequantised by the rows' and keys' scales
+        # int32 -> float32 without a conversion instruction (16 per clock and SM on sm_90, as slow as exp2): with
+        # int8 operands and head_dim <= 128, |Q.K| <= 127 * 127 * 128 < 2**22, so its bits plus _INT_BITS are the
+        # float _INT_BIAS + Q.K; the bias leaves in the same multiply-add that applies the row scale.
         k_scale = tl.load(rows.k_scale + rows.row0 + offs_n, mask=n_ok, other=0.0)
-        qk = tl.dot(q, tl.trans(k), out_dtype=tl.int32).to(tl.float32) * rows.q_scale[:, None] * k_scale[None, :]
+        biased = (tl.dot(q, tl.trans(k), out_dtype=tl.int32) + _INT_BITS).to(tl.float32, bitcast=True)
+        q_scale = rows.q_scale
+        qk = (biased * q_scale[:, None] - (q_scale * _INT_BIAS)[:, None]) * k_scale[None, :]
     else:
         qk = _dot(q, tl.trans(k), tl.zeros([q.shape[0], TILE], dtype=tl.float32))
     if POOL > 1:
@@ -430,8 +446,10 @@ def _block_sparse_attn_fwd(
     q_ptrs = Q + b * q_strides[0] + h * q_strides[1] + offs_m[:, None] * q_strides[2] + offs_d[None, :] * q_strides[3]
     q = tl.load(q_ptrs, mask=row_ok[:, None] & d_ok[None, :], other=0.0)
     q_scale = offs_m  # placeholder in 16 bits, never read
-    if PRECISION > 0:
-        q_scale = tl.load(QScale + bh * q_len + offs_m, mask=row_ok, other=0.0)
+    walk_scale = qk_scale
+    if PRECISION > 0:  # qk_scale joins the rows' scales: Q.K leaves `_tile_scores` in log2 units, the walk's scale is 1
+        q_scale = tl.load(QScale + bh * q_len + offs_m, mask=row_ok, other=0.0) * qk_scale
+        walk_scale = 1.0
 
     Idx = Idx + b * i_strides[0] + h * i_strides[1] + qb * i_strides[2]
     Off = Off + b * f_strides[0] + h * f_strides[1] + qb * f_strides[2]
@@ -463,24 +481,26 @@ def _block_sparse_attn_fwd(
     started = tl.program_id(0) * 0
     acc, l_i, m_i, started = _walk_row(
         acc, l_i, m_i, started, m_i, q, row_ok, offs_d, d_ok, b, h, Idx, Off, Kept, Full, keys, pooled_rows,
-        kv_len, qk_scale, neg_pv, skip_thr, query_box, Partial,
+        kv_len, walk_scale, neg_pv, skip_thr, query_box, Partial,
         BLOCK_N, BLOCK_K, LEVELS, MASK_D, EVEN_N, HAS_PV, HAS_TMASK, SPLIT_FULL, MARKS % 2, USE_TMA)
     if MARKS == 2:
         _walk_row(
             acc, l_i, m_i, started, m_i, q, row_ok, offs_d, d_ok, b, h, Idx, Off, Kept, Full, keys, pooled_rows,
-            kv_len, qk_scale, neg_pv, skip_thr, query_box, Partial,
+            kv_len, walk_scale, neg_pv, skip_thr, query_box, Partial,
             BLOCK_N, BLOCK_K, LEVELS, MASK_D, EVEN_N, False, HAS_TMASK, SPLIT_FULL, 2, USE_TMA)
 
     l_safe = tl.where(l_i == 0.0, 1.0, l_i)
-    if PRECISION == 2:  # V's channel scales and P's fixed scale, once per row
+    lse_shift = 0.0
+    if PRECISION == 2:  # V's channel scales, once per row; l (like acc) holds P times 448
         v_scale = tl.load(VScale + bh * HEAD_DIM + offs_d, mask=d_ok, other=0.0)
-        acc = acc * (v_scale / _P_SCALE)[None, :]
+        acc = acc * v_scale[None, :]
+        lse_shift = _LOG2_P_SCALE
     out = acc / l_safe[:, None]
     o_ptrs = (Out + b * o_strides[0] + h * o_strides[1] + offs_m[:, None] * o_strides[2]
               + offs_d[None, :] * o_strides[3])
     tl.store(o_ptrs, out.to(Out.dtype.element_ty), mask=row_ok[:, None] & d_ok[None, :])
     if HAS_LSE:
-        lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.log2(l_safe)) * LN2)
+        lse = tl.where(l_i == 0.0, float("-inf"), (m_i + tl.log2(l_safe) - lse_shift) * LN2)
         tl.store(Lse + (b * num_heads + h) * q_len + offs_m, lse, mask=row_ok)
 
 
