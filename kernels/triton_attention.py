@@ -23,7 +23,7 @@ One kernel, specialised by constexpr switches, covers every method:
   `skip_threshold` of the row's final max (independent of traversal order);
 - `HAS_LSE`: natural-log log-sum-exp per row;
 - `PRECISION` (see `quantize.py`): 0 the inputs' dtype; 1 INT8 Q.K (int8 q/k with per-token scales, the exact
-  int32 dot turned into float32 by integer addition, not a conversion, and dequantised by
+  int32 dot dequantised by
   `q_scale[row] * scale * log2(e) * k_scale[key]` as it leaves `_tile_scores`, so the rest of the walk sees log2
   units and multiplies by 1); 2 also FP8 P.V (V per-channel scaled and stored transposed, so tiles load as
   [D, TILE] and enter the dot transposed: K-major for Hopper's FP8 MMA; P times 448, by way of the exponent,
@@ -58,10 +58,6 @@ MAX_HEAD_DIM = 128
 LOG2E = 1.4426950408889634
 LN2 = tl.constexpr(0.6931471805599453)
 _LOG2_P_SCALE = tl.constexpr(math.log2(FP8_MAX))
-_INT_BITS = tl.constexpr(0x4B400000)
-_INT_BIAS = tl.constexpr(12582912.0)
-"""`_INT_BITS` is the bit pattern of the float32 `_INT_BIAS` = 1.5 * 2**23, whose ulp is 1: an int32 `x` with
-`|x| < 2**22` added to those bits is the float `_INT_BIAS + x`, exactly (see `_tile_scores`)."""
 PRECISION_CODES = {"bf16": 0, "int8": 1, "int8-fp8": 2}
 """The kernel's PRECISION constexpr for each `precision` of `block_sparse_attention`."""
 
@@ -194,10 +190,8 @@ def _softmax_update(acc, l_i, m_i, qk, m_loc, v, qk_scale):
     lands in a fresh float32 tile (two-level accumulation); l then sums the scaled P too, which acc / l cancels."""
     m_new = tl.maximum(m_i, m_loc)
     m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-    if v.dtype == tl.float8e4nv:
-        p = tl.math.exp2(qk * qk_scale - (m_use - _LOG2_P_SCALE)[:, None])
-    else:
-        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+    m_exp = m_use - _LOG2_P_SCALE if v.dtype == tl.float8e4nv else m_use
+    p = tl.math.exp2(qk * qk_scale - m_exp[:, None])
     alpha = tl.math.exp2(m_i - m_use)
     l_i = l_i * alpha + tl.sum(p, 1)
     acc = acc * alpha[:, None]
@@ -258,13 +252,8 @@ def _tile_scores(
         k = _load_rows(rows.k, rows.row0 + offs_n, rows.k_stride_n, offs_d, rows.k_stride_d, n_ok, d_ok, MASK_N,
                        MASK_D)
     if q.dtype == tl.int8:  # exact int32 dot, dequantised by the rows' and keys' scales
-        # int32 -> float32 without a conversion instruction (16 per clock and SM on sm_90, as slow as exp2): with
-        # int8 operands and head_dim <= 128, |Q.K| <= 127 * 127 * 128 < 2**22, so its bits plus _INT_BITS are the
-        # float _INT_BIAS + Q.K; the bias leaves in the same multiply-add that applies the row scale.
         k_scale = tl.load(rows.k_scale + rows.row0 + offs_n, mask=n_ok, other=0.0)
-        biased = (tl.dot(q, tl.trans(k), out_dtype=tl.int32) + _INT_BITS).to(tl.float32, bitcast=True)
-        q_scale = rows.q_scale
-        qk = (biased * q_scale[:, None] - (q_scale * _INT_BIAS)[:, None]) * k_scale[None, :]
+        qk = tl.dot(q, tl.trans(k), out_dtype=tl.int32).to(tl.float32) * rows.q_scale[:, None] * k_scale[None, :]
     else:
         qk = _dot(q, tl.trans(k), tl.zeros([q.shape[0], TILE], dtype=tl.float32))
     if POOL > 1:
