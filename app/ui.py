@@ -171,7 +171,6 @@ def _tiny_model_for(editor: str, model: str, tiny_models: dict[str, str] = catal
 def _sample_clip(folder: Path, shapes: bool) -> Path:
     """The Edit tab's example clip as an MP4: with `shapes` the rendered source scene of `EDIT_EXAMPLE`, else the
     built-in synthetic clip (a disc crossing stripes); 8 frames of 64 x 64."""
-
     from diffattn.media.video import write_video
     from diffattn.testing import sample_clip
 

@@ -23,13 +23,12 @@ One kernel, specialised by constexpr switches, covers every method:
   `skip_threshold` of the row's final max (independent of traversal order);
 - `HAS_LSE`: natural-log log-sum-exp per row;
 - `PRECISION` (see `quantize.py`): 0 the inputs' dtype; 1 INT8 Q.K (int8 q/k with per-token scales, the exact
-  int32 dot dequantised by
-  `q_scale[row] * scale * log2(e) * k_scale[key]` as it leaves `_tile_scores`, so the rest of the walk sees log2
-  units and multiplies by 1); 2 also FP8 P.V (V per-channel scaled and stored transposed, so tiles load as
-  [D, TILE] and enter the dot transposed: K-major for Hopper's FP8 MMA; P times 448, by way of the exponent,
-  rounded to e4m3; each tile's product in a fresh float32 tile added to the accumulator; the channel scales applied
-  once at the end). TMA loads serve every
-  precision (FP8 V in `[D, TILE]` boxes of its transposed storage). One walk: its branches test the operand dtypes.
+  int32 dot dequantised by `q_scale[row] * scale * log2(e) * k_scale[key]` as it leaves `_tile_scores`, so the
+  rest of the walk sees log2 units and multiplies by 1); 2 also FP8 P.V (V per-channel scaled and stored
+  transposed, so tiles load as [D, TILE] and enter the dot transposed: K-major for Hopper's FP8 MMA; P times 448,
+  by way of the exponent, rounded to e4m3; each tile's product in a fresh float32 tile added to the accumulator;
+  the channel scales applied once at the end). TMA loads serve every precision (FP8 V in `[D, TILE]` boxes of its
+  transposed storage). One walk: its branches test the operand dtypes.
 """
 
 from __future__ import annotations
