@@ -18,6 +18,7 @@ Measured:
 
     pip install --no-deps -e . && python benchmarks/cache.py               # one H200, about 5 minutes
     python benchmarks/cache.py --steps 10                                    # shorter loop (totals scale with steps)
+    python benchmarks/cache.py --paths-only                                  # the path costs alone (under a minute)
     python benchmarks/cache.py --tiny                                        # CPU check of this script
 
 Writes `cache.json` under `$OUT` when set, else `benchmarks/results/cache[_tiny].json`, and prints a table.
@@ -53,7 +54,10 @@ from e2e import (
 GUIDANCE = 5.0
 DEFAULT_THRESHOLD = 0.05
 """FirstBlockCacheConfig's own default threshold."""
-FORCE_MISS, FORCE_HIT = 0.0, 1e9
+FORCE_MISS, FORCE_HIT = -1.0, 1e9
+"""Thresholds that force each path: the cache computes the remaining blocks when the first block's relative change
+is *greater* than the threshold, and a repeated identical input changes nothing (0), so only a negative threshold
+always misses."""
 
 
 def first_block_cache(threshold: float):
@@ -133,16 +137,39 @@ def path_costs(model, inputs, device, repeats: int, method: bool, tiny: bool) ->
             times = []
             with torch.no_grad(), model.cache_context("cond"):
                 model(**inputs, return_dict=False)  # the first call of a context always computes: fills the cache
+                tail = TailRuns(model)
                 for _ in range(repeats):
                     sync(device)
                     ms, _ = timed(lambda: model(**inputs, return_dict=False), device)
                     times.append(ms)
+                tail.close()
             model.disable_cache()
+            if tail.count != (repeats if path == "miss" else 0):
+                raise RuntimeError(f"the {path} path was not forced: the last block ran {tail.count} of {repeats} times")
             result[f"{path}_ms"] = statistics.median(times)
     finally:
         if handle is not None:
             handle.remove()
     return result
+
+
+def run_loops(model, inputs, uncond, steps: int, device, threshold: float, tiny: bool) -> dict[str, Any]:
+    """The four loop variants: time, cache hits and error against dense."""
+    loops: dict[str, Any] = {}
+    dense_out = None
+    for label, cache, method in (
+        ("dense", False, False),
+        ("first-block cache", True, False),
+        ("sparge 90%", False, True),
+        ("first-block cache + sparge 90%", True, True),
+    ):
+        ms, out, calls, hits = run_variant(model, inputs, uncond, steps, device, cache, method, threshold, tiny)
+        dense_out = out if dense_out is None else dense_out
+        loops[label] = {"ms": ms, "calls": calls, "cache_hits": hits, **errors(out, dense_out)}
+        print(f"{label}: {ms / 1000:.1f} s, {hits}/{calls} cache hits", flush=True)
+    for entry in loops.values():
+        entry["speedup"] = loops["dense"]["ms"] / entry["ms"]
+    return loops
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -151,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--steps", type=int, default=None, help="denoising steps (default 50; 3 with --tiny)")
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="FirstBlockCache threshold")
     parser.add_argument("--repeats", type=int, default=3, help="forwards per path in the path-cost section")
+    parser.add_argument("--paths-only", action="store_true", help="skip the loop: only the cost of the two paths")
     parser.add_argument("--out", default=None, help="output JSON (default: $OUT/cache.json or benchmarks/results/)")
     args = parser.parse_args(argv)
     tiny = args.tiny
@@ -173,22 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             model(**inputs, return_dict=False)
             with diffattn.apply(model, sparge(tiny)):
                 model(**inputs, return_dict=False)
-        loops: dict[str, Any] = {}
-        dense_out = None
-        for label, cache, method in (
-            ("dense", False, False),
-            ("first-block cache", True, False),
-            ("sparge 90%", False, True),
-            ("first-block cache + sparge 90%", True, True),
-        ):
-            ms, out, calls, hits = run_variant(model, inputs, uncond, steps, device, cache, method, args.threshold, tiny)
-            dense_out = out if dense_out is None else dense_out
-            loops[label] = {"ms": ms, "calls": calls, "cache_hits": hits, **errors(out, dense_out)}
-            print(f"{label}: {ms / 1000:.1f} s, {hits}/{calls} cache hits", flush=True)
-        dense_ms = loops["dense"]["ms"]
-        for entry in loops.values():
-            entry["speedup"] = dense_ms / entry["ms"]
-        report["loop"] = loops
+        if not args.paths_only:
+            report["loop"] = run_loops(model, inputs, uncond, steps, device, args.threshold, tiny)
         report["paths"] = {
             "dense": path_costs(model, inputs, device, args.repeats, False, tiny),
             "sparge 90%": path_costs(model, inputs, device, args.repeats, True, tiny),
@@ -208,7 +222,7 @@ def markdown(report: dict[str, Any]) -> str:
         "| variant | total s | speedup | cache hits / calls | rel L1 vs dense |",
         "|---|---|---|---|---|",
     ]
-    for label, entry in report["loop"].items():
+    for label, entry in report.get("loop", {}).items():
         lines.append(f"| {label} | {entry['ms'] / 1000:.1f} | {entry['speedup']:.2f}x | "
                      f"{entry['cache_hits']} / {entry['calls']} | {entry['rel_l1']:.4f} |")
     lines += ["", "| attention | cache miss ms / forward | cache hit ms / forward |", "|---|---|---|"]

@@ -114,10 +114,11 @@ def _vace_inputs(config, latent, device, dtype, generator) -> dict[str, Any]:
 
 
 def _hunyuan15_inputs(config, latent, device, dtype, generator) -> dict[str, Any]:
-    """Text-to-video call: Qwen (256) and ByT5 (64) text states, all valid; SigLIP image states zero (masked out)."""
+    """Text-to-video call: Qwen (256) and ByT5 (64) text states, all valid; SigLIP image states zero (masked out).
+    The timestep comes in the latents' dtype, as HunyuanVideo 1.5's pipeline passes it (its embedder casts to it)."""
     return {
         "hidden_states": _randn(generator, 1, config["in_channels"], *latent, device=device, dtype=dtype),
-        "timestep": torch.tensor([900.0], device=device),
+        "timestep": torch.tensor([900.0], device=device, dtype=dtype),
         "encoder_hidden_states": _randn(generator, 1, 256, config["text_embed_dim"], device=device, dtype=dtype),
         "encoder_attention_mask": torch.ones(1, 256, device=device, dtype=torch.long),
         "encoder_hidden_states_2": _randn(generator, 1, 64, config["text_embed_2_dim"], device=device, dtype=dtype),
@@ -210,7 +211,10 @@ def applicable(model: torch.nn.Module, inputs: dict[str, Any], candidates: dict[
     return usable, refused
 
 
-def run_family(name: str, spec: FamilySpec, tiny: bool, compiled: bool, repeats: int, device, dtype) -> dict[str, Any]:
+def run_family(name: str, spec: FamilySpec, tiny: bool, compiled: bool, repeats: int, device, dtype,
+               on_eager: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Time every applicable variant of family `name`, eager then (with `compiled`) compiled; `on_eager(data)` is
+    called between the two, so a run stopped while compiling keeps the eager figures."""
     config = {**spec.config, **spec.tiny} if tiny else spec.config
     latent = spec.tiny_latent if tiny else spec.latent
     model = build_model(config, device, dtype, spec.model_class)
@@ -224,6 +228,8 @@ def run_family(name: str, spec: FamilySpec, tiny: bool, compiled: bool, repeats:
     }
     usable, data["not_applicable"] = applicable(model, inputs, variants(tiny))
     data["forward"] = bench_forward(name, model, inputs, usable, repeats, device, full_warmup=True)
+    if on_eager is not None:
+        on_eager(data)
     if compiled:
         eager_dense = forward(model, inputs)
         compile_blocks(model, device)
@@ -270,17 +276,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"meta": {**environment(device), "dtype": str(dtype), "tiny": args.tiny, "compiled": args.compile},
                               "families": {}}
     start = time.perf_counter()
+    out = Path(args.out) if args.out else default_out("families", args.tiny)
+
+    def save(name: str, data: dict[str, Any]) -> None:  # after every section: a stopped run keeps what it measured
+        report["families"][name] = data
+        report["meta"]["seconds"] = time.perf_counter() - start
+        write_report(report, out, markdown(report))
+
     with cudnn_attention(device):
         for name in args.families or FAMILIES:
             print(f"{name}:", flush=True)
             try:
-                report["families"][name] = run_family(name, FAMILIES[name], args.tiny, args.compile, args.repeats, device, dtype)
+                save(name, run_family(name, FAMILIES[name], args.tiny, args.compile, args.repeats, device, dtype,
+                                      on_eager=lambda data, name=name: save(name, data)))
             except Exception as exc:  # noqa: BLE001 - one family failing (e.g. out of memory) must not lose the others
-                report["families"][name] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+                save(name, {"error": f"{type(exc).__name__}: {exc}"[:500]})
                 print(f"  failed: {report['families'][name]['error']}", flush=True)
             gc.collect()
-    report["meta"]["seconds"] = time.perf_counter() - start
-    write_report(report, Path(args.out) if args.out else default_out("families", args.tiny), markdown(report))
     return report
 
 
