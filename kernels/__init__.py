@@ -32,8 +32,8 @@ else:
     # This folder installs as `diffattn.kernels`. With a source checkout's root on sys.path (`python -m pytest`,
     # `python -c`, a notebook in the checkout) a plain `import kernels` finds it before Hugging Face's `kernels`
     # package, which transformers, diffusers and peft import. Hand the name over to the installed package (Python's
-    # import returns whatever `sys.modules[name]` holds once this code has run), or fail as if this folder were
-    # absent; never load diffattn's kernel modules, whose torch custom ops must be registered only once.
+    # import returns whatever `sys.modules[name]` holds once this code has run); never load diffattn's kernel
+    # modules here, whose torch custom ops must be registered only once.
     import importlib.machinery
     import importlib.util
     import os
@@ -43,11 +43,30 @@ else:
     _elsewhere = [entry for entry in sys.path if os.path.realpath(entry or os.curdir) != _checkout_root]
     _spec = importlib.machinery.PathFinder.find_spec(__name__, _elsewhere)
     if _spec is None or _spec.loader is None:
-        raise ModuleNotFoundError(f"No module named {__name__!r}", name=__name__)
-    _installed = importlib.util.module_from_spec(_spec)
-    sys.modules[__name__] = _installed
-    try:
-        _spec.loader.exec_module(_installed)
-    except BaseException:
-        del sys.modules[__name__]
-        raise
+        # None installed: look like the empty namespace package Python makes of a folder without `__init__.py`
+        # (no `__file__`, no version, nothing inside), which is how transformers' availability probe, importing
+        # the name when no distribution metadata exists, recognises a folder that merely shadows a package.
+        # Any attribute read raises ModuleNotFoundError, so `from kernels import X` fails as for an absent package.
+        import types
+
+        class _Absent(types.ModuleType):
+            def __getattr__(self, attribute: str):
+                if attribute.startswith("__"):
+                    raise AttributeError(attribute)
+                raise ModuleNotFoundError(
+                    f"No module named {self.__name__!r} (Hugging Face's kernels package is not installed; the "
+                    f"checkout's kernels/ folder is diffattn.kernels)", name=self.__name__,
+                )
+
+        _absent = _Absent(__name__)
+        _absent.__spec__ = importlib.machinery.ModuleSpec(__name__, None, is_package=True)
+        _absent.__path__ = _absent.__spec__.submodule_search_locations = []
+        sys.modules[__name__] = _absent
+    else:
+        _installed = importlib.util.module_from_spec(_spec)
+        sys.modules[__name__] = _installed
+        try:
+            _spec.loader.exec_module(_installed)
+        except BaseException:
+            del sys.modules[__name__]
+            raise
