@@ -11,6 +11,10 @@ timestep is pure noise, as sampling starts). 10% of captions are dropped (empty 
 works; Wan's captions are padded to a random length between 32 and 512 tokens, so any ``max_sequence_length`` works.
 The denoiser and text encoder weights saved are an exponential moving average.
 
+A run can be split where a single time bound is too short (the Wan VAE is the slow stage): ``--steps 0`` trains
+the VAE alone with the whole time bound, and ``--vae-from DIR`` starts another run from that folder's VAE, skipping
+stage 1 (the latent statistics are recomputed over the run's own training set either way).
+
 Everything is seeded; ``--max-minutes`` bounds the run: each stage stops early when its share of the time is used
 (the learning-rate schedule follows whichever of steps or time runs out first), and the pipeline folder, with
 ``train_log.json``, is written whatever happens. The run ends by sampling held-out captions and printing the
@@ -424,9 +428,19 @@ def _evaluate(pipe: Any, name: str, count: int, seed: int, device: torch.device,
     return result.to_dict()
 
 
+def _load_vae(pipe: Any, folder: Path, device: torch.device) -> None:
+    """Replace the pipeline's VAE by the one of a previous run's pipeline folder (float32, offline)."""
+    vae_class = type(pipe.vae)
+    pipe.vae = vae_class.from_pretrained(folder / "vae", torch_dtype=torch.float32, use_safetensors=True,
+                                         local_files_only=True).to(device).eval().requires_grad_(False)
+
+
 def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: str | torch.device | None = None,
-          workers: int | None = None) -> dict[str, Any]:
+          workers: int | None = None, vae_from: str | Path | None = None) -> dict[str, Any]:
     """Train model ``name`` under ``preset`` and write its pipeline folder and ``train_log.json`` to ``out``.
+
+    ``vae_from``: a previous run's pipeline folder whose VAE is reused (stage 1 is skipped). With ``preset.steps``
+    0 the run trains the VAE alone, with the whole time bound.
 
     The folder is written even when a stage fails or the time bound ends it early (the log's ``status`` says which);
     a failure is re-raised after saving. Returns the log's contents.
@@ -440,6 +454,7 @@ def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: 
     log = TrainLog(out / "train_log.json", {
         "model": name, "seed": seed, "device": str(device), "preset": asdict(preset),
         "versions": {"torch": torch.__version__, **_library_versions()},
+        **({"vae_from": str(vae_from)} if vae_from is not None else {}),
     })
     budget = None if preset.max_minutes is None else 60 * preset.max_minutes
     started = time.monotonic()
@@ -458,7 +473,11 @@ def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: 
         data = _Data(video, clips, video_captions if video else image_captions, device)
         log.data["data"] = {"clips": len(clips), "samples": len(data), "render_seconds": round(time.monotonic() - started, 2)}
         now = time.monotonic()
-        _train_vae(pipe, data, preset, None if budget is None else now + _VAE_SHARE * (started + budget - now), log, seed)
+        if vae_from is not None:
+            _load_vae(pipe, Path(vae_from), device)
+        else:
+            share = 1 - _EVAL_SHARE if preset.steps == 0 else _VAE_SHARE
+            _train_vae(pipe, data, preset, None if budget is None else now + share * (started + budget - now), log, seed)
         log.data["vae_check"] = _check_vae(pipe, video, geometry, seed + 20_000, device, preset.check_clips)
         log.write()
         for module in (denoiser, pipe.text_encoder):
@@ -480,7 +499,7 @@ def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: 
     log.write()
     if failure is not None:
         raise failure
-    if preset.eval_captions:
+    if preset.eval_captions and preset.steps:
         log.data["eval"] = _evaluate(pipe, name, preset.eval_captions, seed + 10_000, device, out)
         log.data["seconds"] = round(time.monotonic() - started, 2)
         log.write()
@@ -506,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu")
     parser.add_argument("--steps", type=int, default=None, help="denoiser steps (default: the preset's)")
     parser.add_argument("--vae-steps", type=int, default=None, help="VAE steps (default: the preset's)")
+    parser.add_argument("--vae-from", default=None, help="reuse the VAE of this earlier run's folder (skips stage 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=None, help="time bound of the run (default: the preset's)")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
@@ -514,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     preset = PRESETS[args.preset]
     changes = {key: value for key, value in (("steps", args.steps), ("vae_steps", args.vae_steps),
                                              ("max_minutes", args.max_minutes)) if value is not None}
-    result = train(args.model, args.out, replace(preset, **changes), seed=args.seed, device=args.device)
+    result = train(args.model, args.out, replace(preset, **changes), seed=args.seed, device=args.device, vae_from=args.vae_from)
     stages = {name: f"{stage['steps_done']}/{stage['planned_steps']} steps, last loss "
                     f"{stage['loss'][-1]['loss'] if stage['loss'] else float('nan'):.4f}" for name, stage in result["stages"].items()}
     print(f"{args.model}: {result['status']} in {result['seconds']:.0f} s; " + "; ".join(f"{k}: {v}" for k, v in stages.items()))

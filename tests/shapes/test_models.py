@@ -222,3 +222,17 @@ def test_evaluate_cli_prints_the_heldout_accuracy(smoke_runs, capsys, tmp_path):
     assert main([str(root / "shapes-sd"), "--n", "2", "--steps", "1", "--grid", str(tmp_path / "grid.png")]) == 0
     assert re.search(r"^shapes-sd: \d+\.\d% of 2 held-out captions drawn correctly", capsys.readouterr().out, re.M)
     assert (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_a_run_split_in_two_trains_the_vae_alone_then_reuses_it(tmp_path):
+    """``steps=0`` trains only the VAE (no denoiser steps, no evaluation); ``vae_from`` starts the next run from that
+    VAE without a stage 1, and the folder it writes carries the same VAE weights with its own latent statistics."""
+    vae_only = train("shapes-wan", tmp_path / "vae", replace(PRESETS["smoke"], steps=0), workers=1)
+    assert vae_only["stages"]["vae"]["steps_done"] == 3 and vae_only["stages"]["denoiser"]["steps_done"] == 0
+    assert "eval" not in vae_only
+    second = train("shapes-wan", tmp_path / "second", PRESETS["smoke"], seed=1, workers=1, vae_from=tmp_path / "vae")
+    assert "vae" not in second["stages"] and second["vae_from"] == str(tmp_path / "vae")
+    assert second["stages"]["denoiser"]["steps_done"] == PRESETS["smoke"].steps
+    first_vae, second_vae = (WanPipeline.from_pretrained(tmp_path / d, local_files_only=True).vae for d in ("vae", "second"))
+    for a, b in zip(first_vae.parameters(), second_vae.parameters(), strict=True):
+        assert torch.equal(a, b)
