@@ -35,7 +35,7 @@ def _python(code: str) -> str:
 
 
 ABSENT_CHECK = (
-    "import kernels, sys\n"
+    "import kernels\n"
     "try:\n    from kernels import get_kernel\nexcept ModuleNotFoundError as exc:\n    print('absent', exc.name)\n"
     "print(getattr(kernels, '__file__', None), hasattr(kernels, '__version__'), kernels.__path__)\n"
 )
