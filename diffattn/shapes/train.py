@@ -177,8 +177,9 @@ class _Data:
             batch = self.clips[index // frames, index % frames].permute(0, 3, 1, 2)
         return batch.float() / 127.5 - 1
 
-    def caption(self, index: int) -> str:
-        return self.captions[index if self.video else index // self.clips.shape[1]]
+    def clip_of(self, index: torch.Tensor) -> torch.Tensor:
+        """The clip (and caption) index of each sample index."""
+        return index if self.video else index // self.clips.shape[1]
 
     def batches(self, size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
         """Endless random index batches (reshuffled each epoch)."""
@@ -186,6 +187,35 @@ class _Data:
             order = torch.randperm(len(self), generator=generator)
             for begin in range(0, len(order) - size + 1, size):
                 yield order[begin : begin + size].to(self.device)
+
+
+class _CaptionTable:
+    """Every training caption, and the empty caption of dropped ones, tokenised once on the device: a step gathers
+    token rows by index instead of running the tokenizer on the host (for Wan, padding 128 captions to 512 tokens
+    took about as long as the rest of a GPU step). :meth:`embed` gives what the pipeline's ``encode_prompt`` gives.
+    Captions are not passed through Wan's ``prompt_clean``: the world's captions are already clean."""
+
+    def __init__(self, pipe: Any, video: bool, captions: list[str], device: torch.device) -> None:
+        unique = sorted(set(captions) | {""})
+        position = {caption: row for row, caption in enumerate(unique)}
+        self.video, self.empty = video, position[""]
+        self.of_clip = torch.tensor([position[caption] for caption in captions], device=device)
+        length = max(_WAN_LENGTHS) if video else pipe.tokenizer.model_max_length
+        tokens = pipe.tokenizer(unique, padding="max_length", max_length=length, truncation=True,
+                                return_attention_mask=True, return_tensors="pt")
+        self.ids, self.mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+
+    def rows(self, clips: torch.Tensor, dropped: torch.Tensor) -> torch.Tensor:
+        """Token rows of the captions of ``clips``, the empty caption where ``dropped``."""
+        return torch.where(dropped, self.empty, self.of_clip[clips])
+
+    def embed(self, text_encoder: torch.nn.Module, rows: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Text states of token ``rows``; Wan's padded to ``length`` tokens with zeros past each caption's end."""
+        if not self.video:  # SD's CLIP: all 77 positions, no attention mask
+            return text_encoder(self.ids[rows])[0].to(text_encoder.dtype)
+        ids, mask = self.ids[rows, :length], self.mask[rows, :length]
+        states = text_encoder(ids, mask).last_hidden_state.to(text_encoder.dtype)
+        return states * mask[..., None].to(states.dtype)
 
 
 def _autocast(device: torch.device) -> AbstractContextManager[Any]:
@@ -352,6 +382,7 @@ def _train_denoiser(pipe: Any, data: _Data, preset: Preset, deadline: float | No
     generator = torch.Generator().manual_seed(seed + 1)
     device_generator = torch.Generator(data.device).manual_seed(seed + 1)
     batches = data.batches(preset.batch, generator)
+    table = _CaptionTable(pipe, video, data.captions, data.device)
     if not video:
         from diffusers import DDPMScheduler
 
@@ -363,20 +394,18 @@ def _train_denoiser(pipe: Any, data: _Data, preset: Preset, deadline: float | No
 
     def loss_fn(step: int) -> dict[str, torch.Tensor]:
         index = next(batches)
-        captions = [data.caption(int(i)) for i in index.tolist()]
-        dropped = torch.rand(len(captions), generator=generator) < _CAPTION_DROPOUT
-        captions = ["" if drop else caption for caption, drop in zip(captions, dropped.tolist())]
+        dropped = torch.rand(len(index), generator=generator) < _CAPTION_DROPOUT
+        rows = table.rows(data.clip_of(index), dropped.to(data.device))
         x0 = ((means[index] + stds[index] * noise_like(means[index])) - shift) * scale
         noise = noise_like(x0)
         with _autocast(data.device):
             if video:
                 length = _WAN_LENGTHS[int(torch.randint(len(_WAN_LENGTHS), (1,), generator=generator))]
-                text, _ = pipe.encode_prompt(captions, do_classifier_free_guidance=False, max_sequence_length=length,
-                                             device=data.device)
+                text = table.embed(pipe.text_encoder, rows, length)
                 noised, timestep, target = _flow_noised(x0, noise, torch.rand(len(index), generator=generator).to(data.device))
                 prediction = denoiser(hidden_states=noised, timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
             else:
-                text, _ = pipe.encode_prompt(captions, data.device, 1, False)
+                text = table.embed(pipe.text_encoder, rows)
                 t = torch.randint(len(alphas), (len(index),), generator=generator).to(data.device)
                 noised, target = _ddpm_noised(alphas, x0, noise, t, prediction_type)
                 prediction = denoiser(noised, t, encoder_hidden_states=text, return_dict=False)[0]

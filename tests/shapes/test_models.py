@@ -24,7 +24,7 @@ from diffattn.shapes import COLOURS, VOCABULARY, Scene, ShapeSpec, parse_caption
 from diffattn.shapes import models as shapes_models
 from diffattn.shapes.evaluate import accuracy, heldout_captions
 from diffattn.shapes.models import FLOW_SHIFT, TEXT_LENGTH, build_pipeline, sample_kwargs
-from diffattn.shapes.train import PRESETS, _ddpm_noised, _flow_noised, _unclamped_decode, train
+from diffattn.shapes.train import PRESETS, _CaptionTable, _ddpm_noised, _flow_noised, _unclamped_decode, train
 
 
 @pytest.mark.parametrize("name", ["shapes-wan", "shapes-sd"])
@@ -44,6 +44,26 @@ def test_builders_make_the_real_diffusers_classes_over_the_world_vocabulary(name
     weights = sum(p.numel() for module in (pipe.vae, pipe.text_encoder, getattr(pipe, "transformer", None) or pipe.unet)
                   for p in module.parameters())
     assert weights < 2_000_000  # a few MB in float16
+
+
+@pytest.mark.parametrize("name", ["shapes-wan", "shapes-sd"])
+def test_training_caption_table_gives_the_pipelines_own_text_states(name):
+    """Training gathers pre-tokenised captions (dropped ones as the empty caption) instead of calling
+    ``encode_prompt`` per step; the states must be the pipeline's, at each padded length Wan trains with."""
+    pipe = build_pipeline(name)
+    captions = ["a red circle moving left on a blue background", "a white square bouncing on a black background",
+                "a red circle moving left on a blue background"]
+    table = _CaptionTable(pipe, name == "shapes-wan", captions, torch.device("cpu"))
+    assert len(table.ids) == 3  # two distinct captions and the empty one
+    rows = table.rows(torch.tensor([2, 0, 1, 1]), torch.tensor([False, True, False, False]))
+    prompts = [captions[2], "", captions[1], captions[1]]
+    with torch.no_grad():
+        for length in (TEXT_LENGTH, 512) if name == "shapes-wan" else (None,):
+            if name == "shapes-wan":
+                expected = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, max_sequence_length=length)[0]
+            else:
+                expected = pipe.encode_prompt(prompts, "cpu", 1, False)[0]
+            assert torch.equal(table.embed(pipe.text_encoder, rows, length), expected)
 
 
 @pytest.mark.parametrize("name", ["shapes-wan", "shapes-sd"])
