@@ -7,28 +7,16 @@ Each family's tiny configuration runs one bf16 forward here.
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.benchmark_scripts import benchmark_scripts
 
 
 @pytest.fixture(scope="module")
 def scripts():
-    """The two scripts as modules; afterwards neither name stays importable (`tests/test_script_names.py`)."""
-    names = ("families", "e2e")
-    assert not any(name in sys.modules for name in names)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(BENCHMARKS))
-        try:
-            yield tuple(importlib.import_module(name) for name in names)
-        finally:
-            for name in names:
-                sys.modules.pop(name, None)
+    with benchmark_scripts("families", "e2e") as modules:
+        yield modules
 
 
 FAMILY_NAMES = ["wan2.2-ti2v-5b", "wan-vace-1.3b", "skyreels-v2-1.3b", "hunyuanvideo-1.5", "ltx-2"]
