@@ -192,8 +192,9 @@ class _Data:
 class _CaptionTable:
     """Every training caption, and the empty caption of dropped ones, tokenised once on the device: a step gathers
     token rows by index instead of running the tokenizer on the host (for Wan, padding 128 captions to 512 tokens
-    took about 40 ms on a 2-core CPU, against about 100 ms for a whole step on an H100). :meth:`embed` gives what the pipeline's ``encode_prompt`` gives.
-    Captions are not passed through Wan's ``prompt_clean``: the world's captions are already clean."""
+    took about 40 ms on a 2-core CPU, against about 100 ms for a whole step on an H100). :meth:`embed` gives what
+    the pipeline's ``encode_prompt`` gives. Captions are not passed through Wan's ``prompt_clean``: the world's
+    captions are already clean."""
 
     def __init__(self, pipe: Any, video: bool, captions: list[str], device: torch.device) -> None:
         unique = sorted(set(captions) | {""})
