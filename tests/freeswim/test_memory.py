@@ -1,5 +1,6 @@
 """FreeSwim's memory knobs on the tiny Wan model: each leaves the two-stage output equal to the default run
-(bitwise where the arithmetic is unchanged), the `memory` preset expands to them, bad values raise."""
+(bitwise where the arithmetic is unchanged, to rounding where feed-forward chunks change the products' shapes), the
+`memory` preset expands to them, bad values raise."""
 
 import pytest
 import torch
@@ -28,6 +29,12 @@ def freeswim():
     return pipe
 
 
+def assert_equal_to_rounding(chunked: torch.Tensor, whole: torch.Tensor) -> None:
+    """Feed-forward chunks compute the same sums as one product, but the BLAS may pick another kernel for a 7-row
+    product and round differently (on an AMD EPYC: 1.8e-7 apart; elsewhere bitwise equal)."""
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-5)
+
+
 def run(pipe, **knobs):
     return pipe(**CALL, generator=torch.Generator().manual_seed(0), freeswim=FreeSwimConfig(**{**SETTINGS, **knobs}))
 
@@ -39,7 +46,6 @@ def default(freeswim):
 
 @pytest.mark.parametrize("knobs", [
     {"sequential_branches": True},
-    {"ffn_chunk_tokens": 7},  # not a divisor of stage 2's 3 x 4 x 6 = 72 tokens: a short last chunk
     {"offload_cache": True},
     {"offload_text_encoder": True},
 ])
@@ -81,7 +87,7 @@ def test_vae_tiling_is_diffusers_tiled_vae_and_the_low_preset_changes_nothing_el
         freeswim.disable_vae_tiling()
     assert torch.equal(tiled.frames, by_hand.frames)
     assert not torch.equal(tiled.frames, default.frames)  # the tiles really were used
-    assert torch.equal(run(freeswim, memory="low", ffn_chunk_tokens=7).frames, tiled.frames)
+    assert_equal_to_rounding(run(freeswim, memory="low", ffn_chunk_tokens=7).frames, tiled.frames)
 
 
 def test_offloaded_cache_prefetches_the_next_block_and_wraps_around():
@@ -134,4 +140,4 @@ def test_ffn_chunks_reach_the_feed_forward(freeswim, default):
         handle.remove()
     # stage 1 (no FreeSwim) runs its 3 x 2 x 2 = 12 tokens whole; stage 2 its 3 x 4 x 6 = 72 in chunks of 7 and 2
     assert set(tokens) == {12, 7, 2}
-    assert torch.equal(out.frames, default.frames)
+    assert_equal_to_rounding(out.frames, default.frames)
