@@ -5,8 +5,9 @@ up the DDIM schedule, keeping the latent after every step: `latents[i]` is the v
 (`latents[0]` clean, `latents[T]` the noise an edit starts from). Inversion step `i` evaluates the denoiser at
 timestep `timesteps[T-1-i]`, the same timestep as edit step `T-1-i`; attention maps stored during inversion are
 keyed by that timestep (see `processors.editing.store`), and `Inversion.at(c)` is the latent that edit step `c`'s
-source branch (and FateZero's latent blend after step `c`) uses. With a denoiser whose prediction does not
-depend on its input, DDIM sampling undoes the inversion exactly (tested).
+source branch (and FateZero's latent blend after step `c`) uses. The denoiser's output is read as noise through
+the scheduler's prediction type (epsilon, v or sample), as DDIM's own step reads it. With a denoiser whose implied
+noise does not depend on its input, DDIM sampling undoes the inversion exactly (tested for each prediction type).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "check_video",
     "ddim_inversion_step",
     "ddim_invert",
+    "predicted_noise",
     "decode_latents",
     "encode_prompts",
     "encode_video",
@@ -85,6 +87,20 @@ def alpha_cumprod(scheduler: DDIMScheduler, timestep: int) -> torch.Tensor:
     return scheduler.alphas_cumprod[timestep] if timestep >= 0 else scheduler.final_alpha_cumprod
 
 
+def predicted_noise(model_output: torch.Tensor, sample: torch.Tensor, alpha: torch.Tensor, prediction_type: str) -> torch.Tensor:
+    """The noise a denoiser's output implies for `sample` at noise level `alpha` (its timestep's `alphas_cumprod`),
+    for the scheduler's `prediction_type`: `"epsilon"` as is; `"v_prediction"` (SD 2.x 768-v, the shapes-world SD)
+    `sqrt(a) v + sqrt(1 - a) x`; `"sample"` `(x - sqrt(a) x0) / sqrt(1 - a)`. The same conversion as DDIM's step."""
+    if prediction_type == "epsilon":
+        return model_output
+    alpha = alpha.to(sample.device, torch.promote_types(sample.dtype, torch.float32))
+    if prediction_type == "v_prediction":
+        return (alpha.sqrt() * model_output + (1 - alpha).sqrt() * sample).to(model_output.dtype)
+    if prediction_type == "sample":
+        return ((sample - alpha.sqrt() * model_output) / (1 - alpha).sqrt()).to(model_output.dtype)
+    raise ConfigError(f"DDIM inversion supports prediction types epsilon, v_prediction and sample; the scheduler has {prediction_type!r}")
+
+
 def ddim_inversion_step(noise_pred: torch.Tensor, sample: torch.Tensor, alpha_from: torch.Tensor, alpha_to: torch.Tensor) -> torch.Tensor:
     """One deterministic DDIM step from noise level `alpha_from` up to `alpha_to` (the inverse of a sampling step)."""
     dtype = torch.promote_types(sample.dtype, torch.float32)
@@ -124,7 +140,8 @@ def ddim_invert(
         for timestep in reversed(timesteps):
             t = int(timestep)
             with step_context(t) if step_context is not None else nullcontext():
-                noise_pred = unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **(unet_kwargs or {})).sample
+                output = unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **(unet_kwargs or {})).sample
+            noise_pred = predicted_noise(output, sample, alpha_cumprod(scheduler, t), scheduler.config.prediction_type)
             sample = ddim_inversion_step(noise_pred, sample, alpha_cumprod(scheduler, t - stride), alpha_cumprod(scheduler, t))
             kept.append(sample)
             if progress is not None:

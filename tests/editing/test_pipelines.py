@@ -6,6 +6,7 @@ from collections import namedtuple
 
 import pytest
 import torch
+from diffusers import DDIMScheduler
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
 from diffattn.configs import FateZeroConfig, FrescoConfig, RealCraftConfig
@@ -18,7 +19,7 @@ from diffattn.pipelines.fresco import (
     propagate_keyframes,
     select_keyframes,
 )
-from diffattn.pipelines.inversion import as_ddim, ddim_invert, encode_video
+from diffattn.pipelines.inversion import ddim_invert, encode_video, predicted_noise
 from diffattn.pipelines.realcraft import RealCraftPipeline
 from diffattn.processors.editing.errors import MemoryBudgetError, PromptWordError
 from diffattn.processors.editing.fresco import (
@@ -57,21 +58,32 @@ def fresco(controlnet_pipe):
 
 
 class ConstantNoise(torch.nn.Module):
-    """A denoiser whose prediction ignores its input: DDIM sampling then inverts DDIM inversion exactly."""
+    """A denoiser whose implied noise ignores its input: DDIM sampling then inverts DDIM inversion exactly. Its
+    output is that noise in the form of `prediction_type` (for `v_prediction` and `sample` it depends on the input
+    and the timestep's `alphas_cumprod`)."""
 
-    def __init__(self, noise):
+    def __init__(self, noise, alphas=None, prediction_type="epsilon"):
         super().__init__()
-        self.noise = noise
+        self.noise, self.alphas, self.prediction_type = noise, alphas, prediction_type
 
     def forward(self, sample, timestep, encoder_hidden_states=None):
-        return UNet2DConditionOutput(sample=self.noise.expand_as(sample))
+        eps = self.noise.expand_as(sample)
+        if self.prediction_type == "epsilon":
+            return UNet2DConditionOutput(sample=eps)
+        a = self.alphas[int(timestep)].to(sample.dtype)
+        x0 = (sample - (1 - a).sqrt() * eps) / a.sqrt()
+        output = a.sqrt() * eps - (1 - a).sqrt() * x0 if self.prediction_type == "v_prediction" else x0
+        return UNet2DConditionOutput(sample=output)
 
 
-def test_ddim_inversion_is_undone_by_ddim_sampling(sd_pipe):
-    scheduler = as_ddim(sd_pipe.scheduler)
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
+def test_ddim_inversion_is_undone_by_ddim_sampling(sd_pipe, prediction_type):
+    """For each prediction type the inversion reads the denoiser's output as DDIM's step does (an inversion reading
+    a v-prediction as noise, as it once did, misses the clean latent by far more than rounding)."""
+    scheduler = DDIMScheduler.from_config(sd_pipe.scheduler.config, prediction_type=prediction_type)
     scheduler.set_timesteps(10)
     clean = torch.randn(2, 4, 8, 8, dtype=torch.float64)
-    unet = ConstantNoise(torch.randn(1, 4, 8, 8, dtype=torch.float64))
+    unet = ConstantNoise(torch.randn(1, 4, 8, 8, dtype=torch.float64), scheduler.alphas_cumprod.double(), prediction_type)
     inversion = ddim_invert(unet, scheduler, clean, None)
     assert len(inversion.latents) == 11 and not torch.allclose(inversion.noise, clean)
     latent = inversion.noise
@@ -242,3 +254,8 @@ def test_save_and_load_round_trip(fatezero, clip, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     config = FateZeroConfig(num_inference_steps=1)
     assert torch.allclose(loaded(clip, SOURCE, TARGET, config).frames, fatezero(clip, SOURCE, TARGET, config).frames, atol=1e-5)
+
+
+def test_inversion_refuses_a_prediction_type_it_cannot_read():
+    with pytest.raises(ConfigError, match="flow_prediction"):
+        predicted_noise(torch.zeros(1), torch.zeros(1), torch.tensor(0.5), "flow_prediction")
