@@ -555,6 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="gpu")
     parser.add_argument("--steps", type=int, default=None, help="denoiser steps (default: the preset's)")
     parser.add_argument("--vae-steps", type=int, default=None, help="VAE steps (default: the preset's)")
+    parser.add_argument("--batch", type=int, default=None, help="denoiser batch (default: the preset's)")
+    parser.add_argument("--vae-batch", type=int, default=None,
+                        help="VAE batch (default: the preset's; the Wan VAE's steps cost the same up to 128 clips on an H100)")
     parser.add_argument("--vae-from", default=None, help="reuse the VAE of this earlier run's folder (skips stage 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=None, help="time bound of the run (default: the preset's)")
@@ -562,8 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # a job runner's stop still saves the folder and the log
     preset = PRESETS[args.preset]
-    changes = {key: value for key, value in (("steps", args.steps), ("vae_steps", args.vae_steps),
-                                             ("max_minutes", args.max_minutes)) if value is not None}
+    changes = {key: getattr(args, key) for key in ("steps", "vae_steps", "batch", "vae_batch", "max_minutes")
+               if getattr(args, key) is not None}
     result = train(args.model, args.out, replace(preset, **changes), seed=args.seed, device=args.device, vae_from=args.vae_from)
     stages = {name: f"{stage['steps_done']}/{stage['planned_steps']} steps, last loss "
                     f"{stage['loss'][-1]['loss'] if stage['loss'] else float('nan'):.4f}" for name, stage in result["stages"].items()}

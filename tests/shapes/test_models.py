@@ -256,3 +256,16 @@ def test_a_run_split_in_two_trains_the_vae_alone_then_reuses_it(tmp_path):
     first_vae, second_vae = (WanPipeline.from_pretrained(tmp_path / d, local_files_only=True).vae for d in ("vae", "second"))
     for a, b in zip(first_vae.parameters(), second_vae.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_training_cli_overrides_the_preset_sizes(tmp_path, capsys):
+    from diffattn.shapes.train import main
+
+    out = tmp_path / "run"
+    assert main(["shapes-sd", "--out", str(out), "--preset", "smoke", "--steps", "2", "--vae-steps", "1",
+                 "--batch", "3", "--vae-batch", "1"]) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    sizes = {key: log["preset"][key] for key in ("steps", "vae_steps", "batch", "vae_batch")}
+    assert sizes == {"steps": 2, "vae_steps": 1, "batch": 3, "vae_batch": 1}
+    assert log["stages"]["vae"]["steps_done"] == 1 and log["stages"]["denoiser"]["steps_done"] == 2
+    assert "shapes-sd: trained" in capsys.readouterr().out
