@@ -1,5 +1,5 @@
 """The quality suite's core and its sparse group: SSIM against closed forms, rows on the untrained models (structure;
-the trained models' thresholds are in test_quality_thresholds.py)."""
+thresholds on the trained shapes-wan come with its weights)."""
 
 import pytest
 import torch

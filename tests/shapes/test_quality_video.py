@@ -1,6 +1,6 @@
 """The video quality groups ``freeswim`` and ``noise``: their clip metrics on rendered clips (the world's ground
-truth), and their rows on the untrained model (structure and determinism; the trained models' thresholds are in
-test_quality_thresholds_video.py)."""
+truth), and their rows on the untrained model (structure and determinism; thresholds on the trained shapes-wan come
+with its weights)."""
 
 import math
 from dataclasses import replace
