@@ -2,8 +2,8 @@
 
 Two models, built from the same factories as the random tiny models of :mod:`diffattn.testing` with other sizes:
 
-- ``shapes-wan``: a ``WanPipeline`` for 9 x 32 x 32 videos; Wan VAE with 4x temporal and 4x spatial compression
-  to 16 channels (latent grid 3 x 8 x 8), Wan transformer of 4 blocks, 4 heads x 32, 1x1x1 patches (192 tokens),
+- ``shapes-wan``: a ``WanPipeline`` for 9 x 32 x 32 videos; Wan VAE (levels of 32, 64, 64 channels) with 4x temporal
+  and 4x spatial compression to 16 channels (latent grid 3 x 8 x 8), Wan transformer of 4 blocks, 4 heads x 32, 1x1x1 patches (192 tokens),
   flow matching with shift :data:`FLOW_SHIFT`.
 - ``shapes-sd``: a ``StableDiffusionPipeline`` for 64 x 64 images; KL VAE with 4x spatial compression to 4 channels
   (16 x 16 latents), UNet of two levels (32, 64 channels, heads of 32) with cross-attention at both, SD's DDIM with
@@ -65,8 +65,10 @@ def _wan_components(seed: int) -> dict[str, Any]:
         patch_size=(1, 1, 1), num_attention_heads=4, attention_head_dim=32, ffn_dim=256, num_layers=4,
         in_channels=_Z, out_channels=_Z, rope_max_seq_len=64,
     ))
+    # base_dim 32 rather than 16: on 2 CPU cores, 250 steps of 8 clips reached reconstruction MSE 0.19 against 0.32,
+    # and on an H100 a Wan VAE step is launch-bound up to 128 clips, so the width costs little there
     vae = build(seed, lambda: wan_vae(
-        base_dim=16, z_dim=_Z, dim_mult=[1, 2, 2], num_res_blocks=1, temperal_downsample=[True, True],
+        base_dim=32, z_dim=_Z, dim_mult=[1, 2, 2], num_res_blocks=1, temperal_downsample=[True, True],
         scale_factor_spatial=4, latents_mean=[0.0] * _Z, latents_std=[1.0] * _Z,
     ))
     return {

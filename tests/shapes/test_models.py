@@ -43,7 +43,7 @@ def test_builders_make_the_real_diffusers_classes_over_the_world_vocabulary(name
     assert pipe.tokenizer.unk_token not in pipe.tokenizer.tokenize(caption)
     weights = sum(p.numel() for module in (pipe.vae, pipe.text_encoder, getattr(pipe, "transformer", None) or pipe.unet)
                   for p in module.parameters())
-    assert weights < 2_000_000  # a few MB in float16
+    assert weights < 4_000_000  # a few MB in float16 (shapes-wan 3.5 M: its VAE is 2.5 M since it was widened)
 
 
 @pytest.mark.parametrize("name", ["shapes-wan", "shapes-sd"])
@@ -147,7 +147,7 @@ def test_smoke_training_writes_a_folder_that_loads_offline(smoke_runs, name, mon
     assert log == json.loads(json.dumps(logs[name])) and log["status"] == "trained"
     assert [stage["steps_done"] for stage in log["stages"].values()] == [3, 5]
     assert all(len(stage["loss"]) == stage["steps_done"] for stage in log["stages"].values())
-    assert 0 < log["size_bytes"] < 4 * 2**20
+    assert 0 < log["size_bytes"] < 8 * 2**20  # shapes-wan 6.8 MiB (its VAE widened to base_dim 32), shapes-sd 2.8 MiB
     assert log["vae_check"]["clips"] == 2 and 0 <= log["vae_check"]["accuracy"] <= 1 and log["vae_check"]["psnr"] > 0
     pipe_class = WanPipeline if name == "shapes-wan" else StableDiffusionPipeline
     pipe = pipe_class.from_pretrained(root / name, local_files_only=True)
