@@ -12,8 +12,10 @@ works; Wan's captions are padded to a random length between 32 and 512 tokens, s
 The denoiser and text encoder weights saved are an exponential moving average.
 
 A run can be split where a single time bound is too short (the Wan VAE is the slow stage): ``--steps 0`` trains
-the VAE alone with the whole time bound, and ``--vae-from DIR`` starts another run from that folder's VAE, skipping
-stage 1 (the latent statistics are recomputed over the run's own training set either way).
+the VAE alone with the whole time bound, ``--vae-steps 0`` the denoiser alone, and ``--init-from DIR`` starts a run
+from the weights of an earlier run's folder (VAE, denoiser and text encoder) and continues training them; the latent
+statistics are recomputed over the run's own training set either way, and the earlier run's log is kept in the new
+one under ``init_log``.
 
 Everything is seeded; ``--max-minutes`` bounds the run: each stage stops early when its share of the time is used
 (the learning-rate schedule follows whichever of steps or time runs out first), and the pipeline folder, with
@@ -44,7 +46,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
 from tqdm.auto import tqdm
 
-from diffattn.shapes.models import FLOW_SHIFT, GEOMETRY, MODELS, TEXT_LENGTH, build_pipeline, sample_kwargs
+from diffattn.shapes.models import FLOW_SHIFT, GEOMETRY, MODELS, TEXT_LENGTH, build_pipeline, load_trained, sample_kwargs
 from diffattn.shapes.world import dataset
 
 __all__ = ["Preset", "PRESETS", "TrainLog", "train", "main"]
@@ -298,7 +300,6 @@ def _train_vae(pipe: Any, data: _Data, preset: Preset, deadline: float | None, l
         return {"loss": mse + _KL_WEIGHT * kl, "mse": mse, "kl": kl}
 
     _run_steps("vae", preset.vae_steps, deadline, log, preset.log_every, list(vae.parameters()), preset.vae_lr, loss_fn)
-    vae.eval().requires_grad_(False)
 
 
 @torch.no_grad()
@@ -458,19 +459,13 @@ def _evaluate(pipe: Any, name: str, count: int, seed: int, device: torch.device,
     return result.to_dict()
 
 
-def _load_vae(pipe: Any, folder: Path, device: torch.device) -> None:
-    """Replace the pipeline's VAE by the one of a previous run's pipeline folder (float32, offline)."""
-    vae_class = type(pipe.vae)
-    pipe.vae = vae_class.from_pretrained(folder / "vae", torch_dtype=torch.float32, use_safetensors=True,
-                                         local_files_only=True).to(device).eval().requires_grad_(False)
-
-
 def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: str | torch.device | None = None,
-          workers: int | None = None, vae_from: str | Path | None = None) -> dict[str, Any]:
+          workers: int | None = None, init_from: str | Path | None = None) -> dict[str, Any]:
     """Train model ``name`` under ``preset`` and write its pipeline folder and ``train_log.json`` to ``out``.
 
-    ``vae_from``: a previous run's pipeline folder whose VAE is reused (stage 1 is skipped). With ``preset.steps``
-    0 the run trains the VAE alone, with the whole time bound.
+    ``init_from``: an earlier run's pipeline folder whose weights the run starts from instead of a fresh draw. With
+    ``preset.steps`` 0 the run trains the VAE alone, with ``preset.vae_steps`` 0 the denoiser alone (keeping the
+    VAE as it is), each with the whole time bound.
 
     The folder is written even when a stage fails or the time bound ends it early (the log's ``status`` says which);
     a failure is re-raised after saving. Returns the log's contents.
@@ -484,7 +479,7 @@ def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: 
     log = TrainLog(out / "train_log.json", {
         "model": name, "seed": seed, "device": str(device), "preset": asdict(preset),
         "versions": {"torch": torch.__version__, **_library_versions()},
-        **({"vae_from": str(vae_from)} if vae_from is not None else {}),
+        **({"init_from": str(init_from), "init_log": _earlier_log(Path(init_from))} if init_from is not None else {}),
     })
     budget = None if preset.max_minutes is None else 60 * preset.max_minutes
     started = time.monotonic()
@@ -493,7 +488,7 @@ def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: 
     clips, video_captions, image_captions = _render_all(preset.clips, seed, geometry.get("num_frames", 5),
                                                         geometry["height"], workers)
     torch.manual_seed(seed)
-    pipe = build_pipeline(name, seed=seed).to(device)
+    pipe = (build_pipeline(name, seed=seed) if init_from is None else load_trained(name, folder=init_from)).to(device)
     pipe.set_progress_bar_config(disable=True)
     denoiser = pipe.transformer if video else pipe.unet
     trained = [p for module in (denoiser, pipe.text_encoder) for p in module.parameters()]
@@ -503,11 +498,10 @@ def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: 
         data = _Data(video, clips, video_captions if video else image_captions, device)
         log.data["data"] = {"clips": len(clips), "samples": len(data), "render_seconds": round(time.monotonic() - started, 2)}
         now = time.monotonic()
-        if vae_from is not None:
-            _load_vae(pipe, Path(vae_from), device)
-        else:
+        if preset.vae_steps:
             share = 1 - _EVAL_SHARE if preset.steps == 0 else _VAE_SHARE
             _train_vae(pipe, data, preset, None if budget is None else now + share * (started + budget - now), log, seed)
+        pipe.vae.eval().requires_grad_(False)
         log.data["vae_check"] = _check_vae(pipe, video, geometry, seed + 20_000, device, preset.check_clips)
         log.write()
         for module in (denoiser, pipe.text_encoder):
@@ -536,6 +530,12 @@ def train(name: str, out: str | Path, preset: Preset, *, seed: int = 0, device: 
     return log.data
 
 
+def _earlier_log(folder: Path) -> dict[str, Any] | None:
+    """The ``train_log.json`` of the run that wrote ``folder`` (``None`` if it has none)."""
+    path = folder / "train_log.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _library_versions() -> dict[str, str]:
     import diffusers
     import transformers
@@ -558,16 +558,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="denoiser batch (default: the preset's)")
     parser.add_argument("--vae-batch", type=int, default=None,
                         help="VAE batch (default: the preset's; the Wan VAE's steps cost the same up to 128 clips on an H100)")
-    parser.add_argument("--vae-from", default=None, help="reuse the VAE of this earlier run's folder (skips stage 1)")
+    parser.add_argument("--lr", type=float, default=None, help="denoiser learning rate (default: the preset's)")
+    parser.add_argument("--vae-lr", type=float, default=None,
+                        help="VAE learning rate (default: the preset's; lower to continue an --init-from VAE gently)")
+    parser.add_argument("--init-from", default=None,
+                        help="start from the weights of this earlier run's folder (with --vae-steps 0: keep its VAE as it is)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-minutes", type=float, default=None, help="time bound of the run (default: the preset's)")
     parser.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)  # a job runner's stop still saves the folder and the log
     preset = PRESETS[args.preset]
-    changes = {key: getattr(args, key) for key in ("steps", "vae_steps", "batch", "vae_batch", "max_minutes")
+    changes = {key: getattr(args, key) for key in ("steps", "vae_steps", "batch", "vae_batch", "lr", "vae_lr", "max_minutes")
                if getattr(args, key) is not None}
-    result = train(args.model, args.out, replace(preset, **changes), seed=args.seed, device=args.device, vae_from=args.vae_from)
+    result = train(args.model, args.out, replace(preset, **changes), seed=args.seed, device=args.device,
+                   init_from=args.init_from)
     stages = {name: f"{stage['steps_done']}/{stage['planned_steps']} steps, last loss "
                     f"{stage['loss'][-1]['loss'] if stage['loss'] else float('nan'):.4f}" for name, stage in result["stages"].items()}
     print(f"{args.model}: {result['status']} in {result['seconds']:.0f} s; " + "; ".join(f"{k}: {v}" for k, v in stages.items()))

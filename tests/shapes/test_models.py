@@ -23,7 +23,7 @@ from diffattn.loading import load_pipeline
 from diffattn.shapes import COLOURS, VOCABULARY, Scene, ShapeSpec, parse_caption, render
 from diffattn.shapes import models as shapes_models
 from diffattn.shapes.evaluate import accuracy, heldout_captions
-from diffattn.shapes.models import FLOW_SHIFT, TEXT_LENGTH, build_pipeline, sample_kwargs
+from diffattn.shapes.models import FLOW_SHIFT, TEXT_LENGTH, build_pipeline, load_trained, sample_kwargs
 from diffattn.shapes.train import PRESETS, _CaptionTable, _ddpm_noised, _flow_noised, _unclamped_decode, train
 
 
@@ -244,18 +244,36 @@ def test_evaluate_cli_prints_the_heldout_accuracy(smoke_runs, capsys, tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 0
 
 
-def test_a_run_split_in_two_trains_the_vae_alone_then_reuses_it(tmp_path):
-    """``steps=0`` trains only the VAE (no denoiser steps, no evaluation); ``vae_from`` starts the next run from that
-    VAE without a stage 1, and the folder it writes carries the same VAE weights with its own latent statistics."""
+def test_a_run_split_in_two_trains_the_vae_alone_then_the_denoiser_from_it(tmp_path):
+    """``steps=0`` trains only the VAE (no denoiser steps, no evaluation); ``init_from`` with ``vae_steps=0`` starts
+    the next run from that folder without a stage 1: the folder it writes carries the same VAE weights with its own
+    latent statistics, and its log keeps the first run's."""
     vae_only = train("shapes-wan", tmp_path / "vae", replace(PRESETS["smoke"], steps=0), workers=1)
     assert vae_only["stages"]["vae"]["steps_done"] == 3 and vae_only["stages"]["denoiser"]["steps_done"] == 0
     assert "eval" not in vae_only
-    second = train("shapes-wan", tmp_path / "second", PRESETS["smoke"], seed=1, workers=1, vae_from=tmp_path / "vae")
-    assert "vae" not in second["stages"] and second["vae_from"] == str(tmp_path / "vae")
+    second = train("shapes-wan", tmp_path / "second", replace(PRESETS["smoke"], vae_steps=0), seed=1, workers=1,
+                   init_from=tmp_path / "vae")
+    assert "vae" not in second["stages"] and second["init_from"] == str(tmp_path / "vae")
+    assert second["init_log"]["stages"]["vae"]["steps_done"] == 3
     assert second["stages"]["denoiser"]["steps_done"] == PRESETS["smoke"].steps
     first_vae, second_vae = (WanPipeline.from_pretrained(tmp_path / d, local_files_only=True).vae for d in ("vae", "second"))
     for a, b in zip(first_vae.parameters(), second_vae.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_run_continues_training_the_weights_it_starts_from(tmp_path):
+    """``init_from`` with both stages: the run starts from the earlier folder's VAE and denoiser (not a fresh draw
+    under its seed) and trains both further."""
+    first = tmp_path / "first"
+    train("shapes-wan", first, PRESETS["smoke"], workers=1)
+    train("shapes-wan", tmp_path / "again", PRESETS["smoke"], workers=1, init_from=first)
+    fresh = build_pipeline("shapes-wan", seed=0)
+    earlier, again = (load_trained("shapes-wan", folder=tmp_path / d) for d in ("first", "again"))
+    for module in ("vae", "transformer"):
+        distance = {k: sum(float((a - b).abs().sum()) for a, b in zip(getattr(again, module).parameters(),
+                                                                       getattr(x, module).parameters(), strict=True))
+                    for k, x in (("earlier", earlier), ("fresh", fresh))}
+        assert 0 < distance["earlier"] < distance["fresh"], (module, distance)
 
 
 def test_training_cli_overrides_the_preset_sizes(tmp_path, capsys):
