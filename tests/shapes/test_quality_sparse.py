@@ -1,5 +1,5 @@
 """The quality suite's core and its sparse group: SSIM against closed forms, rows on the untrained models (structure;
-thresholds on the trained shapes-wan come with its weights)."""
+thresholds on the trained shapes-wan: test_quality_thresholds_video.py)."""
 
 import pytest
 import torch

@@ -1,6 +1,6 @@
 """The video quality groups ``freeswim`` and ``noise``: their clip metrics on rendered clips (the world's ground
-truth), and their rows on the untrained model (structure and determinism; thresholds on the trained shapes-wan come
-with its weights)."""
+truth), and their rows on the untrained model (structure and determinism; thresholds on the trained shapes-wan:
+test_quality_thresholds_video.py)."""
 
 import math
 from dataclasses import replace
