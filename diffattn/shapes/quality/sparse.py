@@ -77,6 +77,10 @@ def _work_saved(stats: Any) -> tuple[float | None, list[float], float]:
     return (float(np.mean(densities)) if densities else None), per_step, reused / max(calls, 1)
 
 
+def _mean_psnr(videos: list[torch.Tensor], references: list[torch.Tensor]) -> float:
+    return float(np.mean([psnr(video, reference) for video, reference in zip(videos, references)]))
+
+
 def _accuracy(videos: list[torch.Tensor], texts: list[str]) -> float:
     return float(np.mean([score_video(video, text).correct for video, text in zip(videos, texts)]))
 
@@ -91,7 +95,7 @@ def rows(settings: QualitySettings, methods: tuple[str, ...] = tuple(METHODS)) -
     dense = generate(pipe, texts, seeds, **call)
     dense_accuracy = _accuracy(dense, texts)
     reseeded = generate(pipe, texts, [seed + RESEED for seed in seeds], **call)
-    reseeded_psnr = float(np.mean([psnr(r, d) for r, d in zip(reseeded, dense)]))
+    reseeded_psnr = _mean_psnr(reseeded, dense)
     out = []
     for name in methods:
         config, setting = METHODS[name](settings.num_steps)
@@ -99,7 +103,7 @@ def rows(settings: QualitySettings, methods: tuple[str, ...] = tuple(METHODS)) -
             videos = generate(pipe, texts, seeds, **call)
         density, skipped, reused = _work_saved(handle.stats)
         accuracy = _accuracy(videos, texts)
-        closeness = float(np.mean([psnr(v, d) for v, d in zip(videos, dense)]))
+        closeness = _mean_psnr(videos, dense)
         out.append(QualityRow(
             group="sparse", method=name, model="shapes-wan", baseline="dense (same captions and seeds)",
             criterion="PSNR against dense at least 3 dB above that of dense clips of other seeds (half their squared "
