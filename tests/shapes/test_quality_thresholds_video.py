@@ -20,11 +20,11 @@ from diffattn.shapes.quality.sparse import KEEP_MARGIN_DB
 @pytest.fixture(scope="module")
 def rows():
     assert installed(TRAINED_VIDEO_MODEL), "the shapes-wan weights ship in diffattn/shapes/weights/shapes-wan"
-    return {(row.group, row.method, row.baseline): row for row in run_groups(["sparse", "freeswim", "noise"], QualitySettings())}
+    return run_groups(["sparse", "freeswim", "noise"], QualitySettings())
 
 
 def _row(rows, group, method, baseline_starts=""):
-    (row,) = [row for (g, m, b), row in rows.items() if g == group and m == method and b.startswith(baseline_starts)]
+    (row,) = [row for row in rows if row.group == group and row.method == method and row.baseline.startswith(baseline_starts)]
     return row
 
 
